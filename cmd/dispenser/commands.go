@@ -1,0 +1,165 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/validate"
+	"github.com/vtk/dispenser/internal/vend"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// loadConfig loads and fully checks a configuration, building backends and
+// authenticators so check-config and serve fail on the same problems.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, errors.New("--config is required")
+	}
+	c, err := config.Load(path)
+	var ve *validate.Error
+	if err != nil && !errors.As(err, &ve) {
+		return nil, err
+	}
+	var p validate.Problems
+	if ve != nil {
+		for _, pr := range ve.Problems {
+			p.Addf(pr.Path, "%s", pr.Message)
+		}
+	}
+	vend.Build(c.Backends, vend.Deps{}, &p)
+	if err := p.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check-config", stderr)
+	path := fs.String("config", "", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := loadConfig(*path); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration is valid\n", *path)
+	return 0
+}
+
+func cmdToken(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("token", stderr)
+	path := fs.String("config", "", "configuration file")
+	subject := fs.String("subject", "", "principal (sub claim)")
+	org := fs.String("org", "", "organization claim")
+	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
+	job := fs.String("job-id", "", "bind the token to one job id")
+	task := fs.String("task-id", "", "bind the token to one task id")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *subject == "" || *org == "" {
+		fmt.Fprintln(stderr, "token: --subject and --org are required")
+		return 2
+	}
+	j := c.Auth.JWT
+	if j == nil || j.SigningKeyFile == "" {
+		fmt.Fprintln(stderr, "token: the configuration has no auth.jwt.signing_key_file; this command only mints development tokens")
+		return 1
+	}
+	key, method, err := auth.LoadSigningKey(j.SigningKeyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "token:", err)
+		return 1
+	}
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": j.Issuer, "aud": j.Audience, "sub": *subject, j.OrgClaim: *org,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(*ttl).Unix(),
+	}
+	if *job != "" {
+		claims[j.JobIDClaim] = *job
+	}
+	if *task != "" {
+		claims[j.TaskIDClaim] = *task
+	}
+	if j.PrincipalClaim != "sub" {
+		claims[j.PrincipalClaim] = *subject
+	}
+	tok := jwt.NewWithClaims(method, claims)
+	if j.SigningKeyID != "" {
+		tok.Header["kid"] = j.SigningKeyID
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		fmt.Fprintln(stderr, "token:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, s)
+	return 0
+}
+
+func cmdPolicy(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("policy", stderr)
+	path := fs.String("config", "", "configuration file")
+	org := fs.String("org", "", "organization")
+	principal := fs.String("principal", "cli", "principal to evaluate {principal} templates with")
+	location := fs.String("location", "", "s3://bucket/prefix/")
+	op := fs.String("operation", "", "get, put, check or tag")
+	job := fs.String("job-id", "", "job id")
+	task := fs.String("task-id", "", "task id")
+	var files multiFlag
+	fs.Var(&files, "file", "file under the location (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	names := map[string]bool{}
+	for n := range c.Backends {
+		names[n] = true
+	}
+	rules, err := scope.Compile(c.Tenants, names)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	g, err := rules.Decide(scope.Subject{Principal: *principal, Org: *org}, scope.Request{
+		Operation: *op, Location: *location, Files: files, JobID: *job, TaskID: *task,
+	})
+	if err != nil {
+		fe := fault.From(err)
+		fmt.Fprintf(stderr, "denied: %s: %s\n", fe.Code, fe.Message)
+		return 1
+	}
+	fmt.Fprintln(stdout, g.Policy)
+	return 0
+}

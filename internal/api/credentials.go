@@ -1,0 +1,294 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/vend"
+)
+
+// CredentialRequest is the task a caller asks credentials for, from the
+// query string (GET) or a JSON body (POST).
+type CredentialRequest struct {
+	Operation       string   `json:"operation"`
+	Location        string   `json:"location"`
+	Files           []string `json:"files"`
+	JobID           string   `json:"job_id"`
+	TaskID          string   `json:"task_id"`
+	DurationSeconds int      `json:"duration_seconds"`
+	Format          string   `json:"format"`
+	DryRun          bool     `json:"dry_run"`
+}
+
+// ContainerCredentials is the container/HTTP provider shape.
+type ContainerCredentials struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+	AccountID       string `json:"AccountId,omitempty"`
+}
+
+// ProcessCredentials is the credential_process shape.
+type ProcessCredentials struct {
+	Version         int    `json:"Version"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	SessionToken    string `json:"SessionToken"`
+	Expiration      string `json:"Expiration"`
+	AccountID       string `json:"AccountId,omitempty"`
+}
+
+// DryRun is the answer to dry_run=true: the grant without credentials.
+type DryRun struct {
+	DryRun          bool          `json:"dry_run"`
+	Identity        auth.Identity `json:"identity"`
+	Grant           scope.Grant   `json:"grant"`
+	DurationSeconds int           `json:"duration_seconds"`
+}
+
+// ExpirationLayout is the exact timestamp form SDKs parse.
+const ExpirationLayout = "2006-01-02T15:04:05Z"
+
+var queryParams = map[string]bool{
+	"operation": true, "location": true, "file": true, "job_id": true, "task_id": true,
+	"duration_seconds": true, "format": true, "dry_run": true,
+}
+
+func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
+	var req CredentialRequest
+	if r.Method == http.MethodPost {
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			mt, _, err := mime.ParseMediaType(ct)
+			if err != nil || mt != "application/json" {
+				return req, fault.New(fault.InvalidRequest, "bad_content_type", "POST /credentials takes Content-Type application/json")
+			}
+		}
+		body := http.MaxBytesReader(nil, r.Body, s.opt.MaxBodyBytes)
+		dec := json.NewDecoder(body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return req, fault.New(fault.RequestTooLarge, "body_too_large", "request body is larger than %d bytes", s.opt.MaxBodyBytes)
+			}
+			return req, fault.Wrap(err, fault.InvalidRequest, "bad_json", "request body is not a valid credential request: %s", jsonProblem(err))
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return req, fault.New(fault.InvalidRequest, "bad_json", "request body must hold exactly one JSON object")
+		}
+		return req, nil
+	}
+	q := r.URL.Query()
+	for k := range q {
+		if !queryParams[k] && !strings.HasPrefix(k, "X-Amz-") {
+			return req, fault.New(fault.InvalidRequest, "unknown_parameter", "unknown query parameter %q", truncate(k, 40))
+		}
+	}
+	for k, v := range q {
+		if len(v) > 1 && k != "file" && !strings.HasPrefix(k, "X-Amz-") {
+			return req, fault.New(fault.InvalidRequest, "repeated_parameter", "query parameter %q is given more than once", k)
+		}
+	}
+	req.Operation = q.Get("operation")
+	req.Location = q.Get("location")
+	req.Files = q["file"]
+	req.JobID = q.Get("job_id")
+	req.TaskID = q.Get("task_id")
+	req.Format = q.Get("format")
+	if v := q.Get("duration_seconds"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return req, fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be an integer")
+		}
+		req.DurationSeconds = n
+	}
+	if v := q.Get("dry_run"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return req, fault.New(fault.InvalidRequest, "bad_dry_run", "dry_run must be true or false")
+		}
+		req.DryRun = b
+	}
+	return req, nil
+}
+
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "malformed JSON at offset " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		return "field " + te.Field + " has the wrong type"
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	}
+	return "malformed JSON"
+}
+
+// Validate checks what scope does not: format, duration floor, bindings.
+func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
+	switch req.Format {
+	case "", "container", "process":
+	default:
+		return fault.New(fault.InvalidRequest, "bad_format", "format must be container or process")
+	}
+	if req.DurationSeconds < 0 || (req.DurationSeconds > 0 && time.Duration(req.DurationSeconds)*time.Second < s.opt.MinRemaining) {
+		return fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be at least %d (the credential lifetime floor)", int(s.opt.MinRemaining.Seconds()))
+	}
+	if id.JobID != "" && req.JobID != id.JobID {
+		return fault.New(fault.AccessDenied, "job_binding", "this credential is bound to another job_id")
+	}
+	if id.TaskID != "" && req.TaskID != id.TaskID {
+		return fault.New(fault.AccessDenied, "task_binding", "this credential is bound to another task_id")
+	}
+	return nil
+}
+
+func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
+	start := s.opt.Now()
+	id, _ := IdentityFrom(r.Context())
+	rec := s.baseRecord(r, start)
+	rec.Principal, rec.Org, rec.AuthMethod = id.Principal, id.Org, string(id.Method)
+
+	fail := func(err error) {
+		fe := fault.From(err)
+		rec.Outcome = audit.Denied
+		if statusOf(fe) >= 500 {
+			rec.Outcome = audit.Failed
+		}
+		rec.Reason = fe.Reason
+		rec.Latency = s.opt.Now().Sub(start)
+		if aerr := s.opt.Recorder.Record(r.Context(), rec); aerr != nil {
+			err = auditUnavailable(aerr)
+		}
+		s.logDecision(r, rec, fe)
+		s.writeError(w, r, err)
+	}
+
+	req, err := s.decodeRequest(r)
+	if err != nil {
+		fail(err)
+		return
+	}
+	rec.JobID, rec.TaskID, rec.Operation, rec.FileCount = req.JobID, req.TaskID, req.Operation, len(req.Files)
+	if err := s.validate(&req, id); err != nil {
+		fail(err)
+		return
+	}
+	g, err := s.rules.Load().Decide(scope.Subject{Principal: id.Principal, Org: id.Org}, scope.Request{
+		Operation: req.Operation, Location: req.Location, Files: req.Files,
+		JobID: req.JobID, TaskID: req.TaskID, Duration: time.Duration(req.DurationSeconds) * time.Second,
+	})
+	if loc, lerr := scope.ParseLocation(req.Location); lerr == nil {
+		rec.Bucket, rec.Prefix = loc.Bucket, loc.Prefix
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	fillGrant(&rec, g)
+	if req.DryRun {
+		s.log(r).Info("dry run", zap.String("principal", id.Principal), zap.String("org", id.Org),
+			zap.String("operation", string(g.Operation)), zap.String("bucket", g.Bucket), zap.String("prefix", g.Prefix))
+		writeJSON(w, http.StatusOK, DryRun{DryRun: true, Identity: id, Grant: g, DurationSeconds: int(g.Duration.Seconds())})
+		return
+	}
+
+	creds, err := s.opt.Vendor.Vend(r.Context(), g)
+	if err != nil {
+		fail(err)
+		return
+	}
+	rec.AccessKeyID, rec.Expiration, rec.PackedPolicySize = creds.AccessKeyID, creds.Expiration, creds.PackedPolicySize
+	if left := creds.Expiration.Sub(s.opt.Now()); left < s.opt.MinRemaining {
+		fail(fault.New(fault.BackendUnavailable, "below_floor", "the backend returned credentials with %s left, under the %s floor", left.Truncate(time.Second), s.opt.MinRemaining).WithRetryAfter(5 * time.Second))
+		return
+	}
+	rec.Outcome = audit.Issued
+	rec.Latency = s.opt.Now().Sub(start)
+	// Fail closed: the credentials leave only after their record is durable.
+	if err := s.opt.Recorder.Record(r.Context(), rec); err != nil {
+		s.log(r).Error("credentials vended but not recorded; withheld from caller",
+			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", id.Org), zap.Error(err))
+		s.writeError(w, r, auditUnavailable(err))
+		return
+	}
+	s.logDecision(r, rec, nil)
+	exp := creds.Expiration.UTC().Format(ExpirationLayout)
+	if req.Format == "process" {
+		writeJSON(w, http.StatusOK, ProcessCredentials{Version: 1, AccessKeyID: creds.AccessKeyID,
+			SecretAccessKey: creds.SecretAccessKey.Reveal(), SessionToken: creds.SessionToken.Reveal(),
+			Expiration: exp, AccountID: creds.AccountID})
+		return
+	}
+	writeJSON(w, http.StatusOK, ContainerCredentials{AccessKeyID: creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey.Reveal(), Token: creds.SessionToken.Reveal(),
+		Expiration: exp, AccountID: creds.AccountID})
+}
+
+func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {
+	return audit.Record{
+		Time: start.UTC(), RequestID: RequestID(r.Context()), ClientAddr: clientAddr(r),
+		UserAgent: truncate(r.UserAgent(), 256), ReplicaID: s.opt.ReplicaID, PackedPolicySize: -1,
+		Latency: s.opt.Now().Sub(start),
+	}
+}
+
+func fillGrant(rec *audit.Record, g scope.Grant) {
+	sum := sha256.Sum256([]byte(g.Policy))
+	rec.Operation, rec.Bucket, rec.Prefix = string(g.Operation), g.Bucket, g.Prefix
+	rec.RoleARN, rec.Backend, rec.SessionName, rec.SourceIdentity = g.RoleARN, g.Backend, g.SessionName, g.SourceIdentity
+	rec.Duration = g.Duration
+	rec.Policy, rec.PolicySHA256 = g.Policy, hex.EncodeToString(sum[:])
+}
+
+// logDecision writes the one structured event per issuance or denial.
+func (s *Server) logDecision(r *http.Request, rec audit.Record, fe *fault.Error) {
+	fields := []zap.Field{
+		zap.String("outcome", string(rec.Outcome)), zap.String("principal", rec.Principal), zap.String("org", rec.Org),
+		zap.String("auth_method", rec.AuthMethod), zap.String("job_id", rec.JobID), zap.String("task_id", rec.TaskID),
+		zap.String("operation", rec.Operation), zap.String("bucket", rec.Bucket), zap.String("prefix", rec.Prefix),
+		zap.String("backend", rec.Backend), zap.Duration("latency", rec.Latency),
+	}
+	if rec.Outcome == audit.Issued {
+		fields = append(fields, zap.String("access_key_id", rec.AccessKeyID), zap.Time("expiration", rec.Expiration),
+			zap.String("session_name", rec.SessionName), zap.String("policy_sha256", rec.PolicySHA256))
+		if rec.PackedPolicySize >= 0 {
+			fields = append(fields, zap.Int("packed_policy_size", rec.PackedPolicySize))
+		}
+		s.log(r).Info("credentials issued", fields...)
+		return
+	}
+	fields = append(fields, zap.String("code", string(fe.Code)), zap.String("reason", rec.Reason), zap.String("message", fe.Message))
+	if fe.Err != nil && statusOf(fe) >= 500 {
+		fields = append(fields, zap.Error(fe.Err))
+	}
+	s.log(r).Info("credentials refused", fields...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+var _ vend.Vendor = vend.Router(nil)

@@ -1,0 +1,317 @@
+// Package api is the dispenser's HTTP surface: routing, middleware, request
+// decoding, and the one mapping from fault codes to HTTP statuses.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/vend"
+)
+
+// Recorder makes a decision record durable. Record returns only after the
+// record is durable; an error means it is not, and the caller must not hand
+// out the credentials the record describes.
+type Recorder interface {
+	Record(ctx context.Context, rec audit.Record) error
+}
+
+// Options are the server's dependencies and settings, wired in cmd/dispenser.
+type Options struct {
+	Logger        *zap.Logger
+	Authenticator auth.Authenticator
+	Rules         *scope.Rules
+	Vendor        vend.Vendor
+	Recorder      Recorder
+	// MinRemaining is the floor of lifetime left on any credential served.
+	MinRemaining time.Duration
+	// AllowedHosts, when non-empty, refuses requests for any other Host.
+	AllowedHosts []string
+	MaxBodyBytes int64
+	ReplicaID    string
+	// OpenAPI is the spec served at /openapi.yaml.
+	OpenAPI []byte
+	Now     func() time.Time
+}
+
+// Server serves the credential API.
+type Server struct {
+	opt        Options
+	rules      atomic.Pointer[scope.Rules]
+	ready      atomic.Bool
+	challenges []string
+	hosts      map[string]bool
+}
+
+// New returns a server that is not ready until SetReady(true).
+func New(opt Options) *Server {
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.MaxBodyBytes == 0 {
+		opt.MaxBodyBytes = 64 << 10
+	}
+	if opt.Recorder == nil {
+		opt.Recorder = nopRecorder{}
+	}
+	s := &Server{opt: opt}
+	s.rules.Store(opt.Rules)
+	if c, ok := opt.Authenticator.(interface{ Challenges() []string }); ok {
+		s.challenges = c.Challenges()
+	} else if c, ok := opt.Authenticator.(auth.Challenger); ok {
+		s.challenges = []string{c.Challenge()}
+	}
+	if len(opt.AllowedHosts) > 0 {
+		s.hosts = map[string]bool{}
+		for _, h := range opt.AllowedHosts {
+			s.hosts[strings.ToLower(h)] = true
+		}
+	}
+	return s
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Record(context.Context, audit.Record) error { return nil }
+
+// SetReady marks the server ready (or not) to vend.
+func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// SetRules swaps the tenant rules atomically (configuration reload).
+func (s *Server) SetRules(r *scope.Rules) { s.rules.Store(r) }
+
+// Rules returns the current rules.
+func (s *Server) Rules() *scope.Rules { return s.rules.Load() }
+
+// Handler returns the routed handler. Middleware order: request id →
+// recover → logging → host check → (per route) authentication → handler.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.requestID, s.recoverer, s.logRequests, s.checkHost)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, fault.New(fault.NotFound, "not_found", "no such endpoint"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, fault.New(fault.MethodNotAllowed, "method_not_allowed", "method %s is not allowed here", r.Method))
+	})
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Get("/openapi.yaml", s.openapi)
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Get("/credentials", s.credentials)
+		r.Post("/credentials", s.credentials)
+		r.Get("/v1/whoami", s.whoami)
+	})
+	return r
+}
+
+// Routes lists the method and pattern of every route (the OpenAPI test
+// compares them with the spec).
+func (s *Server) Routes() [][2]string {
+	var out [][2]string
+	_ = chi.Walk(s.Handler().(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		out = append(out, [2]string{method, route})
+		return nil
+	})
+	return out
+}
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyIdentity
+)
+
+var requestIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !requestIDRe.MatchString(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequestID, id)))
+	})
+}
+
+// RequestID returns the request id of ctx.
+func RequestID(ctx context.Context) string {
+	v, _ := ctx.Value(keyRequestID).(string)
+	return v
+}
+
+func (s *Server) log(r *http.Request) *zap.Logger {
+	return s.opt.Logger.With(zap.String("request_id", RequestID(r.Context())))
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log(r).Error("panic serving request", zap.Any("panic", v), zap.Stack("stack"))
+				s.writeError(w, r, fault.New(fault.InternalError, "panic", "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// logRequests logs one line per request. It logs the path, never the query
+// string: a location may carry userinfo secrets.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := s.opt.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		s.log(r).Debug("http request",
+			zap.String("method", r.Method), zap.String("route", route),
+			zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
+	})
+}
+
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.hosts != nil {
+			host := strings.ToLower(r.Host)
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			if !s.hosts[host] && !s.hosts[strings.ToLower(r.Host)] {
+				s.writeError(w, r, fault.New(fault.AccessDenied, "host_not_allowed", "host is not in allowed_hosts"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			s.writeError(w, r, fault.New(fault.BackendUnavailable, "not_ready", "the dispenser is starting; retry shortly").WithRetryAfter(time.Second))
+			return
+		}
+		start := s.opt.Now()
+		id, err := s.opt.Authenticator.Authenticate(r)
+		if err != nil {
+			fe := fault.From(err)
+			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
+			rec := s.baseRecord(r, start)
+			rec.Outcome, rec.Reason = audit.Denied, fe.Reason
+			if aerr := s.opt.Recorder.Record(r.Context(), rec); aerr != nil {
+				err = auditUnavailable(aerr)
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyIdentity, id)))
+	})
+}
+
+// IdentityFrom returns the authenticated identity of a request.
+func IdentityFrom(ctx context.Context) (auth.Identity, bool) {
+	id, ok := ctx.Value(keyIdentity).(auth.Identity)
+	return id, ok
+}
+
+func auditUnavailable(err error) *fault.Error {
+	return fault.Wrap(err, fault.AuditUnavailable, "audit_unavailable", "the audit trail cannot record this request; no credentials were issued").WithRetryAfter(2 * time.Second)
+}
+
+func clientAddr(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return h
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(s.opt.OpenAPI)
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	id, _ := IdentityFrom(r.Context())
+	resp := WhoAmI{Identity: id}
+	if t, ok := s.rules.Load().Tenant(id.Org); ok {
+		resp.Tenant = &TenantView{Org: t.Org, RoleARN: t.RoleARN, Backend: t.Backend, MaxDurationSeconds: int(t.MaxDuration.D().Seconds())}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// WhoAmI is the /v1/whoami answer.
+type WhoAmI struct {
+	Identity auth.Identity `json:"identity"`
+	Tenant   *TenantView   `json:"tenant"`
+}
+
+// TenantView is the non-secret part of a tenant.
+type TenantView struct {
+	Org                string `json:"org"`
+	RoleARN            string `json:"role_arn,omitempty"`
+	Backend            string `json:"backend"`
+	MaxDurationSeconds int    `json:"max_duration_seconds"`
+}
+
+func errorFields(fe *fault.Error) []zap.Field {
+	return []zap.Field{zap.String("code", string(fe.Code)), zap.String("reason", fe.Reason), zap.Error(fe.Err)}
+}

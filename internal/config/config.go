@@ -1,0 +1,213 @@
+// Package config loads the dispenser's YAML configuration: load → defaults →
+// validate, with every problem reported with its field path before anything
+// starts. Each section's type lives in the package that owns the idea; this
+// package only assembles them.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/duration"
+	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/validate"
+	"github.com/vtk/dispenser/internal/vend"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Server   ServerConfig         `yaml:"server"`
+	Log      LogConfig            `yaml:"log"`
+	Auth     auth.Config          `yaml:"auth"`
+	Tenants  []scope.Tenant       `yaml:"tenants"`
+	Backends map[string]vend.Spec `yaml:"backends"`
+	Audit    audit.Config         `yaml:"audit"`
+
+	// Path is the file the configuration was read from.
+	Path string `yaml:"-"`
+}
+
+// ServerConfig configures the HTTP listener.
+type ServerConfig struct {
+	Listen string    `yaml:"listen"`
+	TLS    TLSConfig `yaml:"tls"`
+	// BehindTLSProxy allows a non-loopback plain-HTTP listener because a
+	// TLS-terminating proxy sits in front.
+	BehindTLSProxy    bool              `yaml:"behind_tls_proxy"`
+	AllowedHosts      []string          `yaml:"allowed_hosts"`
+	ReadHeaderTimeout duration.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       duration.Duration `yaml:"read_timeout"`
+	WriteTimeout      duration.Duration `yaml:"write_timeout"`
+	IdleTimeout       duration.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout   duration.Duration `yaml:"shutdown_timeout"`
+	MaxBodyBytes      int64             `yaml:"max_body_bytes"`
+	// MinRemaining is the least lifetime any served credential has left.
+	MinRemaining duration.Duration `yaml:"min_remaining"`
+	// ReplicaID names this instance in audit records (default: hostname).
+	ReplicaID string `yaml:"replica_id"`
+}
+
+// TLSConfig is the server certificate.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
+
+// LogConfig configures zap.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or console
+}
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Parse decodes YAML (unknown keys are errors), applies defaults and
+// validates. The returned error is a *validate.Error listing every problem,
+// or a YAML syntax error.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	c.ApplyDefaults()
+	var p validate.Problems
+	c.Validate(&p)
+	if err := p.Err(); err != nil {
+		return &c, err
+	}
+	return &c, nil
+}
+
+// ApplyDefaults fills every unset field.
+func (c *Config) ApplyDefaults() {
+	s := &c.Server
+	def := func(d *duration.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = duration.Duration(v)
+		}
+	}
+	if s.Listen == "" {
+		s.Listen = "127.0.0.1:8080"
+	}
+	def(&s.ReadHeaderTimeout, 5*time.Second)
+	def(&s.ReadTimeout, 10*time.Second)
+	def(&s.WriteTimeout, 30*time.Second)
+	def(&s.IdleTimeout, 120*time.Second)
+	def(&s.ShutdownTimeout, 20*time.Second)
+	def(&s.MinRemaining, 20*time.Minute)
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = 64 << 10
+	}
+	if s.ReplicaID == "" {
+		s.ReplicaID, _ = os.Hostname()
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	c.Auth.ApplyDefaults()
+	for i := range c.Tenants {
+		c.Tenants[i].ApplyDefaults()
+	}
+	if c.Backends == nil {
+		c.Backends = map[string]vend.Spec{}
+	}
+	c.Audit.ApplyDefaults()
+}
+
+// Validate records every problem in p. It does not build backends; see
+// BuildBackends for their option checks.
+func (c *Config) Validate(p *validate.Problems) {
+	s := c.Server
+	if host, _, err := net.SplitHostPort(s.Listen); err != nil {
+		p.Addf("server.listen", "must be host:port, got %q", s.Listen)
+	} else if !s.TLS.Enabled() && !IsLoopback(host) && !s.BehindTLSProxy {
+		p.Addf("server.listen", "refusing plain HTTP on non-loopback address %q: configure server.tls or set server.behind_tls_proxy: true", s.Listen)
+	}
+	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+		p.Addf("server.tls", "set both cert_file and key_file")
+	}
+	for _, f := range []struct{ path, v string }{{"server.tls.cert_file", s.TLS.CertFile}, {"server.tls.key_file", s.TLS.KeyFile}} {
+		if f.v != "" {
+			if _, err := os.Stat(f.v); err != nil {
+				p.Addf(f.path, "%v", err)
+			}
+		}
+	}
+	if s.MinRemaining.D() < 5*time.Minute {
+		p.Addf("server.min_remaining", "must be at least 5m (SDKs refresh 5 minutes before expiry), got %s", s.MinRemaining)
+	}
+	if s.MaxBodyBytes < 1024 {
+		p.Addf("server.max_body_bytes", "must be at least 1024")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("log.level", "must be debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		p.Addf("log.format", "must be json or console")
+	}
+	c.Auth.Validate(p, "auth")
+	if len(c.Tenants) == 0 {
+		p.Addf("tenants", "configure at least one tenant (deny by default)")
+	}
+	names := map[string]bool{}
+	for n := range c.Backends {
+		names[n] = true
+	}
+	if len(c.Backends) == 0 {
+		p.Addf("backends", "configure at least one backend (for example default: {type: mock})")
+	}
+	orgs := map[string]bool{}
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		path := validate.Join("tenants", i)
+		t.Validate(p, path, names)
+		if orgs[t.Org] {
+			p.Addf(validate.Join(path, "org"), "org %q is configured twice", t.Org)
+		}
+		orgs[t.Org] = true
+		if t.DefaultDuration.D() < s.MinRemaining.D() {
+			p.Addf(validate.Join(path, "default_duration"), "must be at least server.min_remaining (%s), or no credential could be served", s.MinRemaining)
+		}
+	}
+	c.Audit.Validate(p, "audit")
+}
+
+// IsLoopback reports whether host is a loopback name or address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

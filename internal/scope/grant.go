@@ -1,0 +1,58 @@
+// Package scope decides what a caller may do: it maps a storage task
+// (operation, s3:// location, optional files, job and task ids) through the
+// tenant rules to a Grant carrying a minimal IAM session policy. Deny by
+// default: an org without a tenant, or a task no grant rule covers, is refused.
+package scope
+
+import "time"
+
+// Tag is an STS session tag.
+type Tag struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Grant is everything a vendor needs to mint credentials for one task, and
+// everything an operator needs to understand why (dry_run renders it).
+type Grant struct {
+	Org       string    `json:"org"`
+	Principal string    `json:"principal"`
+	Operation Operation `json:"operation"`
+	Bucket    string    `json:"bucket"`
+	Prefix    string    `json:"prefix"`
+	// Keys are the exact object keys when the request named files.
+	Keys []string `json:"keys,omitempty"`
+	// Compacted is true when a file list was widened to its common prefix to
+	// fit the policy limit.
+	Compacted bool   `json:"compacted,omitempty"`
+	JobID     string `json:"job_id,omitempty"`
+	TaskID    string `json:"task_id,omitempty"`
+
+	Backend    string `json:"backend"`
+	RoleARN    string `json:"role_arn,omitempty"`
+	ExternalID string `json:"-"` // a shared secret of sorts with the customer: not rendered
+	// Policy is the compact JSON session policy. It is never empty.
+	Policy            string        `json:"policy"`
+	Duration          time.Duration `json:"-"`
+	SessionName       string        `json:"session_name"`
+	Tags              []Tag         `json:"tags,omitempty"`
+	TransitiveTagKeys []string      `json:"transitive_tag_keys,omitempty"`
+	SourceIdentity    string        `json:"source_identity,omitempty"`
+}
+
+// Request is a storage task as the caller describes it.
+type Request struct {
+	Operation string
+	Location  string
+	Files     []string
+	JobID     string
+	TaskID    string
+	// Duration is the requested session length; zero means the tenant default.
+	Duration time.Duration
+}
+
+// Subject is the authenticated caller as scope needs it.
+type Subject struct {
+	Principal string
+	Org       string
+}

@@ -1,0 +1,189 @@
+// Package vend mints credentials for a scope.Grant through pluggable
+// backends. A backend is chosen by the `type` of a `backends` entry in the
+// configuration and built by the constructor registered for that type; each
+// constructor decodes and validates its own options.
+package vend
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/secret"
+	"github.com/vtk/dispenser/internal/validate"
+)
+
+// Credentials are temporary AWS credentials for one grant.
+type Credentials struct {
+	AccessKeyID     string
+	SecretAccessKey secret.Secret
+	SessionToken    secret.Secret
+	Expiration      time.Time
+	AccountID       string
+	// PackedPolicySize is the percentage STS reported, or -1 when unknown.
+	PackedPolicySize int
+	// Source says where these came from ("sts", "cache", "mock", "static").
+	Source string
+}
+
+// Vendor mints credentials for a grant.
+//
+// Vend returns a *fault.Error: BackendUnavailable (with RetryAfter when the
+// failure is transient) when the backend cannot answer, AccessDenied or
+// InvalidRequest when the backend refuses the grant for good.
+type Vendor interface {
+	Vend(ctx context.Context, g scope.Grant) (Credentials, error)
+}
+
+// Readiness is implemented by vendors that need initialisation before they
+// can vend (for example, loading base credentials).
+type Readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// Spec is one `backends` entry: a type and its own options, kept as a YAML
+// node so the backend's constructor decodes them.
+type Spec struct {
+	Type    string
+	Options yaml.Node
+}
+
+// UnmarshalYAML keeps the whole mapping for the constructor.
+func (s *Spec) UnmarshalYAML(n *yaml.Node) error {
+	var head struct {
+		Type string `yaml:"type"`
+	}
+	if err := n.Decode(&head); err != nil {
+		return err
+	}
+	s.Type = head.Type
+	s.Options = *n
+	return nil
+}
+
+// Decode decodes the options into v, rejecting unknown keys (other than type).
+func (s Spec) Decode(v any) error {
+	if s.Options.Kind == 0 {
+		return nil
+	}
+	b, err := yaml.Marshal(&s.Options)
+	if err != nil {
+		return err
+	}
+	var m map[string]yaml.Node
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	delete(m, "type")
+	b, err = yaml.Marshal(m)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytesReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
+		return err
+	}
+	return nil
+}
+
+// Deps are what a constructor may use.
+type Deps struct {
+	Name   string // the backends map key
+	Logger *zap.Logger
+	Now    func() time.Time
+}
+
+// Constructor builds a Vendor from its spec. It validates its options into
+// p (with paths under path) and returns nil when there are problems.
+type Constructor func(spec Spec, deps Deps, p *validate.Problems, path string) Vendor
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]Constructor{}
+)
+
+// Register makes a backend type available. Backend packages call it from init.
+func Register(typ string, c Constructor) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[typ]; dup {
+		panic("vend: backend type registered twice: " + typ)
+	}
+	registry[typ] = c
+}
+
+// Types lists the registered backend types.
+func Types() []string {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for t := range registry {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Build constructs every backend; problems are recorded in p.
+func Build(specs map[string]Spec, deps Deps, p *validate.Problems) map[string]Vendor {
+	out := map[string]Vendor{}
+	names := make([]string, 0, len(specs))
+	for n := range specs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		spec := specs[name]
+		path := validate.Join("backends", name)
+		regMu.RLock()
+		c, ok := registry[spec.Type]
+		regMu.RUnlock()
+		if !ok {
+			p.Addf(validate.Join(path, "type"), "unknown backend type %q (known: %v)", spec.Type, Types())
+			continue
+		}
+		d := deps
+		d.Name = name
+		if d.Logger == nil {
+			d.Logger = zap.NewNop()
+		}
+		if d.Now == nil {
+			d.Now = time.Now
+		}
+		if v := c(spec, d, p, path); v != nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// Router dispatches a grant to the backend its tenant names.
+type Router map[string]Vendor
+
+// Vend implements Vendor.
+func (r Router) Vend(ctx context.Context, g scope.Grant) (Credentials, error) {
+	v, ok := r[g.Backend]
+	if !ok {
+		return Credentials{}, fmt.Errorf("no backend named %q", g.Backend)
+	}
+	return v.Vend(ctx, g)
+}
+
+// Ready implements Readiness over every backend that has it.
+func (r Router) Ready(ctx context.Context) error {
+	for name, v := range r {
+		if rd, ok := v.(Readiness); ok {
+			if err := rd.Ready(ctx); err != nil {
+				return fmt.Errorf("backend %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
