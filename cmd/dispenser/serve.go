@@ -59,16 +59,21 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	admin, err := cfg.Admin.Build()
+	if err != nil {
+		return nil, err
+	}
 	a.server = api.New(api.Options{
-		Logger:        log,
-		Authenticator: chain,
-		Rules:         rules,
-		Vendor:        a.vendor,
-		MinRemaining:  cfg.Server.MinRemaining.D(),
-		AllowedHosts:  cfg.Server.AllowedHosts,
-		MaxBodyBytes:  cfg.Server.MaxBodyBytes,
-		ReplicaID:     cfg.Server.ReplicaID,
-		OpenAPI:       dispenser.OpenAPI,
+		Logger:             log,
+		Authenticator:      chain,
+		AdminAuthenticator: admin,
+		Rules:              rules,
+		Vendor:             a.vendor,
+		MinRemaining:       cfg.Server.MinRemaining.D(),
+		AllowedHosts:       cfg.Server.AllowedHosts,
+		MaxBodyBytes:       cfg.Server.MaxBodyBytes,
+		ReplicaID:          cfg.Server.ReplicaID,
+		OpenAPI:            dispenser.OpenAPI,
 	})
 	return a, nil
 }

@@ -180,6 +180,11 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 			err = auditUnavailable(aerr)
 		}
 		s.logDecision(r, rec, fe)
+		outcome := string(rec.Outcome)
+		if rec.Outcome == audit.Failed {
+			outcome = "error"
+		}
+		s.opt.Metrics.Decision(rec.Org, rec.Operation, rec.Backend, outcome, rec.Reason, rec.Latency)
 		s.writeError(w, r, err)
 	}
 
@@ -188,7 +193,10 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	rec.JobID, rec.TaskID, rec.Operation, rec.FileCount = req.JobID, req.TaskID, req.Operation, len(req.Files)
+	rec.JobID, rec.TaskID, rec.FileCount = truncate(req.JobID, 128), truncate(req.TaskID, 128), len(req.Files)
+	if op, err := scope.ParseOperation(req.Operation); err == nil {
+		rec.Operation = string(op)
+	}
 	if err := s.validate(&req, id); err != nil {
 		fail(err)
 		return
@@ -226,12 +234,15 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	rec.Latency = s.opt.Now().Sub(start)
 	// Fail closed: the credentials leave only after their record is durable.
 	if err := s.opt.Recorder.Record(r.Context(), rec); err != nil {
+		s.opt.Metrics.AuditFailure("vended_unrecorded")
 		s.log(r).Error("credentials vended but not recorded; withheld from caller",
 			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", id.Org), zap.Error(err))
 		s.writeError(w, r, auditUnavailable(err))
 		return
 	}
 	s.logDecision(r, rec, nil)
+	s.opt.Metrics.Decision(rec.Org, rec.Operation, rec.Backend, "issued", "", rec.Latency)
+	s.opt.Metrics.Served(creds.Expiration.Sub(s.opt.Now()), creds.PackedPolicySize)
 	exp := creds.Expiration.UTC().Format(ExpirationLayout)
 	if req.Format == "process" {
 		writeJSON(w, http.StatusOK, ProcessCredentials{Version: 1, AccessKeyID: creds.AccessKeyID,

@@ -19,6 +19,7 @@ import (
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/vend"
 )
@@ -34,9 +35,13 @@ type Recorder interface {
 type Options struct {
 	Logger        *zap.Logger
 	Authenticator auth.Authenticator
-	Rules         *scope.Rules
-	Vendor        vend.Vendor
-	Recorder      Recorder
+	// AdminAuthenticator guards the /v1 admin routes (audit query,
+	// revocations). A worker credential never passes it. Nil disables them.
+	AdminAuthenticator auth.Authenticator
+	Metrics            *metrics.Metrics
+	Rules              *scope.Rules
+	Vendor             vend.Vendor
+	Recorder           Recorder
 	// MinRemaining is the floor of lifetime left on any credential served.
 	MinRemaining time.Duration
 	// AllowedHosts, when non-empty, refuses requests for any other Host.
@@ -120,6 +125,12 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/credentials", s.credentials)
 		r.Get("/v1/whoami", s.whoami)
 	})
+	if s.opt.AdminAuthenticator != nil {
+		r.Group(func(r chi.Router) {
+			r.Use(s.authenticateAdmin)
+			// Admin routes (audit query, revocations) are added here.
+		})
+	}
 	return r
 }
 
@@ -208,6 +219,10 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		route := chi.RouteContext(r.Context()).RoutePattern()
+		if route == "" {
+			route = "unmatched"
+		}
+		s.opt.Metrics.Request(route, r.Method, sw.status)
 		s.log(r).Debug("http request",
 			zap.String("method", r.Method), zap.String("route", route),
 			zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
@@ -241,6 +256,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if err != nil {
 			fe := fault.From(err)
 			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
+			s.opt.Metrics.AuthFailure(authMethodOf(fe), fe.Reason)
+			s.opt.Metrics.Decision("", "", "", "denied", fe.Reason, s.opt.Now().Sub(start))
 			rec := s.baseRecord(r, start)
 			rec.Outcome, rec.Reason = audit.Denied, fe.Reason
 			if aerr := s.opt.Recorder.Record(r.Context(), rec); aerr != nil {
@@ -251,6 +268,30 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyIdentity, id)))
 	})
+}
+
+// authenticateAdmin admits only admin identities; the failure is logged but
+// not written to the credential audit trail (no credential was asked for).
+func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.opt.AdminAuthenticator.Authenticate(r)
+		if err != nil {
+			fe := fault.From(err)
+			s.log(r).Info("admin authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
+			s.opt.Metrics.AuthFailure("admin", fe.Reason)
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyIdentity, id)))
+	})
+}
+
+// authMethodOf derives the method label from a fault's reason prefix.
+func authMethodOf(fe *fault.Error) string {
+	if i := strings.IndexByte(fe.Reason, '_'); i > 0 {
+		return fe.Reason[:i]
+	}
+	return "none"
 }
 
 // IdentityFrom returns the authenticated identity of a request.

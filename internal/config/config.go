@@ -26,6 +26,7 @@ type Config struct {
 	Server   ServerConfig         `yaml:"server"`
 	Log      LogConfig            `yaml:"log"`
 	Auth     auth.Config          `yaml:"auth"`
+	Admin    auth.AdminConfig     `yaml:"admin"`
 	Tenants  []scope.Tenant       `yaml:"tenants"`
 	Backends map[string]vend.Spec `yaml:"backends"`
 	Audit    audit.Config         `yaml:"audit"`
@@ -132,6 +133,7 @@ func (c *Config) ApplyDefaults() {
 		c.Log.Format = "json"
 	}
 	c.Auth.ApplyDefaults()
+	c.Admin.ApplyDefaults()
 	for i := range c.Tenants {
 		c.Tenants[i].ApplyDefaults()
 	}
@@ -177,6 +179,11 @@ func (c *Config) Validate(p *validate.Problems) {
 		p.Addf("log.format", "must be json or console")
 	}
 	c.Auth.Validate(p, "auth")
+	workerAud := ""
+	if c.Auth.JWT != nil {
+		workerAud = c.Auth.JWT.Audience
+	}
+	c.Admin.Validate(p, "admin", workerAud)
 	if len(c.Tenants) == 0 {
 		p.Addf("tenants", "configure at least one tenant (deny by default)")
 	}

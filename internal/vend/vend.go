@@ -47,6 +47,13 @@ type Readiness interface {
 	Ready(ctx context.Context) error
 }
 
+// CacheChecker is implemented by vendors that can tell, without calling
+// upstream, whether a grant would be served from a valid cached credential.
+// The rate limiter uses it: limits protect issuance, not repetition.
+type CacheChecker interface {
+	Cached(g scope.Grant) bool
+}
+
 // Spec is one `backends` entry: a type and its own options, kept as a YAML
 // node so the backend's constructor decodes them.
 type Spec struct {
@@ -174,6 +181,12 @@ func (r Router) Vend(ctx context.Context, g scope.Grant) (Credentials, error) {
 		return Credentials{}, fmt.Errorf("no backend named %q", g.Backend)
 	}
 	return v.Vend(ctx, g)
+}
+
+// Cached implements CacheChecker by asking the grant's backend.
+func (r Router) Cached(g scope.Grant) bool {
+	c, ok := r[g.Backend].(CacheChecker)
+	return ok && c.Cached(g)
 }
 
 // Ready implements Readiness over every backend that has it.

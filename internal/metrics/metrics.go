@@ -1,0 +1,198 @@
+// Package metrics holds the dispenser's Prometheus collectors on their own
+// registry (namespace dispenser_). Every method is safe on a nil *Metrics,
+// so packages take an optional *Metrics and tests may pass nil. Labels stay
+// low-cardinality: never principal, job, task, session name or key ids.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const ns = "dispenser"
+
+// Metrics are the dispenser's collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests          *prometheus.CounterVec   // route, method, status
+	Issuances         *prometheus.CounterVec   // tenant, operation, backend, outcome, reason
+	Latency           *prometheus.HistogramVec // outcome
+	BackendLatency    *prometheus.HistogramVec // backend, type
+	BackendErrors     *prometheus.CounterVec   // backend, code
+	CacheEvents       *prometheus.CounterVec   // event: hit, miss, eviction, refresh, refresh_error
+	CacheSize         prometheus.Gauge
+	CacheOldestLeft   prometheus.Gauge // seconds until the soonest cached entry falls under the floor
+	AuditWriteLatency prometheus.Histogram
+	AuditBatchSize    prometheus.Histogram
+	AuditFailures     *prometheus.CounterVec // kind: write, vended_unrecorded, anchor
+	AuditAnchorAge    prometheus.Gauge       // seconds since the newest anchored checkpoint
+	RateLimited       *prometheus.CounterVec // scope: principal, org
+	RateLimitBackend  *prometheus.GaugeVec   // backend: redis, local (1 = in use)
+	RevocationHits    *prometheus.CounterVec // kind
+	AuthFailures      *prometheus.CounterVec // method, reason
+	PackedPolicySize  prometheus.Histogram
+	ServedLifetime    prometheus.Histogram
+	STSThrottles      prometheus.Counter
+	TLSCertExpiry     prometheus.Gauge       // unix seconds
+	ConfigReloads     *prometheus.CounterVec // result: ok, rejected
+	BuildInfo         *prometheus.GaugeVec
+}
+
+// New registers every collector on a fresh registry, with the Go and
+// process collectors.
+func New(version string) *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{Registry: r}
+	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total", Help: "HTTP requests by route, method and status."}, []string{"route", "method", "status"})
+	m.Issuances = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "issuances_total", Help: "Credential decisions by tenant, operation, backend, outcome (issued/denied/error) and reason."}, []string{"tenant", "operation", "backend", "outcome", "reason"})
+	m.Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds", Help: "End-to-end /credentials latency by outcome.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}, []string{"outcome"})
+	m.BackendLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_call_duration_seconds", Help: "Backend (STS, static, mock) call latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"backend", "type"})
+	m.BackendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total", Help: "Backend errors by error code."}, []string{"backend", "code"})
+	m.CacheEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "credential_cache_events_total", Help: "Credential cache hits, misses, evictions and refreshes."}, []string{"event"})
+	m.CacheSize = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_entries", Help: "Credentials held in the cache."})
+	m.CacheOldestLeft = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_soonest_floor_seconds", Help: "Seconds until the soonest cached credential falls under the serving floor (how long an STS outage can be ridden out)."})
+	m.AuditWriteLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_write_duration_seconds", Help: "Time until a decision record is durable.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)})
+	m.AuditBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_batch_records", Help: "Records per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
+	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind (write, vended_unrecorded, anchor)."}, []string{"kind"})
+	m.AuditAnchorAge = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "audit_anchor_age_seconds", Help: "Age of the newest anchored audit checkpoint."})
+	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total", Help: "Requests refused by a rate limit, by limit scope."}, []string{"scope"})
+	m.RateLimitBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limiter_backend", Help: "Which limiter is in use (1): redis or local fallback."}, []string{"backend"})
+	m.RevocationHits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "revocation_hits_total", Help: "Requests refused by a revocation, by kind."}, []string{"kind"})
+	m.AuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Authentication failures by method and reason."}, []string{"method", "reason"})
+	m.PackedPolicySize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "packed_policy_size_percent", Help: "PackedPolicySize reported by STS (percent of the limit).", Buckets: []float64{5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100}})
+	m.ServedLifetime = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "served_credential_remaining_seconds", Help: "Remaining lifetime of served credentials.", Buckets: []float64{300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200}})
+	m.STSThrottles = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sts_throttles_total", Help: "Throttling answers from STS."})
+	m.TLSCertExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "tls_cert_expiry_timestamp_seconds", Help: "NotAfter of the serving TLS certificate."})
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "config_reloads_total", Help: "Configuration reloads by result."}, []string{"result"})
+	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info", Help: "Build information."}, []string{"version", "goversion"})
+	for _, c := range []prometheus.Collector{m.Requests, m.Issuances, m.Latency, m.BackendLatency, m.BackendErrors, m.CacheEvents, m.CacheSize,
+		m.CacheOldestLeft, m.AuditWriteLatency, m.AuditBatchSize, m.AuditFailures, m.AuditAnchorAge, m.RateLimited, m.RateLimitBackend,
+		m.RevocationHits, m.AuthFailures, m.PackedPolicySize, m.ServedLifetime, m.STSThrottles, m.TLSCertExpiry, m.ConfigReloads, m.BuildInfo} {
+		f(c)
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.BuildInfo.WithLabelValues(version, goVersion()).Set(1)
+	return m
+}
+
+// Request counts one HTTP request.
+func (m *Metrics) Request(route, method string, status int) {
+	if m == nil {
+		return
+	}
+	m.Requests.WithLabelValues(route, method, itoa(status)).Inc()
+}
+
+// Decision counts one credential decision and its latency.
+func (m *Metrics) Decision(tenant, operation, backend, outcome, reason string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Issuances.WithLabelValues(tenant, operation, backend, outcome, reason).Inc()
+	m.Latency.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// Backend records one backend call.
+func (m *Metrics) Backend(name, typ, code string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.BackendLatency.WithLabelValues(name, typ).Observe(d.Seconds())
+	if code != "" {
+		m.BackendErrors.WithLabelValues(name, code).Inc()
+	}
+}
+
+// Cache counts a cache event (hit, miss, eviction, refresh, refresh_error).
+func (m *Metrics) Cache(event string) {
+	if m == nil {
+		return
+	}
+	m.CacheEvents.WithLabelValues(event).Inc()
+}
+
+// CacheState sets the cache size and the seconds until the soonest entry
+// falls under the floor.
+func (m *Metrics) CacheState(size int, soonestFloor time.Duration) {
+	if m == nil {
+		return
+	}
+	m.CacheSize.Set(float64(size))
+	m.CacheOldestLeft.Set(soonestFloor.Seconds())
+}
+
+// AuditWrite records one group commit.
+func (m *Metrics) AuditWrite(batch int, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.AuditBatchSize.Observe(float64(batch))
+	m.AuditWriteLatency.Observe(d.Seconds())
+	if err != nil {
+		m.AuditFailures.WithLabelValues("write").Inc()
+	}
+}
+
+// AuditFailure counts an audit failure of a kind.
+func (m *Metrics) AuditFailure(kind string) {
+	if m == nil {
+		return
+	}
+	m.AuditFailures.WithLabelValues(kind).Inc()
+}
+
+// AnchorAge sets the newest anchored checkpoint's age.
+func (m *Metrics) AnchorAge(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.AuditAnchorAge.Set(d.Seconds())
+}
+
+// AuthFailure counts one authentication failure.
+func (m *Metrics) AuthFailure(method, reason string) {
+	if m == nil {
+		return
+	}
+	m.AuthFailures.WithLabelValues(method, reason).Inc()
+}
+
+// Served records a served credential's remaining lifetime and packed size.
+func (m *Metrics) Served(remaining time.Duration, packedPolicySize int) {
+	if m == nil {
+		return
+	}
+	m.ServedLifetime.Observe(remaining.Seconds())
+	if packedPolicySize >= 0 {
+		m.PackedPolicySize.Observe(float64(packedPolicySize))
+	}
+}
+
+// STSThrottled counts one STS throttling answer.
+func (m *Metrics) STSThrottled() {
+	if m == nil {
+		return
+	}
+	m.STSThrottles.Inc()
+}
+
+// Limited counts a rate-limit refusal.
+func (m *Metrics) Limited(scope string) {
+	if m == nil {
+		return
+	}
+	m.RateLimited.WithLabelValues(scope).Inc()
+}
+
+// Revoked counts a revocation hit.
+func (m *Metrics) Revoked(kind string) {
+	if m == nil {
+		return
+	}
+	m.RevocationHits.WithLabelValues(kind).Inc()
+}
