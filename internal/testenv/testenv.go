@@ -1,0 +1,71 @@
+// Package testenv gives tests the machine's real services. Outside CI a
+// missing service skips the test; with CI=true it fails it, so a green CI
+// run never hides an untested store.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// InCI reports whether CI=true.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// PostgresDSN is the machine's PostgreSQL (trust auth, database test);
+// DISPENSER_TEST_POSTGRES overrides it.
+func PostgresDSN() string {
+	if v := os.Getenv("DISPENSER_TEST_POSTGRES"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// RedisAddr is the machine's Redis; DISPENSER_TEST_REDIS overrides it.
+func RedisAddr() string {
+	if v := os.Getenv("DISPENSER_TEST_REDIS"); v != "" {
+		return v
+	}
+	return "127.0.0.1:6379"
+}
+
+// Require skips (or, in CI, fails) the test when addr does not accept TCP.
+func Require(t testing.TB, service, addr string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if InCI() {
+			t.Fatalf("%s at %s is required in CI: %v", service, addr, err)
+		}
+		t.Skipf("%s at %s is not reachable (%v); set CI=true to make this a failure", service, addr, err)
+	}
+	_ = c.Close()
+}
+
+// Postgres returns the DSN after checking the server is reachable.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	Require(t, "PostgreSQL", "127.0.0.1:5432")
+	return PostgresDSN()
+}
+
+// Redis returns the address after checking the server is reachable.
+func Redis(t testing.TB) string {
+	t.Helper()
+	Require(t, "Redis", RedisAddr())
+	return RedisAddr()
+}
+
+// UniqueName returns prefix plus random hex, for per-test schemas and keys.
+func UniqueName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
