@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/secret"
 	"github.com/vtk/dispenser/internal/validate"
@@ -105,6 +106,8 @@ type Deps struct {
 	Name   string // the backends map key
 	Logger *zap.Logger
 	Now    func() time.Time
+	// Metrics is optional (nil-safe).
+	Metrics *metrics.Metrics
 }
 
 // Constructor builds a Vendor from its spec. It validates its options into
