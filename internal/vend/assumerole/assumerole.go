@@ -81,7 +81,7 @@ type Options struct {
 
 var (
 	roleARNRe    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDRe = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	externalIDRe = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 	nameRe       = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	regionRe     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
 )
@@ -117,7 +117,7 @@ func (o Options) Validate(p *validate.Problems, path string) {
 	if o.BaseRoleARN != "" && !roleARNRe.MatchString(o.BaseRoleARN) {
 		p.Addf(validate.Join(path, "base_role_arn"), "%q is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)", o.BaseRoleARN)
 	}
-	if o.BaseExternalID != "" && !externalIDRe.MatchString(o.BaseExternalID) {
+	if o.BaseExternalID != "" && (len(o.BaseExternalID) < 2 || len(o.BaseExternalID) > 1224 || !externalIDRe.MatchString(o.BaseExternalID)) {
 		p.Addf(validate.Join(path, "base_external_id"), "must be 2-1224 characters of [\\w+=,.@:/-]")
 	}
 	if o.BaseRoleARN == "" && (o.BaseExternalID != "" || o.BaseSessionName != "") {
