@@ -64,12 +64,12 @@ func newVendor(t *testing.T, fake *ststest.Server, mod func(*assumerole.Options)
 func grant() scope.Grant {
 	return scope.Grant{
 		Org: "acme", Principal: "worker-1", Backend: "sts",
-		RoleARN:     "arn:aws:iam::222222222222:role/vtk-target",
-		ExternalID:  "acme-vtk-api-name",
-		Policy:      `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::media/acme/in/*"}]}`,
-		Duration:    time.Hour,
-		SessionName: "job-1.task-7-0123456789ab",
-		Tags:        []scope.Tag{{Key: "job-id", Value: "job-1"}, {Key: "org", Value: "acme"}, {Key: "task-id", Value: "task-7"}},
+		RoleARN:           "arn:aws:iam::222222222222:role/vtk-target",
+		ExternalID:        "acme-vtk-api-name",
+		Policy:            `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::media/acme/in/*"}]}`,
+		Duration:          time.Hour,
+		SessionName:       "job-1.task-7-0123456789ab",
+		Tags:              []scope.Tag{{Key: "job-id", Value: "job-1"}, {Key: "org", Value: "acme"}, {Key: "task-id", Value: "task-7"}},
 		TransitiveTagKeys: []string{"org"},
 		SourceIdentity:    "worker-1",
 		JobID:             "job-1", TaskID: "task-7",

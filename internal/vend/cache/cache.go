@@ -231,7 +231,14 @@ func (c *Cache) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, erro
 	c.mu.Unlock()
 	c.d.Metrics.Cache("miss")
 
-	ch := c.sf.DoChan(key, c.fetchFunc(ctx, key, g))
+	// The flight is tracked until its result is delivered, so Close and
+	// Wait cover fetches whose callers have given up.
+	ch := make(chan singleflight.Result, 1)
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		ch <- <-c.sf.DoChan(key, c.fetchFunc(ctx, key, g, false))
+	}()
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -248,10 +255,17 @@ func (c *Cache) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, erro
 // fetchFunc is the one upstream call for key. It runs on a context detached
 // from the caller (values kept, cancellation not) with its own deadline,
 // cancelled only when the cache is closed.
-func (c *Cache) fetchFunc(ctx context.Context, key string, g scope.Grant) func() (any, error) {
+//
+// A miss re-checks the cache first: a miss that raced with the end of the
+// previous flight for the same key finds its stored result instead of
+// calling upstream again.
+func (c *Cache) fetchFunc(ctx context.Context, key string, g scope.Grant, refresh bool) func() (any, error) {
 	return func() (any, error) {
-		c.bg.Add(1)
-		defer c.bg.Done()
+		if !refresh {
+			if creds, ok := c.lookup(key); ok {
+				return creds, nil
+			}
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.FetchTimeout.D())
 		defer cancel()
 		stopCancel := context.AfterFunc(c.stop, cancel)
@@ -272,7 +286,7 @@ func (c *Cache) refresh(ctx context.Context, key string, g scope.Grant) {
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
-		r := <-c.sf.DoChan(key, c.fetchFunc(ctx, key, g))
+		r := <-c.sf.DoChan(key, c.fetchFunc(ctx, key, g, true))
 		if r.Err != nil {
 			c.d.Logger.Warn("credential refresh failed; serving the cached credential while it lasts",
 				zap.String("backend", g.Backend), zap.String("org", g.Org), zap.Error(r.Err))
@@ -379,12 +393,23 @@ func (c *Cache) Stats() Stats {
 
 // Cached implements vend.CacheChecker: whether g would be a hit now.
 func (c *Cache) Cached(g scope.Grant) bool {
-	key := Key(g)
+	_, ok := c.lookup(Key(g))
+	return ok
+}
+
+// lookup returns the entry for key if it is above the floor, without
+// counting a hit or starting a refresh.
+func (c *Cache) lookup(key string) (vend.Credentials, bool) {
 	now := c.d.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[key]
-	return ok && el.Value.(*entry).creds.Expiration.Sub(now) >= c.floor
+	if !ok || el.Value.(*entry).creds.Expiration.Sub(now) < c.floor {
+		return vend.Credentials{}, false
+	}
+	creds := el.Value.(*entry).creds
+	creds.Source = "cache"
+	return creds, true
 }
 
 // Ready passes through to the wrapped vendor.
