@@ -55,6 +55,13 @@ type CacheChecker interface {
 	Cached(g scope.Grant) bool
 }
 
+// TenantValidator is implemented by backends that constrain the tenants
+// using them (for example, assume-role needs a role_arn). check-config and
+// serve call it for every tenant naming the backend.
+type TenantValidator interface {
+	ValidateTenant(t scope.Tenant, p *validate.Problems, path string)
+}
+
 // Spec is one `backends` entry: a type and its own options, kept as a YAML
 // node so the backend's constructor decodes them.
 type Spec struct {

@@ -281,6 +281,19 @@ func New(ctx context.Context, opt Options, d Deps) (*Vendor, error) {
 	return v, nil
 }
 
+// ValidateTenant implements vend.TenantValidator: a tenant on this backend
+// needs a role to assume, and sessions longer than the backend allows
+// would be cut short silently.
+func (v *Vendor) ValidateTenant(t scope.Tenant, p *validate.Problems, path string) {
+	if t.RoleARN == "" {
+		p.Addf(validate.Join(path, "role_arn"), "is required for the assume-role backend %q", v.deps.Name)
+	}
+	if t.MaxDuration.D() > v.opt.MaxDuration.D() {
+		p.Addf(validate.Join(path, "max_duration"), "%s exceeds max_duration %s of backend %q (raise the backend's max_duration, up to 12h, only when its base credentials are not role credentials: role chaining allows 1h)",
+			t.MaxDuration, v.opt.MaxDuration, v.deps.Name)
+	}
+}
+
 // CacheOptions implements cache.Configurable.
 func (v *Vendor) CacheOptions() cache.Options { return v.opt.Cache }
 

@@ -469,3 +469,32 @@ var errNotReady = errors.New("not ready")
 type readyVendor struct{ fakeVendor }
 
 func (*readyVendor) Ready(context.Context) error { return errNotReady }
+
+type configurableVendor struct {
+	fakeVendor
+	opt cache.Options
+}
+
+func (c *configurableVendor) CacheOptions() cache.Options { return c.opt }
+
+func TestWrapAllWrapsOnlyBackendsThatEnableTheCache(t *testing.T) {
+	off := false
+	on := &configurableVendor{}
+	disabled := &configurableVendor{opt: cache.Options{Enabled: &off}}
+	plain := &fakeVendor{}
+	backends := map[string]vend.Vendor{"on": on, "disabled": disabled, "plain": plain}
+	closers := cache.WrapAll(backends, 30*time.Minute, cache.Deps{})
+	if len(closers) != 1 {
+		t.Fatalf("closers %d", len(closers))
+	}
+	c, ok := backends["on"].(*cache.Cache)
+	if !ok || c.Unwrap() != vend.Vendor(on) || c.Floor() != 30*time.Minute {
+		t.Fatalf("enabled backend not wrapped with the server floor: %T", backends["on"])
+	}
+	if backends["disabled"] != vend.Vendor(disabled) || backends["plain"] != vend.Vendor(plain) {
+		t.Fatal("a backend without an enabled cache was wrapped")
+	}
+	for _, f := range closers {
+		_ = f()
+	}
+}
