@@ -3,7 +3,10 @@ package assumerole_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +40,7 @@ func awsEnv(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CA_BUNDLE", "") // the test HTTP client takes no custom CA
 }
 
 var fastBackoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return time.Millisecond, nil })
@@ -355,4 +359,56 @@ func flow(s string) string {
 		return strings.NewReplacer("{", "", "}", "", ", ", "\n").Replace(s) + "\n"
 	}
 	return s + "\n"
+}
+
+// hostRecorder is an aws.HTTPClient that records the host each request
+// goes to and answers like STS, without any network.
+type hostRecorder struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (h *hostRecorder) Do(r *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	h.hosts = append(h.hosts, r.URL.Host)
+	h.mu.Unlock()
+	rec := httptest.NewRecorder()
+	ststest.WriteAssumeRole(rec, ststest.Credentials{
+		AccessKeyID: "ASIAHOSTTEST", SecretAccessKey: "s", SessionToken: "t",
+		Expiration: time.Now().Add(time.Hour), AssumedRoleArn: "arn:aws:sts::222222222222:assumed-role/r/s", PackedPolicySize: 3,
+	})
+	return rec.Result(), nil
+}
+
+func TestEndpointSelection(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opt  assumerole.Options
+		host string
+	}{
+		{"regional by default", assumerole.Options{Region: "eu-west-1"}, "sts.eu-west-1.amazonaws.com"},
+		{"fips", assumerole.Options{Region: "us-east-1", UseFIPS: true}, "sts-fips.us-east-1.amazonaws.com"},
+		{"custom endpoint", assumerole.Options{Region: "eu-west-1", Endpoint: "https://vpce-1.sts.eu-west-1.vpce.amazonaws.com"}, "vpce-1.sts.eu-west-1.vpce.amazonaws.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			awsEnv(t)
+			rec := &hostRecorder{}
+			o := tc.opt
+			o.ApplyDefaults()
+			v, err := assumerole.New(context.Background(), o, assumerole.Deps{HTTPClient: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := v.Vend(context.Background(), grant())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.AccessKeyID != "ASIAHOSTTEST" || c.PackedPolicySize != 3 {
+				t.Errorf("credentials %+v", c)
+			}
+			if len(rec.hosts) != 1 || rec.hosts[0] != tc.host {
+				t.Errorf("hosts %v, want %s", rec.hosts, tc.host)
+			}
+		})
+	}
 }

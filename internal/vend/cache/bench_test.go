@@ -123,3 +123,35 @@ func BenchmarkThroughput50msSTS(b *testing.B) {
 	b.ReportMetric(float64(onCalls), "sts-calls-cache-on")
 	b.ReportMetric(float64(offCalls), "sts-calls-cache-off")
 }
+
+// TestDetachedFetchThroughTheRealSTSClient: a caller gives up at 200 ms
+// while STS answers at 1.5 s; the STS call completes and the retry is a hit.
+func TestDetachedFetchThroughTheRealSTSClient(t *testing.T) {
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-central-1",
+		"AWS_CONFIG_FILE": t.TempDir() + "/none", "AWS_SHARED_CREDENTIALS_FILE": t.TempDir() + "/none", "AWS_EC2_METADATA_DISABLED": "true"} {
+		t.Setenv(k, v)
+	}
+	fake := ststest.New(t)
+	fake.AssumeRole = ststest.Sequence(ststest.Answer{Delay: 1500 * time.Millisecond})
+	o := assumerole.Options{Endpoint: fake.URL}
+	o.ApplyDefaults()
+	v, err := assumerole.New(context.Background(), o, assumerole.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cache.New(v, o.Cache, 0, cache.Deps{})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.Vend(ctx, grant()); err == nil {
+		t.Fatal("the caller that gave up got credentials")
+	}
+	c.Wait()
+	cr, err := c.Vend(context.Background(), grant())
+	if err != nil || cr.Source != "cache" {
+		t.Fatalf("retry: %v (source %q)", err, cr.Source)
+	}
+	if n := fake.Count("AssumeRole"); n != 1 {
+		t.Fatalf("STS calls = %d, want 1", n)
+	}
+}
