@@ -23,6 +23,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -67,6 +68,9 @@ type Options struct {
 	// CallTimeout bounds one AssumeRole call including the SDK's retries
 	// (default 10s).
 	CallTimeout duration.Duration `yaml:"call_timeout"`
+	// AttemptTimeout bounds one HTTP attempt (default 3s); a timed-out
+	// attempt is retried by the SDK while CallTimeout allows.
+	AttemptTimeout duration.Duration `yaml:"attempt_timeout"`
 	// MaxAttempts is the SDK standard retryer's attempt count (default 3).
 	MaxAttempts int `yaml:"max_attempts"`
 	// MaxDuration caps DurationSeconds for this backend (default 1h, the
@@ -90,6 +94,9 @@ var (
 func (o *Options) ApplyDefaults() {
 	if o.CallTimeout == 0 {
 		o.CallTimeout = duration.Duration(10 * time.Second)
+	}
+	if o.AttemptTimeout == 0 {
+		o.AttemptTimeout = min(duration.Duration(3*time.Second), o.CallTimeout)
 	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = retry.DefaultMaxAttempts
@@ -128,6 +135,9 @@ func (o Options) Validate(p *validate.Problems, path string) {
 	}
 	if o.CallTimeout.D() < 100*time.Millisecond || o.CallTimeout.D() > 2*time.Minute {
 		p.Addf(validate.Join(path, "call_timeout"), "must be between 100ms and 2m, got %s", o.CallTimeout)
+	}
+	if o.AttemptTimeout.D() < 100*time.Millisecond || o.AttemptTimeout > o.CallTimeout {
+		p.Addf(validate.Join(path, "attempt_timeout"), "must be between 100ms and call_timeout (%s), got %s", o.CallTimeout, o.AttemptTimeout)
 	}
 	if o.MaxAttempts < 1 || o.MaxAttempts > 10 {
 		p.Addf(validate.Join(path, "max_attempts"), "must be between 1 and 10, got %d", o.MaxAttempts)
@@ -241,6 +251,8 @@ func New(ctx context.Context, opt Options, d Deps) (*Vendor, error) {
 	}
 	if d.HTTPClient != nil {
 		lo = append(lo, config.WithHTTPClient(d.HTTPClient))
+	} else {
+		lo = append(lo, config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(opt.AttemptTimeout.D())))
 	}
 	lo = append(lo, config.WithRetryer(func() aws.Retryer {
 		std := retry.NewStandard(func(so *retry.StandardOptions) {

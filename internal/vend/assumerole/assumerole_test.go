@@ -242,6 +242,20 @@ func TestSlowSTSHitsThePerCallTimeout(t *testing.T) {
 	}
 }
 
+func TestSlowAttemptIsRetried(t *testing.T) {
+	fake := ststest.New(t)
+	fake.AssumeRole = ststest.Sequence(ststest.Answer{Delay: 3 * time.Second}, ststest.Answer{})
+	v := newVendor(t, fake, func(o *assumerole.Options) {
+		o.AttemptTimeout = duration.Duration(200 * time.Millisecond)
+	}, nil)
+	if _, err := v.Vend(context.Background(), grant()); err != nil {
+		t.Fatalf("a timed-out attempt was not retried: %v", err)
+	}
+	if n := fake.Count("AssumeRole"); n != 2 {
+		t.Fatalf("attempts = %d, want 2", n)
+	}
+}
+
 func TestBaseRoleChain(t *testing.T) {
 	fake := ststest.New(t)
 	v := newVendor(t, fake, func(o *assumerole.Options) {
@@ -317,6 +331,7 @@ func TestOptionValidation(t *testing.T) {
 		{"max duration above 12h", "max_duration: 13h", "backends.sts.max_duration"},
 		{"call timeout", "call_timeout: 10ms", "backends.sts.call_timeout"},
 		{"attempts", "max_attempts: 50", "backends.sts.max_attempts"},
+		{"attempt above call timeout", "{call_timeout: 1s, attempt_timeout: 2s}", "backends.sts.attempt_timeout"},
 		{"cache floor", "cache: {min_remaining: 1m}", "backends.sts.cache.min_remaining"},
 		{"cache size", "cache: {max_entries: -1}", "backends.sts.cache.max_entries"},
 		{"budget concurrency", "budget: {concurrency: -2}", "backends.sts.budget.concurrency"},
