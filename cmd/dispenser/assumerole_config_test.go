@@ -5,6 +5,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vtk/dispenser/internal/vend/assumerole"
+	"github.com/vtk/dispenser/internal/vend/cache"
 )
 
 // TestAssumeRoleExampleAndItsChecks runs check-config's loader on
@@ -43,5 +49,29 @@ func TestAssumeRoleExampleAndItsChecks(t *testing.T) {
 				t.Fatalf("want a problem at %s, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+// TestNewAppWrapsAssumeRoleInTheCache: serve's wiring puts the credential
+// cache (with the server floor) in front of an assume-role backend.
+func TestNewAppWrapsAssumeRoleInTheCache(t *testing.T) {
+	t.Chdir("../..")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	cfg, err := loadConfig("examples/assume-role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	c, ok := a.vendor["default"].(*cache.Cache)
+	if !ok {
+		t.Fatalf("assume-role backend not cached: %T", a.vendor["default"])
+	}
+	if _, ok := c.Unwrap().(*assumerole.Vendor); !ok || c.Floor() != 20*time.Minute {
+		t.Fatalf("cache wraps %T with floor %s", c.Unwrap(), c.Floor())
 	}
 }
