@@ -37,7 +37,7 @@ func loadConfig(path string) (*config.Config, error) {
 	}
 	c, err := config.Load(path)
 	var ve *validate.Error
-	if err != nil && !errors.As(err, &ve) {
+	if err != nil && (!errors.As(err, &ve) || c == nil) {
 		return nil, err
 	}
 	var p validate.Problems
@@ -46,7 +46,12 @@ func loadConfig(path string) (*config.Config, error) {
 			p.Addf(pr.Path, "%s", pr.Message)
 		}
 	}
-	vend.Build(c.Backends, vend.Deps{}, &p)
+	backends := vend.Build(c.Backends, vend.Deps{}, &p)
+	for i, t := range c.Tenants {
+		if tv, ok := backends[t.Backend].(vend.TenantValidator); ok {
+			tv.ValidateTenant(t, &p, validate.Join("tenants", i))
+		}
+	}
 	if err := p.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

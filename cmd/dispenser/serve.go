@@ -23,8 +23,10 @@ import (
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
+	"github.com/vtk/dispenser/internal/vend/cache"
 
 	// Backends register themselves.
+	_ "github.com/vtk/dispenser/internal/vend/assumerole"
 	_ "github.com/vtk/dispenser/internal/vend/mock"
 	_ "github.com/vtk/dispenser/internal/vend/static"
 )
@@ -46,6 +48,9 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
+	// Backends whose options enable the credential cache (assume-role:
+	// `cache.enabled`, default true) are wrapped in it here.
+	a.closer = append(a.closer, cache.WrapAll(backends, cfg.Server.MinRemaining.D(), cache.Deps{Logger: log.Named("cache")})...)
 	a.vendor = vend.Router(backends)
 	names := map[string]bool{}
 	for n := range backends {

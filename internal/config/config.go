@@ -78,7 +78,9 @@ func Load(path string) (*Config, error) {
 	}
 	c, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		// c is non-nil for validation problems, so callers can add the
+		// backends' problems to the same list (check-config).
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	c.Path = path
 	return c, nil

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/secret"
 	"github.com/vtk/dispenser/internal/validate"
@@ -52,6 +53,13 @@ type Readiness interface {
 // The rate limiter uses it: limits protect issuance, not repetition.
 type CacheChecker interface {
 	Cached(g scope.Grant) bool
+}
+
+// TenantValidator is implemented by backends that constrain the tenants
+// using them (for example, assume-role needs a role_arn). check-config and
+// serve call it for every tenant naming the backend.
+type TenantValidator interface {
+	ValidateTenant(t scope.Tenant, p *validate.Problems, path string)
 }
 
 // Spec is one `backends` entry: a type and its own options, kept as a YAML
@@ -105,6 +113,8 @@ type Deps struct {
 	Name   string // the backends map key
 	Logger *zap.Logger
 	Now    func() time.Time
+	// Metrics is optional (nil-safe).
+	Metrics *metrics.Metrics
 }
 
 // Constructor builds a Vendor from its spec. It validates its options into

@@ -1,0 +1,12 @@
+// Package iam holds the IAM policies of the assume-role setup as JSON files
+// (see README.md, "assume-role backend: cross-account setup"); the package
+// embeds them so a test can check that they parse and cover what the
+// dispenser does.
+package iam
+
+import "embed"
+
+// Files are the policy documents.
+//
+//go:embed *.json
+var Files embed.FS
