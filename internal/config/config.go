@@ -6,7 +6,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -70,17 +72,23 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or console
 }
 
-// Load reads, defaults and validates the file at path.
+// Load reads, defaults and validates the file at path. On a validation
+// error (a *validate.Error in the chain) it also returns the defaulted
+// config; on a read or YAML error the config is nil.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	c, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if c != nil {
+		c.Path = path
 	}
-	c.Path = path
+	if err != nil {
+		// The config is returned with its validation problems so callers
+		// (check-config) can add the backends' own problems to the list.
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
 	return c, nil
 }
 
@@ -91,7 +99,9 @@ func Parse(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	// An empty file is an empty configuration: validation then lists
+	// every missing section instead of a bare "EOF".
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse YAML: %w", err)
 	}
 	c.ApplyDefaults()
