@@ -19,6 +19,7 @@ import (
 
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
@@ -55,11 +56,11 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := cfg.Auth.Build()
+	chain, err := cfg.Auth.Build(auth.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
-	admin, err := cfg.Admin.Build()
+	admin, err := cfg.Admin.Build(auth.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
