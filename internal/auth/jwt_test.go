@@ -299,3 +299,22 @@ func TestCheckJWKSURL(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkJWTVerify is the EdDSA verification alone, to compare with
+// api.BenchmarkCredentials (the whole request path).
+func BenchmarkJWTVerify(b *testing.B) {
+	k := genKeys(b)
+	j, err := NewJWT(JWTConfig{Issuer: "https://issuer.test", Audience: "dispenser",
+		Keys: []JWTKey{{ID: "ed", PublicKeyFile: writePublicPEM(b, b.TempDir(), "ed.pem", k.ed.Public())}}},
+		WithClock(func() time.Time { return testNow }))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := sign(b, jwt.SigningMethodEdDSA, "ed", testClaims(testNow), k.ed)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := j.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
