@@ -109,6 +109,7 @@ func TestCredentialsErrors(t *testing.T) {
 		{name: "POST two objects", method: "POST", target: "/credentials", body: `{"operation":"get","location":"s3://media/acme/"}{}`, hdr: json1, status: 400, code: fault.InvalidRequest, reason: "bad_json"},
 		{name: "POST empty body", method: "POST", target: "/credentials", hdr: json1, status: 400, code: fault.InvalidRequest, reason: "bad_json"},
 		{name: "POST wrong content type", method: "POST", target: "/credentials", body: `{"operation":"get","location":"s3://media/acme/"}`, hdr: map[string]string{"Content-Type": "text/plain"}, status: 400, code: fault.InvalidRequest, reason: "bad_content_type"},
+		{name: "POST with query parameters", method: "POST", target: "/credentials?operation=put", body: `{"operation":"get","location":"s3://media/acme/"}`, hdr: json1, status: 400, code: fault.InvalidRequest, reason: "unknown_parameter", msg: "JSON body"},
 		{name: "POST body over the limit", method: "POST", target: "/credentials", body: `{"operation":"get","location":"s3://media/acme/` + strings.Repeat("a", 2000) + `/"}`, hdr: json1, status: 413, code: fault.RequestTooLarge, reason: "body_too_large"},
 		{name: "job binding mismatch", authz: "bound", target: "/credentials?operation=get&location=s3://media/acme/in/&job_id=J2&task_id=T1", status: 403, code: fault.AccessDenied, reason: "job_binding"},
 		{name: "job binding: job missing", authz: "bound", target: "/credentials?operation=get&location=s3://media/acme/in/&task_id=T1", status: 403, code: fault.AccessDenied, reason: "job_binding"},
@@ -286,14 +287,18 @@ func TestCredentialsSuccess(t *testing.T) {
 			t.Fatalf("not clamped: %s", c.Expiration)
 		}
 	})
+	t.Run("absurd duration is clamped, not overflowed", func(t *testing.T) {
+		w := h.do("GET", okQuery+"&duration_seconds=9223372036854775807", tok, "", nil)
+		checkOK(t, w)
+	})
 	t.Run("userinfo location is stripped", func(t *testing.T) {
 		w := h.do("GET", "/credentials?operation=get&location=s3://AKIDUSERINFO:SuperSecretUserinfo@media/acme/in/", tok, "", nil)
 		checkOK(t, w)
 	})
 
 	recs := h.rec.all()
-	if len(recs) != 5 {
-		t.Fatalf("%d records, want 5", len(recs))
+	if len(recs) != 6 {
+		t.Fatalf("%d records, want 6", len(recs))
 	}
 	for _, r := range recs {
 		if r.Outcome != audit.Issued || r.Reason != "" || r.Principal != "worker-1" || r.Org != "acme" || r.AuthMethod != "jwt" ||
@@ -398,5 +403,18 @@ func TestRequestID(t *testing.T) {
 	w = h.do("GET", "/healthz", "", "", map[string]string{"X-Request-Id": "bad id\nwith newline"})
 	if got := w.Header().Get("X-Request-Id"); !regexp.MustCompile(`^[0-9a-f]{24}$`).MatchString(got) {
 		t.Fatalf("unsafe request id kept: %q", got)
+	}
+}
+
+func TestAllowedHosts(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.AllowedHosts = []string{"dispenser.internal", "[::1]", "127.0.0.1:8080"} })
+	for host, ok := range map[string]bool{
+		"dispenser.internal": true, "DISPENSER.internal:443": true, "[::1]": true, "[::1]:8080": true,
+		"127.0.0.1:8080": true, "127.0.0.1": false, "dispenser.internal.evil.test": false, "": false,
+	} {
+		w := h.do("GET", "/healthz", "", "", map[string]string{"Host": host})
+		if (w.Code == 200) != ok {
+			t.Errorf("Host %q: status %d", host, w.Code)
+		}
 	}
 }

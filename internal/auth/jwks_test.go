@@ -278,3 +278,23 @@ func TestJWKSSlowEndpointTimesOut(t *testing.T) {
 		t.Fatal("refetched inside the rate limit")
 	}
 }
+
+func TestStaticKidSkipsJWKS(t *testing.T) {
+	k := genKeys(t)
+	srv := newJWKSServer(t, jwkSet(jwk(t, &k.rsa.PublicKey, "remote", "RS256", "sig")))
+	cfg := JWTConfig{Issuer: "https://issuer.test", Audience: "dispenser", JWKSURL: srv.URL,
+		Keys: []JWTKey{{ID: "local", PublicKeyFile: writePublicPEM(t, t.TempDir(), "ed.pem", k.ed.Public())}}}
+	j, err := NewJWT(cfg, WithClock(func() time.Time { return testNow }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Verify(sign(t, jwt.SigningMethodEdDSA, "local", testClaims(testNow), k.ed)); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.fetches.Load(); n != 0 {
+		t.Fatalf("a configured kid fetched the JWKS %d times", n)
+	}
+	if _, err := j.Verify(sign(t, jwt.SigningMethodRS256, "remote", testClaims(testNow), k.rsa)); err != nil {
+		t.Fatal(err)
+	}
+}

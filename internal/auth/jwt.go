@@ -443,7 +443,9 @@ func (a *JWT) keyFor(t *jwt.Token) (any, error) {
 		return out
 	}
 	cands := pick(a.keys)
-	if a.jwks != nil {
+	// A kid named by a configured key never costs a JWKS lookup (which, for
+	// a kid the set lacks, would spend the refetch budget).
+	if a.jwks != nil && (kid == "" || !hasKid(a.keys, kid)) {
 		cands = append(cands, pick(a.jwks.keys(kid))...)
 	}
 	if len(cands) == 0 {
