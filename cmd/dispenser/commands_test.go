@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -126,5 +127,42 @@ func TestUsage(t *testing.T) {
 	}
 	if code, out, _ := runCmd("version"); code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatal("version")
+	}
+}
+
+func TestListenOverrideIsValidatedInsteadOfTheFile(t *testing.T) {
+	path := testConfig(t, false)
+	b, err := os.ReadFile(path)
+	must(t, err)
+	public := filepath.Join(t.TempDir(), "public.yaml")
+	must(t, os.WriteFile(public, []byte(strings.Replace(string(b), "listen: 127.0.0.1:0", "listen: 0.0.0.0:8080", 1)), 0o600))
+	if _, err := loadConfigWithListen(public, ""); err == nil || !strings.Contains(err.Error(), "server.listen") {
+		t.Fatalf("public plain-HTTP listener accepted: %v", err)
+	}
+	c, err := loadConfigWithListen(public, "127.0.0.1:9")
+	if err != nil || c.Server.Listen != "127.0.0.1:9" {
+		t.Fatalf("--listen 127.0.0.1:9: %v", err)
+	}
+	if _, err := loadConfigWithListen(path, "0.0.0.0:9"); err == nil {
+		t.Fatal("--listen 0.0.0.0 without TLS accepted")
+	}
+}
+
+func TestReloadKeepsRunningConfigOnBadFile(t *testing.T) {
+	path := testConfig(t, false)
+	cfg, err := loadConfig(path)
+	must(t, err)
+	a, err := newApp(cfg, zap.NewNop())
+	must(t, err)
+	before := a.server.Rules()
+	b, _ := os.ReadFile(path)
+	must(t, os.WriteFile(path, []byte(strings.Replace(string(b), "prefixes: [\"acme/\"]", "prefixes: [\"acme\"]", 1)), 0o600))
+	if err := a.reload(); err == nil || a.server.Rules() != before {
+		t.Fatalf("bad reload: %v", err)
+	}
+	must(t, os.WriteFile(path, []byte(strings.Replace(string(b), "prefixes: [\"acme/\"]", "prefixes: [\"acme/\", \"shared/\"]", 1)), 0o600))
+	must(t, a.reload())
+	if a.server.Rules() == before {
+		t.Fatal("good reload did not swap the rules")
 	}
 }

@@ -75,12 +75,12 @@ type LogConfig struct {
 // Load reads, defaults and validates the file at path. On a validation
 // error (a *validate.Error in the chain) it also returns the defaulted
 // config; on a read or YAML error the config is nil.
-func Load(path string) (*Config, error) {
+func Load(path string, edits ...func(*Config)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := Parse(b, edits...)
 	if c != nil {
 		c.Path = path
 	}
@@ -95,7 +95,10 @@ func Load(path string) (*Config, error) {
 // Parse decodes YAML (unknown keys are errors), applies defaults and
 // validates. The returned error is a *validate.Error listing every problem,
 // or a YAML syntax error.
-func Parse(b []byte) (*Config, error) {
+//
+// edits run after decoding and before defaults and validation, so command
+// line overrides (serve --listen) are judged like the file's own values.
+func Parse(b []byte, edits ...func(*Config)) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -103,6 +106,9 @@ func Parse(b []byte) (*Config, error) {
 	// every missing section instead of a bare "EOF".
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	for _, e := range edits {
+		e(&c)
 	}
 	c.ApplyDefaults()
 	var p validate.Problems
