@@ -31,11 +31,11 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 
 // loadConfig loads and fully checks a configuration, building backends and
 // authenticators so check-config and serve fail on the same problems.
-func loadConfig(path string) (*config.Config, error) {
+func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, error) {
 	if path == "" {
 		return nil, errors.New("--config is required")
 	}
-	c, err := config.Load(path)
+	c, err := config.Load(path, edits...)
 	var ve *validate.Error
 	if err != nil && (!errors.As(err, &ve) || c == nil) {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
@@ -60,11 +61,11 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := cfg.Auth.Build()
+	chain, err := cfg.Auth.Build(auth.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
-	admin, err := cfg.Admin.Build()
+	admin, err := cfg.Admin.Build(auth.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,9 @@ func (a *app) close() {
 // reload re-reads the configuration and swaps what can change without a
 // restart; a bad file is rejected and the old configuration keeps serving.
 func (a *app) reload() error {
-	cfg, err := loadConfig(a.cfg.Path)
+	// The listener is not rebuilt on reload: judge the file with the
+	// address actually in use (which may come from --listen).
+	cfg, err := loadConfig(a.cfg.Path, func(c *config.Config) { c.Server.Listen = a.cfg.Server.Listen })
 	if err != nil {
 		return err
 	}
@@ -293,15 +296,5 @@ func loadConfigWithListen(path, listen string) (*config.Config, error) {
 	if listen == "" {
 		return loadConfig(path)
 	}
-	c, err := loadConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	c.Server.Listen = listen
-	var p validate.Problems
-	c.Validate(&p)
-	if err := p.Err(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return loadConfig(path, func(c *config.Config) { c.Server.Listen = listen })
 }

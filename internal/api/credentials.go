@@ -61,6 +61,10 @@ type DryRun struct {
 	DurationSeconds int           `json:"duration_seconds"`
 }
 
+// maxDurationSeconds is STS's longest session (12h); longer requests are
+// clamped like any request above a tenant's max_duration.
+const maxDurationSeconds = 12 * 60 * 60
+
 // ExpirationLayout is the exact timestamp form SDKs parse.
 const ExpirationLayout = "2006-01-02T15:04:05Z"
 
@@ -72,6 +76,13 @@ var queryParams = map[string]bool{
 func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
 	var req CredentialRequest
 	if r.Method == http.MethodPost {
+		// The JSON body is the whole request: a query parameter beside it
+		// would be silently ignored, so it is refused instead.
+		for k := range r.URL.Query() {
+			if !strings.HasPrefix(k, "X-Amz-") {
+				return req, fault.New(fault.InvalidRequest, "unknown_parameter", "POST /credentials takes its fields in the JSON body, not the query string (got %q)", truncate(k, 40))
+			}
+		}
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			mt, _, err := mime.ParseMediaType(ct)
 			if err != nil || mt != "application/json" {
@@ -136,7 +147,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &te):
 		return "field " + te.Field + " has the wrong type"
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return strings.TrimPrefix(err.Error(), "json: ")
+		return truncate(strings.TrimPrefix(err.Error(), "json: "), 80)
 	case errors.Is(err, io.EOF):
 		return "empty body"
 	}
@@ -145,6 +156,11 @@ func jsonProblem(err error) string {
 
 // Validate checks what scope does not: format, duration floor, bindings.
 func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
+	// Clamp before converting to a time.Duration, which would overflow for
+	// absurd values; scope clamps further to the tenant's max_duration.
+	if req.DurationSeconds > maxDurationSeconds {
+		req.DurationSeconds = maxDurationSeconds
+	}
 	switch req.Format {
 	case "", "container", "process":
 	default:

@@ -86,7 +86,7 @@ func New(opt Options) *Server {
 	if len(opt.AllowedHosts) > 0 {
 		s.hosts = map[string]bool{}
 		for _, h := range opt.AllowedHosts {
-			s.hosts[strings.ToLower(h)] = true
+			s.hosts[strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))] = true
 		}
 	}
 	return s
@@ -236,6 +236,7 @@ func (s *Server) checkHost(next http.Handler) http.Handler {
 			if h, _, err := net.SplitHostPort(host); err == nil {
 				host = h
 			}
+			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]") // "[::1]" without a port
 			if !s.hosts[host] && !s.hosts[strings.ToLower(r.Host)] {
 				s.writeError(w, r, fault.New(fault.AccessDenied, "host_not_allowed", "host is not in allowed_hosts"))
 				return

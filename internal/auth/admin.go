@@ -83,7 +83,7 @@ func (t AdminToken) digest() ([]byte, error) {
 }
 
 // Build returns the admin authenticator chain, or nil when disabled.
-func (c *AdminConfig) Build() (Authenticator, error) {
+func (c *AdminConfig) Build(opts ...JWTOption) (Authenticator, error) {
 	if !c.Enabled() {
 		return nil, nil
 	}
@@ -101,7 +101,7 @@ func (c *AdminConfig) Build() (Authenticator, error) {
 		chain = append(chain, at)
 	}
 	if c.JWT != nil {
-		j, err := NewJWT(*c.JWT)
+		j, err := NewJWT(*c.JWT, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("admin.jwt: %w", err)
 		}

@@ -31,11 +31,12 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 }
 
-// Build returns the chain of configured authenticators.
-func (c *Config) Build() (Chain, error) {
+// Build returns the chain of configured authenticators. opts reach the JWT
+// authenticator (logger for JWKS fetch failures).
+func (c *Config) Build(opts ...JWTOption) (Chain, error) {
 	var chain Chain
 	if c.JWT != nil {
-		j, err := NewJWT(*c.JWT)
+		j, err := NewJWT(*c.JWT, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("auth.jwt: %w", err)
 		}

@@ -9,13 +9,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/fault"
@@ -30,9 +33,14 @@ type JWTConfig struct {
 	Keys     []JWTKey          `yaml:"keys"`
 	// JWKSURL, when set, adds the keys of a JSON Web Key Set.
 	JWKSURL string `yaml:"jwks_url"`
-	// JWKSRefresh is how often the set is refetched (and the minimum gap
-	// between refetches triggered by an unknown kid).
-	JWKSRefresh    duration.Duration `yaml:"jwks_refresh"`
+	// JWKSRefresh is how often the set is refetched in the background.
+	JWKSRefresh duration.Duration `yaml:"jwks_refresh"`
+	// JWKSMinInterval is the least time between two fetches, so tokens with
+	// unknown kids cannot make the dispenser hammer the JWKS endpoint.
+	JWKSMinInterval duration.Duration `yaml:"jwks_min_interval"`
+	// JWKSTimeout bounds one fetch: a slow JWKS delays only requests that
+	// name an unknown kid, and only this long.
+	JWKSTimeout    duration.Duration `yaml:"jwks_timeout"`
 	PrincipalClaim string            `yaml:"principal_claim"`
 	OrgClaim       string            `yaml:"org_claim"`
 	JobIDClaim     string            `yaml:"job_id_claim"`
@@ -72,6 +80,12 @@ func (c *JWTConfig) ApplyDefaults() {
 	if c.JWKSRefresh == 0 {
 		c.JWKSRefresh = duration.Duration(5 * time.Minute)
 	}
+	if c.JWKSMinInterval == 0 {
+		c.JWKSMinInterval = duration.Duration(time.Minute)
+	}
+	if c.JWKSTimeout == 0 {
+		c.JWKSTimeout = duration.Duration(5 * time.Second)
+	}
 }
 
 // Validate records problems under path. It loads key files, so missing or
@@ -89,8 +103,21 @@ func (c *JWTConfig) Validate(p *validate.Problems, path string) {
 	if c.Leeway.D() < 0 || c.Leeway.D() > 5*time.Minute {
 		p.Addf(validate.Join(path, "leeway"), "must be between 0 and 5m")
 	}
-	if c.JWKSURL != "" && !strings.HasPrefix(c.JWKSURL, "https://") && !strings.HasPrefix(c.JWKSURL, "http://127.0.0.1") && !strings.HasPrefix(c.JWKSURL, "http://localhost") {
-		p.Addf(validate.Join(path, "jwks_url"), "must be https:// (http only for loopback)")
+	if c.JWKSURL != "" {
+		if err := checkJWKSURL(c.JWKSURL); err != nil {
+			p.Addf(validate.Join(path, "jwks_url"), "%v", err)
+		}
+	}
+	if c.JWKSURL != "" {
+		if c.JWKSMinInterval.D() <= 0 {
+			p.Addf(validate.Join(path, "jwks_min_interval"), "must be positive")
+		}
+		if c.JWKSRefresh.D() < c.JWKSMinInterval.D() {
+			p.Addf(validate.Join(path, "jwks_refresh"), "must be at least jwks_min_interval (%s)", c.JWKSMinInterval)
+		}
+		if c.JWKSTimeout.D() <= 0 || c.JWKSTimeout.D() > 30*time.Second {
+			p.Addf(validate.Join(path, "jwks_timeout"), "must be between 0 and 30s")
+		}
 	}
 	for i, k := range c.Keys {
 		if _, err := loadKey(k); err != nil {
@@ -102,6 +129,25 @@ func (c *JWTConfig) Validate(p *validate.Problems, path string) {
 			p.Addf(validate.Join(path, "signing_key_file"), "%v", err)
 		}
 	}
+}
+
+// checkJWKSURL requires https, or http to a loopback host (a prefix test
+// would let http://127.0.0.1.attacker.example through).
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Errorf("must be an absolute https:// URL without userinfo")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("must be https:// (http only for loopback)")
 }
 
 // verificationKey is a parsed key and the algorithms it may verify.
@@ -282,10 +328,33 @@ type JWT struct {
 	now    func() time.Time
 }
 
+// JWTOption adjusts a JWT authenticator.
+type JWTOption func(*jwtOptions)
+
+type jwtOptions struct {
+	log    *zap.Logger
+	client *http.Client
+	now    func() time.Time
+}
+
+// WithLogger sets the logger for JWKS fetch failures.
+func WithLogger(l *zap.Logger) JWTOption { return func(o *jwtOptions) { o.log = l } }
+
+// WithHTTPClient sets the client used to fetch the JWKS (its Timeout
+// overrides jwks_timeout).
+func WithHTTPClient(c *http.Client) JWTOption { return func(o *jwtOptions) { o.client = c } }
+
+// WithClock sets the time source (tests).
+func WithClock(now func() time.Time) JWTOption { return func(o *jwtOptions) { o.now = now } }
+
 // NewJWT parses the configured keys once.
-func NewJWT(cfg JWTConfig) (*JWT, error) {
+func NewJWT(cfg JWTConfig, opts ...JWTOption) (*JWT, error) {
 	cfg.ApplyDefaults()
-	a := &JWT{cfg: cfg, now: time.Now}
+	o := jwtOptions{now: time.Now}
+	for _, f := range opts {
+		f(&o)
+	}
+	a := &JWT{cfg: cfg, now: o.now}
 	for i, k := range cfg.Keys {
 		vk, err := loadKey(k)
 		if err != nil {
@@ -294,7 +363,7 @@ func NewJWT(cfg JWTConfig) (*JWT, error) {
 		a.keys = append(a.keys, vk)
 	}
 	if cfg.JWKSURL != "" {
-		a.jwks = newJWKSSource(cfg.JWKSURL, cfg.JWKSRefresh.D(), nil)
+		a.jwks = newJWKSSource(cfg.JWKSURL, cfg.JWKSRefresh.D(), cfg.JWKSMinInterval.D(), cfg.JWKSTimeout.D(), o.client, o.log, func() time.Time { return a.now() })
 	}
 	var all []string
 	for _, l := range algsByKind {
@@ -374,7 +443,9 @@ func (a *JWT) keyFor(t *jwt.Token) (any, error) {
 		return out
 	}
 	cands := pick(a.keys)
-	if a.jwks != nil {
+	// A kid named by a configured key never costs a JWKS lookup (which, for
+	// a kid the set lacks, would spend the refetch budget).
+	if a.jwks != nil && (kid == "" || !hasKid(a.keys, kid)) {
 		cands = append(cands, pick(a.jwks.keys(kid))...)
 	}
 	if len(cands) == 0 {
@@ -400,6 +471,8 @@ func jwtReason(err error) string {
 		return "jwt_bad_issuer"
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
 		return "jwt_bad_audience"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "jwt_missing_claim"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "jwt_bad_signature"
 	case errors.Is(err, jwt.ErrTokenMalformed):
@@ -419,6 +492,8 @@ func jwtMessage(err error) string {
 		return "issuer is not accepted"
 	case "jwt_bad_audience":
 		return "audience is not accepted"
+	case "jwt_missing_claim":
+		return "a required claim (exp, iss or aud) is missing"
 	case "jwt_bad_signature":
 		return "signature or algorithm is not accepted"
 	case "jwt_malformed":

@@ -6,7 +6,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -70,31 +72,43 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or console
 }
 
-// Load reads, defaults and validates the file at path.
-func Load(path string) (*Config, error) {
+// Load reads, defaults and validates the file at path. On a validation
+// error (a *validate.Error in the chain) it also returns the defaulted
+// config; on a read or YAML error the config is nil.
+func Load(path string, edits ...func(*Config)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b)
+	c, err := Parse(b, edits...)
+	if c != nil {
+		c.Path = path
+	}
 	if err != nil {
-		// c is non-nil for validation problems, so callers can add the
-		// backends' problems to the same list (check-config).
+		// The config is returned with its validation problems so callers
+		// (check-config) can add the backends' own problems to the list.
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
-	c.Path = path
 	return c, nil
 }
 
 // Parse decodes YAML (unknown keys are errors), applies defaults and
 // validates. The returned error is a *validate.Error listing every problem,
 // or a YAML syntax error.
-func Parse(b []byte) (*Config, error) {
+//
+// edits run after decoding and before defaults and validation, so command
+// line overrides (serve --listen) are judged like the file's own values.
+func Parse(b []byte, edits ...func(*Config)) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	// An empty file is an empty configuration: validation then lists
+	// every missing section instead of a bare "EOF".
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	for _, e := range edits {
+		e(&c)
 	}
 	c.ApplyDefaults()
 	var p validate.Problems

@@ -132,8 +132,11 @@ func (v *Vendor) Reload() error {
 	var keys []key
 	for i, e := range f.Credentials {
 		sk, err := pick(e.SecretAccessKey, e.SecretAccessKeyEnv)
-		if err != nil || sk == "" {
-			return fmt.Errorf("credentials[%d]: set secret_access_key or secret_access_key_env (%v)", i, err)
+		if err != nil {
+			return fmt.Errorf("credentials[%d]: secret_access_key: %w", i, err)
+		}
+		if sk == "" {
+			return fmt.Errorf("credentials[%d]: set secret_access_key or secret_access_key_env", i)
 		}
 		st, err := pick(e.SessionToken, e.SessionTokenEnv)
 		if err != nil {
