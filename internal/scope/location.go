@@ -33,7 +33,7 @@ var (
 	errLocationScheme    = errors.New("location must start with s3://")
 	errLocationTooLong   = errors.New("location is longer than " + strconv.Itoa(maxLocationBytes) + " bytes")
 	errUserinfoAmbiguous = errors.New("location userinfo is ambiguous (an '@' after it could also end it); remove the userinfo, the dispenser does not use it")
-	errUserinfoUnended   = errors.New("location userinfo is not followed by a valid bucket name")
+	errUserinfoUnended   = errors.New("location userinfo is not followed by a valid bucket name (with userinfo, the path must not contain '@')")
 )
 
 // ParseLocation parses an S3 URL as the storage tools write it: s3://BUCKET/
@@ -45,12 +45,14 @@ var (
 // secret contains '/' or '@' (AWS secret keys contain '/'):
 //
 //	s3://{secret-name}@bucket/prefix/   userinfo ends at the first "}@"
-//	s3://KEY:SECRET@bucket/prefix/      userinfo ends at the one '@' followed by a valid bucket name
-//	s3://token@bucket/prefix/           userinfo is everything before the last '@' of the authority
+//	s3://KEY:SECRET@bucket/prefix/      userinfo ends at the last '@'
+//	s3://token@bucket/prefix/           userinfo ends at the last '@' before the first '/'
 //
 // In the KEY:SECRET form, when more than one '@' could end the userinfo
-// (the path also contains "@name/"), the location is refused rather than
-// guessed: a wrong guess could turn part of the secret into the prefix.
+// (the secret or the path contains "@name/"), the location is refused
+// rather than guessed: a wrong guess could turn part of the secret into the
+// prefix. A bare token containing '/' is read by URL grammar (the bucket
+// ends at the first '/'); the storage tools never write that form.
 func ParseLocation(raw string) (Location, error) {
 	if raw == "" {
 		return Location{}, errLocationEmpty
@@ -99,23 +101,20 @@ func stripUserinfo(rest string) (string, error) {
 		return rest, nil // no userinfo; the bucket check refuses '{'
 	case strings.Contains(authority, ":"):
 		// KEY:SECRET@ where SECRET may contain '/' and '@'. The userinfo
-		// ends at an '@' followed by a valid bucket; exactly one must exist.
-		end := -1
-		for i := 0; i < len(rest); i++ {
-			if rest[i] != '@' {
-				continue
-			}
-			b, _, _ := strings.Cut(rest[i+1:], "/")
-			if validateBucket(b) != nil {
-				continue
-			}
-			if end >= 0 {
-				return "", errUserinfoAmbiguous
-			}
-			end = i
-		}
+		// ends at the last '@', so the location is always taken from after
+		// the whole secret. An earlier '@' that is also followed by a valid
+		// bucket name makes the split ambiguous: refuse rather than guess.
+		end := strings.LastIndex(rest, "@")
 		if end < 0 {
 			return "", errUserinfoUnended
+		}
+		if b, _, _ := strings.Cut(rest[end+1:], "/"); validateBucket(b) != nil {
+			return "", errUserinfoUnended
+		}
+		for i := strings.IndexByte(rest, '@'); i >= 0 && i < end; i += 1 + strings.IndexByte(rest[i+1:], '@') {
+			if b, _, _ := strings.Cut(rest[i+1:], "/"); validateBucket(b) == nil {
+				return "", errUserinfoAmbiguous
+			}
 		}
 		return rest[end+1:], nil
 	case strings.Contains(authority, "@"):
