@@ -1,12 +1,12 @@
 package scope
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxPolicyChars is STS's limit on the plaintext inline session policy. It
@@ -81,12 +81,28 @@ func BuildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (
 				return "", false, err
 			}
 		}
-		s, err := encodePolicy(policyFor(op, loc.Bucket, "", keys, opt))
-		if err != nil {
-			return "", false, err
+	}
+	return buildPolicy(op, loc, keys, opt)
+}
+
+// buildPolicy is BuildPolicy for inputs already validated by ParseLocation
+// and ParseFile, with keys sorted and unique.
+func buildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (policy string, compacted bool, err error) {
+	if len(keys) > 0 {
+		// Each key appears at least once as a quoted object ARN: when even
+		// that lower bound is over the limit, skip encoding a long list.
+		lower := 0
+		for _, k := range keys {
+			lower += len(`"arn:aws:s3:::/",`) + len(loc.Bucket) + len(k)
 		}
-		if len(s) <= MaxPolicyChars {
-			return s, false, nil
+		if lower <= MaxPolicyChars {
+			s, err := encodePolicy(policyFor(op, loc.Bucket, "", keys, opt))
+			if err != nil {
+				return "", false, err
+			}
+			if len(s) <= MaxPolicyChars {
+				return s, false, nil
+			}
 		}
 		loc.Prefix, compacted = commonDir(keys, loc.Prefix), true
 	}
@@ -144,17 +160,117 @@ func policyFor(op Operation, bucket, prefix string, keys []string, opt PolicyOpt
 	return PolicyDocument{Version: "2012-10-17", Statement: st}
 }
 
+// encodePolicy writes doc as compact JSON: the same bytes encoding/json
+// produces with HTML escaping off (a test holds it to that), without
+// reflection, since this runs on every request.
 func encodePolicy(doc PolicyDocument) (string, error) {
 	if len(doc.Statement) == 0 {
 		return "", errors.New("refusing to build an empty session policy")
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // '<', '>' and '&' are legal keys; \u003c would only cost length
-	if err := enc.Encode(doc); err != nil {
-		return "", fmt.Errorf("encode session policy: %w", err)
+	b := make([]byte, 0, 512)
+	b = append(b, `{"Version":`...)
+	b = appendJSONString(b, doc.Version)
+	b = append(b, `,"Statement":[`...)
+	for i, st := range doc.Statement {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		if st.Sid != "" {
+			b = append(b, `"Sid":`...)
+			b = appendJSONString(b, st.Sid)
+			b = append(b, ',')
+		}
+		b = append(b, `"Effect":`...)
+		b = appendJSONString(b, st.Effect)
+		b = append(b, `,"Action":`...)
+		b = appendJSONStrings(b, st.Action)
+		b = append(b, `,"Resource":`...)
+		b = appendJSONStrings(b, st.Resource)
+		if len(st.Condition) > 0 {
+			b = append(b, `,"Condition":{`...)
+			for i, op := range slices.Sorted(maps.Keys(st.Condition)) {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, op)
+				b = append(b, ":{"...)
+				for j, k := range slices.Sorted(maps.Keys(st.Condition[op])) {
+					if j > 0 {
+						b = append(b, ',')
+					}
+					b = appendJSONString(b, k)
+					b = append(b, ':')
+					b = appendJSONStrings(b, st.Condition[op][k])
+				}
+				b = append(b, '}')
+			}
+			b = append(b, '}')
+		}
+		b = append(b, '}')
 	}
-	return strings.TrimSuffix(b.String(), "\n"), nil
+	b = append(b, "]}"...)
+	return string(b), nil
+}
+
+// appendJSONStrings appends a JSON array of strings; nil is null, as in
+// encoding/json.
+func appendJSONStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with HTML escaping off: quotes, backslashes and control characters are
+// escaped, invalid UTF-8 becomes U+FFFD, U+2028 and U+2029 are escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c == '\b':
+				b = append(b, '\\', 'b')
+			case c == '\f':
+				b = append(b, '\\', 'f')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }
 
 // commonDir returns the longest prefix ending in '/' shared by all keys,

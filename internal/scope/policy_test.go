@@ -420,3 +420,29 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodePolicyMatchesEncodingJSON holds the hand-written encoder to the
+// bytes encoding/json produces, for every character class that needs care.
+func TestEncodePolicyMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{
+		"", "plain", `q"uote`, `back\slash`, "nl\n", "cr\r", "tab\t", "bs\b", "ff\f", "nul\x00", "unit\x1f", "del\x7f",
+		"<>&", "ÿé à\u00a0", "\u2028\u2029", "😀", "bad\xffutf8", "\xc3", "${*}${?}${$}",
+	} {
+		doc := policyFor(OpGet, "media", s, nil, PolicyOptions{})
+		doc.Statement = append(doc.Statement, Statement{Effect: "Allow", Action: []string{s}, Resource: []string{s},
+			Condition: map[string]map[string][]string{"StringLike": {"s3:prefix": {s, "x"}, "a": {s}}, "B": {"k": nil}}})
+		got, err := encodePolicy(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(doc); err != nil {
+			t.Fatal(err)
+		}
+		if got != strings.TrimSuffix(want.String(), "\n") {
+			t.Errorf("encodePolicy(%q):\n got %s\nwant %s", s, got, want.String())
+		}
+	}
+}

@@ -265,7 +265,7 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 		}
 		d = min(req.Duration, t.MaxDuration.D())
 	}
-	policy, compacted, err := BuildPolicy(op, loc, keys, t.policy)
+	policy, compacted, err := buildPolicy(op, loc, keys, t.policy)
 	if err != nil {
 		return Grant{}, fault.Wrap(err, fault.InvalidRequest, "policy_too_large", "%v", err)
 	}
@@ -341,13 +341,20 @@ func validID(s string) bool {
 // keeps the account under STS's throttle. Distinct tasks still never share a
 // session name, so CloudTrail attribution is unaffected.
 func SessionName(g Grant) string {
-	h := sha256.New()
-	for _, s := range []string{g.Org, g.Principal, string(g.Operation), g.Bucket, g.Prefix, g.Policy, g.JobID, g.TaskID, g.RoleARN, g.Backend} {
-		h.Write([]byte(strconv.Itoa(len(s))))
-		h.Write([]byte{':'})
-		h.Write([]byte(s))
+	// Length-prefixed fields, so no two different grants hash the same input.
+	fields := [...]string{g.Org, g.Principal, string(g.Operation), g.Bucket, g.Prefix, g.Policy, g.JobID, g.TaskID, g.RoleARN, g.Backend}
+	n := 0
+	for _, f := range fields {
+		n += len(f) + 8
 	}
-	sum := hex.EncodeToString(h.Sum(nil))[:12]
+	buf := make([]byte, 0, n)
+	for _, f := range fields {
+		buf = strconv.AppendInt(buf, int64(len(f)), 10)
+		buf = append(buf, ':')
+		buf = append(buf, f...)
+	}
+	full := sha256.Sum256(buf)
+	sum := hex.EncodeToString(full[:6])
 	base := "vtk"
 	if g.JobID != "" || g.TaskID != "" {
 		base = sanitizeName(g.JobID) + "." + sanitizeName(g.TaskID)
@@ -394,6 +401,9 @@ func SanitizeName(s string) string {
 // sanitizeTagValue makes v a valid STS session tag value: at most 256
 // characters of [\p{L}\p{Z}\p{N}_.:/=+\-@]; anything else becomes '_'.
 func sanitizeTagValue(v string) string {
+	if len(v) <= 256 && isPlainTagValue(v) {
+		return v // the usual case: org names, ids
+	}
 	var b strings.Builder
 	n := 0
 	for _, r := range v {
@@ -407,4 +417,16 @@ func sanitizeTagValue(v string) string {
 		n++
 	}
 	return b.String()
+}
+
+// isPlainTagValue reports whether v is ASCII made only of characters a tag
+// value may hold.
+func isPlainTagValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ' ' || strings.IndexByte("_.:/=+-@", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
