@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // This file holds a small IAM policy evaluator, independent of the code that
@@ -210,7 +211,7 @@ func compileIAMPattern(p string) ([]iamToken, error) {
 			i += end + 1
 			continue
 		}
-		r := []rune(p[i:])[0]
+		r, size := utf8.DecodeRuneInString(p[i:])
 		switch r {
 		case '*':
 			out = append(out, iamToken{star: true})
@@ -219,7 +220,7 @@ func compileIAMPattern(p string) ([]iamToken, error) {
 		default:
 			out = append(out, iamToken{r: r})
 		}
-		i += len(string(r))
+		i += size
 	}
 	return out, nil
 }

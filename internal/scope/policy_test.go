@@ -127,7 +127,7 @@ func requestsFor(loc Location, keys []string) []s3Request {
 
 // disagreements evaluates policy against every request and returns those
 // where it differs from the oracle.
-func disagreements(t *testing.T, policy string, exp expectation, reqs []s3Request) []string {
+func disagreements(t testing.TB, policy string, exp expectation, reqs []s3Request) []string {
 	t.Helper()
 	p, err := parseEvalPolicy(policy)
 	if err != nil {
