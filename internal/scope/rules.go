@@ -292,6 +292,9 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 	if t.sourceIdentity != nil {
 		g.SourceIdentity = SanitizeName(t.sourceIdentity.render(&vals))
 	}
+	if compacted {
+		g.CompactedPrefix = commonDir(keys, loc.Prefix)
+	}
 	g.SessionName = SessionName(g)
 	return g, nil
 }

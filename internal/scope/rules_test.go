@@ -180,7 +180,7 @@ func TestDecideFiles(t *testing.T) {
 	if err != nil || !g.Compacted || len(g.Keys) != 500 {
 		t.Fatalf("500 files: compacted=%v keys=%d err=%v", g.Compacted, len(g.Keys), err)
 	}
-	if !strings.Contains(g.Policy, "acme/in/hls/*") {
+	if !strings.Contains(g.Policy, "acme/in/hls/*") || g.CompactedPrefix != "acme/in/hls/" {
 		t.Errorf("compacted policy %s", g.Policy)
 	}
 	for _, tt := range []struct {
