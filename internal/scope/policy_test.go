@@ -214,7 +214,9 @@ func TestLeastPrivilegeMatrix(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParseLocation: %v", err)
 		}
-		for _, files := range matrixFiles {
+		// A file whose whole key is 1,000 characters, wherever the location is.
+		thousand := []string{"deep/" + strings.Repeat("k", 1000-len(loc.Prefix)-len("deep/"))}
+		for _, files := range append(matrixFiles, thousand) {
 			var keys []string
 			for _, f := range files {
 				k, err := ParseFile(loc, f)
