@@ -96,6 +96,16 @@ func Compile(tenants []Tenant, backends map[string]bool) (*Rules, error) {
 }
 
 func compileTenant(t Tenant) (*tenantRules, error) {
+	// Own copies: later edits to the configuration cannot reach compiled
+	// rules, and grants share TransitiveTagKeys clipped, so an append by a
+	// consumer reallocates instead of writing into the tenant's array.
+	t.SessionTags = maps.Clone(t.SessionTags)
+	t.TransitiveTagKeys = slices.Clip(slices.Clone(t.TransitiveTagKeys))
+	t.Grants = slices.Clone(t.Grants)
+	for i := range t.Grants {
+		t.Grants[i].Prefixes = slices.Clone(t.Grants[i].Prefixes)
+		t.Grants[i].Operations = slices.Clone(t.Grants[i].Operations)
+	}
 	tr := &tenantRules{Tenant: t, byBucket: map[string][]compiledRule{}, policy: PolicyOptions{CheckAllowsGet: t.CheckAllowsGet}}
 	for _, g := range t.Grants {
 		var cr compiledRule
@@ -199,7 +209,8 @@ func plainSegment(v string) bool {
 	return v != "" && v != "." && v != ".." && v != "*" && !strings.Contains(v, "/")
 }
 
-// Tenant returns the tenant for org, with defaults applied.
+// Tenant returns the tenant for org, with defaults applied. Its maps and
+// slices belong to the compiled rules: read them, do not modify them.
 func (r *Rules) Tenant(org string) (Tenant, bool) {
 	t, ok := r.tenants[org]
 	if !ok {

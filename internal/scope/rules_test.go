@@ -482,3 +482,27 @@ func BenchmarkDecideDenied(b *testing.B) {
 		}
 	}
 }
+
+func TestCompiledRulesIgnoreLaterConfigEdits(t *testing.T) {
+	tenants := []Tenant{{Org: "acme", SessionTags: map[string]string{"org": "{org}"}, TransitiveTagKeys: []string{"org"},
+		Grants: []GrantRule{{Bucket: "media", Prefixes: []string{"{org}/"}, Operations: []string{"get"}}}}}
+	r, err := Compile(tenants, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants[0].Grants[0].Prefixes[0] = ""
+	tenants[0].Grants[0].Operations[0] = "put"
+	tenants[0].SessionTags["org"] = "changed"
+	tenants[0].TransitiveTagKeys[0] = "changed"
+	if _, err := r.Decide(acme, Request{Operation: "put", Location: "s3://media/other/"}); err == nil {
+		t.Error("an edit after Compile widened the rules")
+	}
+	g, err := r.Decide(acme, Request{Operation: "get", Location: "s3://media/acme/"})
+	if err != nil || g.Tags[0].Value != "acme" || g.TransitiveTagKeys[0] != "org" {
+		t.Errorf("grant %+v, %v", g, err)
+	}
+	tn, _ := r.Tenant("acme")
+	if tn.Grants[0].Prefixes[0] != "{org}/" || tn.SessionTags["org"] != "{org}" {
+		t.Errorf("Tenant() shows the edited config: %+v", tn)
+	}
+}
