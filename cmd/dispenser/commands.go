@@ -165,6 +165,10 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "denied: %s: %s\n", fe.Code, fe.Message)
 		return 1
 	}
+	if g.Compacted {
+		fmt.Fprintf(stderr, "note: the %d files were compacted to s3://%s/%s to fit the %d-character session policy limit\n",
+			len(g.Keys), g.Bucket, g.CompactedPrefix, scope.MaxPolicyChars)
+	}
 	fmt.Fprintln(stdout, g.Policy)
 	return 0
 }

@@ -22,11 +22,13 @@ type Grant struct {
 	Prefix    string    `json:"prefix"`
 	// Keys are the exact object keys when the request named files.
 	Keys []string `json:"keys,omitempty"`
-	// Compacted is true when a file list was widened to its common prefix to
-	// fit the policy limit.
-	Compacted bool   `json:"compacted,omitempty"`
-	JobID     string `json:"job_id,omitempty"`
-	TaskID    string `json:"task_id,omitempty"`
+	// Compacted is true when the file list did not fit the session policy
+	// limit as exact object ARNs and the policy grants CompactedPrefix (the
+	// files' longest common directory, at or under Prefix) instead.
+	Compacted       bool   `json:"compacted,omitempty"`
+	CompactedPrefix string `json:"compacted_prefix,omitempty"`
+	JobID           string `json:"job_id,omitempty"`
+	TaskID          string `json:"task_id,omitempty"`
 
 	Backend    string `json:"backend"`
 	RoleARN    string `json:"role_arn,omitempty"`

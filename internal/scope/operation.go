@@ -3,6 +3,7 @@ package scope
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Operation is a storage task kind the dispenser can scope credentials for.
@@ -37,9 +38,29 @@ func ParseOperation(s string) (Operation, error) {
 	return "", fmt.Errorf("unknown operation %q (one of get, put, check, tag or storage:get, storage:put, storage:check, storage:tag_s3)", truncate(s, 40))
 }
 
+// truncate shortens s to at most n bytes without splitting a UTF-8
+// sequence, marking the cut.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "…"
+}
+
+// opIndex numbers the operations for compiled rule bitmasks.
+func opIndex(op Operation) (uint, bool) {
+	switch op {
+	case OpGet:
+		return 0, true
+	case OpPut:
+		return 1, true
+	case OpCheck:
+		return 2, true
+	case OpTag:
+		return 3, true
+	}
+	return 0, false
 }

@@ -3,19 +3,22 @@ package scope
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
-// MaxPolicyChars is STS's limit on the plaintext inline session policy.
+// MaxPolicyChars is STS's limit on the plaintext inline session policy. It
+// is checked against the policy's length in bytes, which is never less than
+// its length in characters, so a policy that passes here passes at STS.
 const MaxPolicyChars = 2048
 
 // policyEscaper escapes IAM wildcard and variable characters in one pass.
 // Replacing '*' first and '$' afterwards would corrupt "${*}" into "${$}{*}".
 var policyEscaper = strings.NewReplacer("*", "${*}", "?", "${?}", "$", "${$}")
 
-// EscapePolicyString makes s match itself literally in an ARN or a
+// EscapePolicyString makes s match itself literally in a resource ARN or a
 // StringLike condition value.
 func EscapePolicyString(s string) string { return policyEscaper.Replace(s) }
 
@@ -27,7 +30,8 @@ type PolicyDocument struct {
 }
 
 // Statement is one IAM policy statement. Action and Resource are always
-// lists so the evaluator in the tests reads one shape.
+// lists so every reader (operators, the evaluator in the tests) sees one
+// shape.
 type Statement struct {
 	Sid       string                         `json:"Sid,omitempty"`
 	Effect    string                         `json:"Effect"`
@@ -43,56 +47,107 @@ type PolicyOptions struct {
 }
 
 // BuildPolicy returns the compact JSON session policy for op on loc, or on
-// exactly keys when keys is non-empty. When the exact-key form is longer than
-// MaxPolicyChars it falls back to the longest common directory of the keys
-// (still inside loc); when even that is too long it returns an error.
-func BuildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (string, error) {
+// exactly keys when keys is non-empty (every key must lie under loc.Prefix).
+//
+// The exact-key form lists each object ARN. When it is longer than
+// MaxPolicyChars the keys are compacted to their longest common directory,
+// which is never above loc.Prefix, so the policy stays inside the location
+// the rules allowed; compacted reports that this happened. When even the
+// prefix form is too long, the error names the limit. BuildPolicy never
+// returns an empty policy: STS would grant a session without one the role's
+// full permissions.
+func BuildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (policy string, compacted bool, err error) {
+	if _, ok := opIndex(op); !ok {
+		return "", false, fmt.Errorf("no session policy is defined for operation %q", truncate(string(op), 40))
+	}
+	// Defence in depth: callers pass parsed values, but this function is
+	// what finally bounds the credentials, so it re-checks what it relies on.
+	if err := validateBucket(loc.Bucket); err != nil {
+		return "", false, err
+	}
+	if err := validateKeyPart("location prefix", loc.Prefix); err != nil {
+		return "", false, err
+	}
+	if loc.Prefix != "" && !strings.HasSuffix(loc.Prefix, "/") {
+		return "", false, errors.New("location prefix must end in '/'")
+	}
 	if len(keys) > 0 {
-		doc := policyFor(op, loc.Bucket, loc.Prefix, keys, opt)
-		s, err := encodePolicy(doc)
-		if err != nil {
-			return "", err
+		keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+		for _, k := range keys {
+			if !strings.HasPrefix(k, loc.Prefix) || k == loc.Prefix || strings.HasSuffix(k, "/") {
+				return "", false, errors.New("every file must name an object under the location")
+			}
+			if err := validateKeyPart("file name", k); err != nil {
+				return "", false, err
+			}
 		}
-		if len(s) <= MaxPolicyChars {
-			return s, nil
+	}
+	return buildPolicy(op, loc, keys, opt)
+}
+
+// buildPolicy is BuildPolicy for inputs already validated by ParseLocation
+// and ParseFile, with keys sorted and unique.
+func buildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (policy string, compacted bool, err error) {
+	if len(keys) > 0 {
+		// Each key appears at least once as a quoted object ARN: when even
+		// that lower bound is over the limit, skip encoding a long list.
+		lower := 0
+		for _, k := range keys {
+			lower += len(`"arn:aws:s3:::/",`) + len(loc.Bucket) + len(k)
 		}
-		loc = Location{Bucket: loc.Bucket, Prefix: commonDir(keys, loc.Prefix)}
+		if lower <= MaxPolicyChars {
+			s, err := encodePolicy(policyFor(op, loc.Bucket, "", keys, opt))
+			if err != nil {
+				return "", false, err
+			}
+			if len(s) <= MaxPolicyChars {
+				return s, false, nil
+			}
+		}
+		loc.Prefix, compacted = commonDir(keys, loc.Prefix), true
 	}
 	s, err := encodePolicy(policyFor(op, loc.Bucket, loc.Prefix, nil, opt))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if len(s) > MaxPolicyChars {
-		return "", fmt.Errorf("the session policy for this request is %d characters, over the STS limit of %d; use a shorter location", len(s), MaxPolicyChars)
+		what := "a shorter location"
+		if compacted {
+			what = "fewer or shorter file names, or files that share a deeper directory"
+		}
+		return "", false, fmt.Errorf("the session policy for this request would be %d bytes, over the STS limit of %d characters; use %s", len(s), MaxPolicyChars, what)
 	}
-	return s, nil
+	return s, compacted, nil
 }
 
+// policyFor builds the statements for op on prefix, or on exactly keys.
 func policyFor(op Operation, bucket, prefix string, keys []string, opt PolicyOptions) PolicyDocument {
 	bucketARN := "arn:aws:s3:::" + bucket
 	var objects, listPrefixes []string
 	if len(keys) > 0 {
-		uniq := append([]string(nil), keys...)
-		sort.Strings(uniq)
-		uniq = compactSorted(uniq)
-		for _, k := range uniq {
-			objects = append(objects, bucketARN+"/"+EscapePolicyString(k))
-			listPrefixes = append(listPrefixes, EscapePolicyString(k))
+		for _, k := range keys {
+			e := EscapePolicyString(k)
+			objects = append(objects, bucketARN+"/"+e)
+			listPrefixes = append(listPrefixes, e)
 		}
 	} else {
-		objects = []string{bucketARN + "/" + EscapePolicyString(prefix) + "*"}
-		listPrefixes = []string{EscapePolicyString(prefix) + "*"}
+		e := EscapePolicyString(prefix)
+		objects = []string{bucketARN + "/" + e + "*"}
+		listPrefixes = []string{e + "*"}
 	}
-	list := Statement{
-		Sid: "List", Effect: "Allow", Action: []string{"s3:ListBucket"}, Resource: []string{bucketARN},
-		Condition: map[string]map[string][]string{"StringLike": {"s3:prefix": listPrefixes}},
+	list := Statement{Sid: "List", Effect: "Allow", Action: []string{"s3:ListBucket"}, Resource: []string{bucketARN}}
+	if len(keys) > 0 || prefix != "" {
+		list.Condition = map[string]map[string][]string{"StringLike": {"s3:prefix": listPrefixes}}
 	}
+	// GetBucketLocation reveals only the bucket's region; SDKs and the
+	// toolkit's minimal policies use it to pick the endpoint.
 	location := Statement{Sid: "Location", Effect: "Allow", Action: []string{"s3:GetBucketLocation"}, Resource: []string{bucketARN}}
 	var st []Statement
 	switch op {
 	case OpGet:
 		st = []Statement{{Sid: "Read", Effect: "Allow", Action: []string{"s3:GetObject"}, Resource: objects}, list, location}
 	case OpPut:
+		// ListBucket lets non-overwriting uploads check for an existing object.
 		st = []Statement{{Sid: "Write", Effect: "Allow", Action: []string{"s3:PutObject", "s3:AbortMultipartUpload"}, Resource: objects}, list, location}
 	case OpCheck:
 		if opt.CheckAllowsGet {
@@ -105,10 +160,13 @@ func policyFor(op Operation, bucket, prefix string, keys []string, opt PolicyOpt
 	return PolicyDocument{Version: "2012-10-17", Statement: st}
 }
 
+// encodePolicy writes doc as compact JSON with HTML escaping off (so '&',
+// '<', '>' in keys stay one character and the length check counts what STS
+// sees).
 func encodePolicy(doc PolicyDocument) (string, error) {
 	if len(doc.Statement) == 0 {
 		// Never send an empty policy: STS would grant the role's full permissions.
-		return "", fmt.Errorf("refusing to build an empty session policy")
+		return "", errors.New("refusing to build an empty session policy")
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -119,30 +177,19 @@ func encodePolicy(doc PolicyDocument) (string, error) {
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
-func compactSorted(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // commonDir returns the longest prefix ending in '/' shared by all keys,
-// never shorter than floor (the location's own prefix).
+// never shorter than floor (the location's own prefix, which every key
+// starts with).
 func commonDir(keys []string, floor string) string {
 	p := keys[0]
 	for _, k := range keys[1:] {
-		for !strings.HasPrefix(k, p) {
-			p = p[:len(p)-1]
+		n := 0
+		for n < len(p) && n < len(k) && p[n] == k[n] {
+			n++
 		}
+		p = p[:n]
 	}
-	if i := strings.LastIndex(p, "/"); i >= 0 {
-		p = p[:i+1]
-	} else {
-		p = ""
-	}
+	p = p[:strings.LastIndex(p, "/")+1]
 	if len(p) < len(floor) {
 		return floor
 	}

@@ -1,7 +1,9 @@
 package scope
 
 import (
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,7 +25,9 @@ type Tenant struct {
 	// {task_id}, {operation}, {bucket}). Nil means org, job-id and task-id.
 	SessionTags       map[string]string `yaml:"session_tags"`
 	TransitiveTagKeys []string          `yaml:"transitive_tag_keys"`
-	// SourceIdentity is a template; empty means "{principal}".
+	// SourceIdentity is a template; empty means "{principal}", and
+	// SourceIdentityNone sends none (the role's trust policy must allow
+	// sts:SetSourceIdentity otherwise).
 	SourceIdentity string `yaml:"source_identity"`
 	// CheckAllowsGet adds s3:GetObject to check grants (HEAD needs it).
 	CheckAllowsGet bool        `yaml:"check_allows_get"`
@@ -39,6 +43,9 @@ type GrantRule struct {
 	Prefixes   []string `yaml:"prefixes"`
 	Operations []string `yaml:"operations"`
 }
+
+// SourceIdentityNone as a tenant's source_identity sends no source identity.
+const SourceIdentityNone = "none"
 
 // Duration limits STS enforces (see aws-facts.md).
 const (
@@ -96,12 +103,18 @@ func (t *Tenant) Validate(p *validate.Problems, path string, backends map[string
 	if len(t.SessionTags) > 50 {
 		p.Addf(validate.Join(path, "session_tags"), "STS accepts at most 50 session tags, got %d", len(t.SessionTags))
 	}
-	for k, v := range t.SessionTags {
+	// STS treats tag keys case-insensitively: "Org" and "org" collide.
+	seen := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(t.SessionTags)) {
 		if !tagKeyRe.MatchString(k) || strings.HasPrefix(strings.ToLower(k), "aws:") {
 			p.Addf(validate.Join(path, "session_tags", k), "invalid tag key (1-128 characters, not starting with aws:)")
 		}
-		if err := checkTemplate(v); err != "" {
-			p.Addf(validate.Join(path, "session_tags", k), "%s", err)
+		if other, dup := seen[strings.ToLower(k)]; dup {
+			p.Addf(validate.Join(path, "session_tags", k), "tag keys are case-insensitive in STS; %q and %q collide", other, k)
+		}
+		seen[strings.ToLower(k)] = k
+		if _, err := compileTemplate(t.SessionTags[k]); err != nil {
+			p.Addf(validate.Join(path, "session_tags", k), "%v", err)
 		}
 	}
 	for i, k := range t.TransitiveTagKeys {
@@ -109,8 +122,10 @@ func (t *Tenant) Validate(p *validate.Problems, path string, backends map[string
 			p.Addf(validate.Join(path, "transitive_tag_keys", i), "%q is not one of session_tags", k)
 		}
 	}
-	if err := checkTemplate(t.SourceIdentity); err != "" {
-		p.Addf(validate.Join(path, "source_identity"), "%s", err)
+	if t.SourceIdentity != SourceIdentityNone {
+		if _, err := compileTemplate(t.SourceIdentity); err != nil {
+			p.Addf(validate.Join(path, "source_identity"), "%v", err)
+		}
 	}
 	if len(t.Grants) == 0 {
 		p.Addf(validate.Join(path, "grants"), "a tenant needs at least one grant (deny by default)")
@@ -137,17 +152,4 @@ func (t *Tenant) Validate(p *validate.Problems, path string, backends map[string
 			}
 		}
 	}
-}
-
-var templateVars = []string{"{org}", "{principal}", "{job_id}", "{task_id}", "{operation}", "{bucket}"}
-
-func checkTemplate(s string) string {
-	rest := s
-	for _, v := range templateVars {
-		rest = strings.ReplaceAll(rest, v, "")
-	}
-	if strings.ContainsAny(rest, "{}") {
-		return "unknown template variable (allowed: " + strings.Join(templateVars, ", ") + ")"
-	}
-	return ""
 }
