@@ -19,6 +19,7 @@ import (
 
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
@@ -55,9 +56,12 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := cfg.Auth.Build()
+	chain, closers, err := cfg.Auth.BuildWith(auth.BuildDeps{Logger: log.Named("auth")})
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range closers {
+		a.closer = append(a.closer, c.Close)
 	}
 	admin, err := cfg.Admin.Build()
 	if err != nil {
@@ -155,6 +159,21 @@ func (c *certReloader) load() error {
 
 func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cert.Load(), nil }
 
+// serverTLSConfig is the listener's TLS configuration: the server
+// certificate and, when auth.mtls is configured, the client CA bundle and
+// whether a client certificate is optional or required.
+func serverTLSConfig(cfg *config.Config, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
+	if m := cfg.Auth.MTLS; m != nil {
+		pool, clientAuth, err := m.TLSServerSettings()
+		if err != nil {
+			return nil, err
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, clientAuth
+	}
+	return tc, nil
+}
+
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "", "configuration file")
@@ -200,7 +219,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "server.tls:", err)
 			return 1
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
+		if srv.TLSConfig, err = serverTLSConfig(cfg, certs.get); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 	} else if host, _, _ := net.SplitHostPort(cfg.Server.Listen); !config.IsLoopback(host) {
 		log.Warn("serving plain HTTP on a non-loopback address: behind_tls_proxy is set, so a TLS-terminating proxy must front this listener")
 	}
