@@ -241,6 +241,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			scheme, ln.Addr(), *path, scheme, ln.Addr())
 	}
 
+	if s := cfg.Auth.SigV4; s != nil {
+		fmt.Fprintf(stdout, "SigV4 (region %s, service %s): create a key with\n  go run ./cmd/dispenser keys create --config %s --name worker-1 --org ORG\n", s.Region, s.Service, *path)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)

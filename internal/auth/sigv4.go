@@ -248,12 +248,18 @@ func (s *SigV4) parse(r *http.Request) (sigV4Request, error) {
 	authz := r.Header.Values("Authorization")
 	isHeader := len(authz) > 0 && strings.HasPrefix(authz[0], "AWS4-")
 	q, qerr := parseQuery(r.URL.RawQuery)
-	isQuery := strings.Contains(r.URL.RawQuery, "X-Amz-Signature") || strings.Contains(r.URL.RawQuery, "X-Amz-Algorithm") || strings.Contains(r.URL.RawQuery, "X-Amz-Credential")
-	if !isHeader && !isQuery {
+	if qerr != nil {
+		// An undecodable query is ours only if it looks like SigV4.
+		if isHeader || strings.Contains(r.URL.RawQuery, "X-Amz-") {
+			return sigV4Request{}, sigErr("malformed", "the query string is not valid percent-encoding")
+		}
 		return sigV4Request{}, ErrNoCredentials
 	}
-	if qerr != nil {
-		return sigV4Request{}, sigErr("malformed", "the query string is not valid percent-encoding")
+	// Presigned requests are recognised by parameter names, never by
+	// substrings, so a location mentioning X-Amz-Signature is just data.
+	isQuery := hasParam(q, "X-Amz-Signature") || hasParam(q, "X-Amz-Algorithm") || hasParam(q, "X-Amz-Credential")
+	if !isHeader && !isQuery {
+		return sigV4Request{}, ErrNoCredentials
 	}
 	if isHeader && isQuery {
 		return sigV4Request{}, sigErr("malformed", "send the signature in the Authorization header or in the query, not both")
