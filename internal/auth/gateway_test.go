@@ -1,12 +1,16 @@
 package auth
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net/http/httptest"
 	"testing"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/vtk/dispenser/internal/auth/authtest"
 )
 
 func TestNormalizeARN(t *testing.T) {
@@ -143,6 +147,41 @@ func TestGatewayValidate(t *testing.T) {
 		"auth.gateway.principals[0].arn", "auth.gateway.principals[0].org", "auth.gateway.principals[1].arn", "auth.gateway.principals[1].role_id"} {
 		if !got[want] {
 			t.Errorf("missing %s in %v", want, got)
+		}
+	}
+}
+
+func TestGatewayTrustedByClientCertificate(t *testing.T) {
+	ca := authtest.NewCA(t, "edge")
+	gw, _, _ := ca.Issue(t, authtest.Leaf{CN: "apigw", URIs: []string{"spiffe://example.org/apigw"}})
+	other, _, _ := ca.Issue(t, authtest.Leaf{CN: "worker", URIs: []string{"spiffe://example.org/worker"}})
+	g, err := NewGateway(GatewayConfig{
+		Header: "X-Dispenser-Caller-Arn", TrustedClientCerts: []string{"spiffe://example.org/apigw"},
+		Principals: []ARNRule{{ARN: "arn:aws:iam::873682911326:role/VTKWorker", Org: "vtk"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		state   *tls.ConnectionState
+		trusted bool
+	}{
+		{"gateway cert verified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{gw.Leaf}, VerifiedChains: [][]*x509.Certificate{{gw.Leaf, ca.Cert}}}, true},
+		{"gateway cert unverified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{gw.Leaf}}, false},
+		{"other cert", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{other.Leaf}, VerifiedChains: [][]*x509.Certificate{{other.Leaf, ca.Cert}}}, false},
+		{"no tls", nil, false},
+	} {
+		r := httptest.NewRequest("GET", "/credentials", nil)
+		r.RemoteAddr = "10.0.0.1:443"
+		r.TLS = tc.state
+		r.Header.Set("X-Dispenser-Caller-Arn", "arn:aws:sts::873682911326:assumed-role/VTKWorker/s")
+		id, err := g.Authenticate(r)
+		if tc.trusted != (err == nil && id.Org == "vtk") {
+			t.Errorf("%s: id=%+v err=%v", tc.name, id, err)
+		}
+		if !tc.trusted && !errors.Is(err, ErrNoCredentials) {
+			t.Errorf("%s: err = %v", tc.name, err)
 		}
 	}
 }
