@@ -46,7 +46,10 @@ func loadConfig(path string) (*config.Config, error) {
 			p.Addf(pr.Path, "%s", pr.Message)
 		}
 	}
-	vend.Build(c.Backends, vend.Deps{}, &p)
+	// config.Load returns no configuration along with validation problems.
+	if c != nil {
+		vend.Build(c.Backends, vend.Deps{}, &p)
+	}
 	if err := p.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -82,6 +82,9 @@ func (c *Config) Validate(p Problems, path string, join func(...any) string) {
 	case "file", "sqlite":
 		if c.Path == "" {
 			p.Addf(join(path, "path"), "is required for type %s", c.Type)
+		} else if st, err := os.Stat(c.Path); err == nil && c.Type == "file" && st.Mode().Perm()&0o077 != 0 {
+			// A missing file is fine (created by the first `keys create`).
+			p.Addf(join(path, "path"), "%s has mode %04o: the key file must not be group- or world-accessible (chmod 600)", c.Path, st.Mode().Perm())
 		}
 	case "postgres":
 		if c.DSN == "" {

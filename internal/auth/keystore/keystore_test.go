@@ -148,7 +148,15 @@ func TestConfigKEK(t *testing.T) {
 	bad := Config{Type: "file", Path: "k.json", KEKEnv: "KS_SHORT_KEK"}
 	bad.Validate(p, "auth.sigv4.keys", join)
 	(&Config{Type: "nosql"}).Validate(p, "auth.sigv4.keys", join)
-	if len(got) != 2 || got[0].path != "auth.sigv4.keys" || got[1].path != "auth.sigv4.keys.type" {
+	loose := filepath.Join(t.TempDir(), "loose.json")
+	if err := os.WriteFile(loose, []byte(`{"version":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	(&Config{Type: "file", Path: loose}).Validate(p, "auth.sigv4.keys", join)
+	if len(got) != 3 || got[0].path != "auth.sigv4.keys" || got[1].path != "auth.sigv4.keys.type" || got[2].path != "auth.sigv4.keys.path" {
 		t.Fatalf("problems: %v", got)
 	}
 }
