@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -27,9 +28,9 @@ type CA struct {
 	PEM  []byte
 }
 
-var serial int64 = 1
+var serial atomic.Int64
 
-func nextSerial() *big.Int { serial++; return big.NewInt(serial) }
+func nextSerial() *big.Int { return big.NewInt(serial.Add(1) + 1) }
 
 // NewCA returns a fresh CA valid around now.
 func NewCA(t testing.TB, name string) *CA {
