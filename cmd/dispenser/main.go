@@ -17,6 +17,7 @@ Usage:
   dispenser serve        --config FILE [--listen ADDR]
   dispenser token        --config FILE --subject NAME --org ORG [--ttl 1h] [--job-id J] [--task-id T]
   dispenser policy       --config FILE --org ORG --location s3://B/P/ --operation OP [--file F ...] [--principal P]
+  dispenser keys         create|list|disable --config FILE [--name N --org O | --id AKID]
   dispenser check-config --config FILE
   dispenser version
 `
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdToken(rest, stdout, stderr)
 	case "policy":
 		return cmdPolicy(rest, stdout, stderr)
+	case "keys":
+		return cmdKeys(rest, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(rest, stdout, stderr)
 	case "version", "--version":

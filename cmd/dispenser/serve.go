@@ -61,9 +61,12 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := cfg.Auth.Build(auth.WithLogger(log))
+	chain, closers, err := cfg.Auth.BuildWith(auth.BuildDeps{Logger: log.Named("auth")})
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range closers {
+		a.closer = append(a.closer, c.Close)
 	}
 	admin, err := cfg.Admin.Build(auth.WithLogger(log))
 	if err != nil {
@@ -163,6 +166,21 @@ func (c *certReloader) load() error {
 
 func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cert.Load(), nil }
 
+// serverTLSConfig is the listener's TLS configuration: the server
+// certificate and, when auth.mtls is configured, the client CA bundle and
+// whether a client certificate is optional or required.
+func serverTLSConfig(cfg *config.Config, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
+	if m := cfg.Auth.MTLS; m != nil {
+		pool, clientAuth, err := m.TLSServerSettings()
+		if err != nil {
+			return nil, err
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, clientAuth
+	}
+	return tc, nil
+}
+
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "", "configuration file")
@@ -208,7 +226,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "server.tls:", err)
 			return 1
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
+		if srv.TLSConfig, err = serverTLSConfig(cfg, certs.get); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 	} else if host, _, _ := net.SplitHostPort(cfg.Server.Listen); !config.IsLoopback(host) {
 		log.Warn("serving plain HTTP on a non-loopback address: behind_tls_proxy is set, so a TLS-terminating proxy must front this listener")
 	}
@@ -225,6 +246,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if cfg.Auth.JWT != nil && cfg.Auth.JWT.SigningKeyFile != "" {
 		fmt.Fprintf(stdout, "dispenser listening on %s://%s\nget a development token:\n  TOKEN=$(go run ./cmd/dispenser token --config %s --subject worker-1 --org ORG)\n  curl -s -H \"Authorization: Bearer $TOKEN\" '%s://%s/credentials?operation=get&location=s3://BUCKET/PREFIX/'\n",
 			scheme, ln.Addr(), *path, scheme, ln.Addr())
+	}
+
+	if s := cfg.Auth.SigV4; s != nil {
+		fmt.Fprintf(stdout, "SigV4 (region %s, service %s): create a key with\n  go run ./cmd/dispenser keys create --config %s --name worker-1 --org ORG\n", s.Region, s.Service, *path)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -76,7 +76,7 @@ func (c Chain) Authenticate(r *http.Request) (Identity, error) {
 		}
 		return id, err
 	}
-	return Identity{}, fault.New(fault.Unauthorized, "missing_credentials", "no credentials: send a bearer token in the Authorization header")
+	return Identity{}, fault.New(fault.Unauthorized, "missing_credentials", "no credentials: authenticate with one of the methods named in WWW-Authenticate (bearer token, SigV4, ...)")
 }
 
 // Challenges returns the WWW-Authenticate challenges of the chain.

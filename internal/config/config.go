@@ -194,6 +194,7 @@ func (c *Config) Validate(p *validate.Problems) {
 	default:
 		p.Addf("log.format", "must be json or console")
 	}
+	c.Auth.TLSEnabled = s.TLS.Enabled()
 	c.Auth.Validate(p, "auth")
 	workerAud := ""
 	if c.Auth.JWT != nil {

@@ -1,0 +1,156 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	// SQL drivers for the sqlite and postgres store types.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+)
+
+// SQLStore keeps keys in the table dispenser_access_keys of a SQLite or
+// PostgreSQL database (typically the audit database).
+type SQLStore struct {
+	db   *sql.DB
+	seal *sealer
+}
+
+var _ Store = (*SQLStore)(nil)
+
+const sqlSchema = `CREATE TABLE IF NOT EXISTS dispenser_access_keys (
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL,
+	org TEXT NOT NULL,
+	secret TEXT NOT NULL,
+	created_unix BIGINT NOT NULL,
+	disabled INTEGER NOT NULL DEFAULT 0
+)`
+
+// OpenSQL opens driver ("sqlite" or "pgx") at dsn and creates the table.
+func OpenSQL(driver, dsn string, seal *sealer) (*SQLStore, error) {
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if driver == "sqlite" {
+		db.SetMaxOpenConns(1) // SQLite allows one writer; avoid SQLITE_BUSY.
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(ctx, sqlSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("key store: create table: %w", err)
+	}
+	return &SQLStore{db: db, seal: seal}, nil
+}
+
+// NewSQLStore wraps an open database; kek (32 bytes) may be nil.
+func NewSQLStore(driver, dsn string, kek []byte) (*SQLStore, error) {
+	var seal *sealer
+	if kek != nil {
+		var err error
+		if seal, err = newSealer(kek); err != nil {
+			return nil, err
+		}
+	}
+	return OpenSQL(driver, dsn, seal)
+}
+
+// Close closes the database.
+func (s *SQLStore) Close() error { return s.db.Close() }
+
+// Lookup implements Store.
+func (s *SQLStore) Lookup(ctx context.Context, id string) (Key, error) {
+	var k Key
+	var stored string
+	var created int64
+	var disabled int
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, org, secret, created_unix, disabled FROM dispenser_access_keys WHERE id = $1`, id).
+		Scan(&k.ID, &k.Name, &k.Org, &stored, &created, &disabled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Key{}, ErrNotFound
+	}
+	if err != nil {
+		return Key{}, err
+	}
+	if k.Secret, err = s.seal.open(k.ID, stored); err != nil {
+		return Key{}, err
+	}
+	k.Created, k.Disabled = time.Unix(created, 0).UTC(), disabled != 0
+	return k, nil
+}
+
+// Create implements Store.
+func (s *SQLStore) Create(ctx context.Context, name, org string) (Key, error) {
+	k, err := newKey(name, org, time.Now())
+	if err != nil {
+		return Key{}, err
+	}
+	stored, err := s.seal.seal(k.ID, k.Secret)
+	if err != nil {
+		return Key{}, err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO dispenser_access_keys (id, name, org, secret, created_unix, disabled) VALUES ($1, $2, $3, $4, $5, 0)`,
+		k.ID, k.Name, k.Org, stored, k.Created.Unix())
+	if err != nil {
+		return Key{}, err
+	}
+	return k, nil
+}
+
+// List implements Store.
+func (s *SQLStore) List(ctx context.Context) ([]Key, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, org, created_unix, disabled FROM dispenser_access_keys`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Key
+	for rows.Next() {
+		var k Key
+		var created int64
+		var disabled int
+		if err := rows.Scan(&k.ID, &k.Name, &k.Org, &created, &disabled); err != nil {
+			return nil, err
+		}
+		k.Created, k.Disabled = time.Unix(created, 0).UTC(), disabled != 0
+		out = append(out, k)
+	}
+	sortPublic(out)
+	return out, rows.Err()
+}
+
+// Disable implements Store.
+func (s *SQLStore) Disable(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE dispenser_access_keys SET disabled = 1 WHERE id = $1`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func sortKeys(ks []fileKey) {
+	sort.Slice(ks, func(i, j int) bool {
+		if !ks[i].Created.Equal(ks[j].Created) {
+			return ks[i].Created.Before(ks[j].Created)
+		}
+		return ks[i].ID < ks[j].ID
+	})
+}
+
+func sortPublic(ks []Key) {
+	sort.Slice(ks, func(i, j int) bool {
+		if !ks[i].Created.Equal(ks[j].Created) {
+			return ks[i].Created.Before(ks[j].Created)
+		}
+		return ks[i].ID < ks[j].ID
+	})
+}
