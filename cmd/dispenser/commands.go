@@ -37,7 +37,7 @@ func loadConfig(path string) (*config.Config, error) {
 	}
 	c, err := config.Load(path)
 	var ve *validate.Error
-	if err != nil && !errors.As(err, &ve) {
+	if err != nil && (c == nil || !errors.As(err, &ve)) {
 		return nil, err
 	}
 	var p validate.Problems
