@@ -251,9 +251,9 @@ func TestE2EMTLS(t *testing.T) {
       - match: spiffe://vtk.example/ns/workers/*
         org: acme`, authtest.WriteFile(t, dir, "ca.pem", ca.PEM)), tlsYAML)
 	a, cfg := startAuthnApp(t, path)
-	certs := &certReloader{certFile: cfg.Server.TLS.CertFile, keyFile: cfg.Server.TLS.KeyFile}
-	if err := certs.load(); err != nil {
-		t.Fatal(err)
+	certs := a.certs
+	if certs == nil {
+		t.Fatal("newApp loaded no certificate for a TLS configuration")
 	}
 	tc, err := serverTLSConfig(cfg, certs.get)
 	if err != nil {

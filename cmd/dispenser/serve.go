@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,6 +22,9 @@ import (
 	"github.com/vtk/dispenser/internal/api"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/metrics"
+	"github.com/vtk/dispenser/internal/ratelimit"
+	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
@@ -34,24 +38,34 @@ import (
 
 // app is the wired dispenser: everything built once from a configuration.
 type app struct {
-	cfg    *config.Config
-	log    *zap.Logger
-	server *api.Server
-	vendor vend.Router
-	closer []func() error
+	current     atomic.Pointer[config.Config]
+	log         *zap.Logger
+	metrics     *metrics.Metrics
+	server      *api.Server
+	vendor      vend.Router
+	limiter     *ratelimit.Limiter
+	revocations *revoke.Registry
+	certs       *certReloader // nil without TLS
+	closer      []func() error
+	reloadMu    sync.Mutex // serialises reload and close
+}
+
+func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
+	return scope.Compile(cfg.Tenants, backends)
 }
 
 // newApp wires the dispenser from cfg. It does not listen.
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log}
+	a := &app{log: log, metrics: metrics.New(version)}
+	a.current.Store(cfg)
 	var p validate.Problems
-	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log}, &p)
+	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log, Metrics: a.metrics}, &p)
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
 	// Backends whose options enable the credential cache (assume-role:
 	// `cache.enabled`, default true) are wrapped in it here.
-	a.closer = append(a.closer, cache.WrapAll(backends, cfg.Server.MinRemaining.D(), cache.Deps{Logger: log.Named("cache")})...)
+	a.closer = append(a.closer, cache.WrapAll(backends, cfg.Server.MinRemaining.D(), cache.Deps{Logger: log.Named("cache"), Metrics: a.metrics})...)
 	a.vendor = vend.Router(backends)
 	names := map[string]bool{}
 	for n := range backends {
@@ -72,6 +86,35 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Server.TLS.Enabled() {
+		a.certs = &certReloader{m: a.metrics}
+		crt, err := a.certs.read(cfg.Server.TLS)
+		if err != nil {
+			return nil, err
+		}
+		a.certs.install(crt)
+	}
+	a.limiter, err = ratelimit.New(cfg.RateLimits, ratelimit.Options{Logger: log.Named("ratelimit"), Metrics: a.metrics})
+	if err != nil {
+		return nil, err
+	}
+	a.closer = append(a.closer, a.limiter.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, closeStore, err := openRevocationStore(ctx, cfg.Audit)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.closer = append(a.closer, closeStore)
+	kill, err := newKillSwitch(ctx, cfg.Revocation.AWSKillSwitch, a.current.Load)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	// The revocation journal is the log until the audit store implements
+	// revoke.Journal; then pass it here.
+	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,
@@ -83,6 +126,10 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		MaxBodyBytes:       cfg.Server.MaxBodyBytes,
 		ReplicaID:          cfg.Server.ReplicaID,
 		OpenAPI:            dispenser.OpenAPI,
+		Metrics:            a.metrics,
+		Limiter:            a.limiter,
+		Revocations:        a.revocations,
+		RevocationAdmin:    a.revocations,
 	})
 	return a, nil
 }
@@ -92,44 +139,27 @@ func (a *app) start(ctx context.Context) error {
 	if err := a.vendor.Ready(ctx); err != nil {
 		return err
 	}
+	// A replica that cannot see the revocation list must not vend.
+	if err := a.revocations.Ready(ctx); err != nil {
+		return fmt.Errorf("revocation list: %w", err)
+	}
 	a.server.SetReady(true)
 	return nil
 }
 
+// run starts the background loops (revocation polling) until ctx ends.
+func (a *app) run(ctx context.Context) {
+	go a.revocations.Run(ctx, a.current.Load().Revocation.PollInterval.D())
+}
+
 func (a *app) close() {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	for i := len(a.closer) - 1; i >= 0; i-- {
 		if err := a.closer[i](); err != nil {
 			a.log.Warn("close", zap.Error(err))
 		}
 	}
-}
-
-// reload re-reads the configuration and swaps what can change without a
-// restart; a bad file is rejected and the old configuration keeps serving.
-func (a *app) reload() error {
-	// The listener is not rebuilt on reload: judge the file with the
-	// address actually in use (which may come from --listen).
-	cfg, err := loadConfig(a.cfg.Path, func(c *config.Config) { c.Server.Listen = a.cfg.Server.Listen })
-	if err != nil {
-		return err
-	}
-	names := map[string]bool{}
-	for n := range a.vendor {
-		names[n] = true
-	}
-	rules, err := scope.Compile(cfg.Tenants, names)
-	if err != nil {
-		return err
-	}
-	for name, v := range a.vendor {
-		if r, ok := v.(interface{ Reload() error }); ok {
-			if err := r.Reload(); err != nil {
-				return fmt.Errorf("backend %s: %w", name, err)
-			}
-		}
-	}
-	a.server.SetRules(rules)
-	return nil
 }
 
 func newLogger(c config.LogConfig) (*zap.Logger, error) {
@@ -148,23 +178,6 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	return zc.Build()
 }
-
-// certReloader serves the current certificate and reloads it on demand.
-type certReloader struct {
-	certFile, keyFile string
-	cert              atomic.Pointer[tls.Certificate]
-}
-
-func (c *certReloader) load() error {
-	crt, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
-	if err != nil {
-		return err
-	}
-	c.cert.Store(&crt)
-	return nil
-}
-
-func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cert.Load(), nil }
 
 // serverTLSConfig is the listener's TLS configuration: the server
 // certificate and, when auth.mtls is configured, the client CA bundle and
@@ -185,6 +198,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "", "configuration file")
 	listen := fs.String("listen", "", "override server.listen")
+	adminListen := fs.String("admin-listen", "", "override server.admin_listen (/metrics, /healthz, /readyz)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -196,6 +210,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if *adminListen != "" {
+		cfg.Server.AdminListen = *adminListen
 	}
 	log, err := newLogger(cfg.Log)
 	if err != nil {
@@ -219,13 +236,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
-	var certs *certReloader
-	if cfg.Server.TLS.Enabled() {
-		certs = &certReloader{certFile: cfg.Server.TLS.CertFile, keyFile: cfg.Server.TLS.KeyFile}
-		if err := certs.load(); err != nil {
-			fmt.Fprintln(stderr, "server.tls:", err)
-			return 1
-		}
+	certs := a.certs
+	if certs != nil {
 		if srv.TLSConfig, err = serverTLSConfig(cfg, certs.get); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
@@ -238,11 +250,30 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "listen:", err)
 		return 1
 	}
+	adminLn, err := net.Listen("tcp", cfg.Server.AdminListen)
+	if err != nil {
+		_ = ln.Close()
+		fmt.Fprintln(stderr, "admin listen:", err)
+		return 1
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); !config.IsLoopback(host) {
+		log.Warn("the admin listener (/metrics, /healthz, /readyz) has no authentication and listens beyond loopback: restrict it with a network policy",
+			zap.String("addr", adminLn.Addr().String()))
+	}
+	adminSrv := &http.Server{Handler: adminHandler(a.metrics, a.server.Ready), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin-http"))}
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin listener stopped", zap.Error(err))
+		}
+	}()
+	defer adminSrv.Close()
 	scheme := "http"
 	if certs != nil {
 		scheme = "https"
 	}
-	log.Info("dispenser listening", zap.String("addr", ln.Addr().String()), zap.String("version", version), zap.Bool("tls", certs != nil))
+	log.Info("dispenser listening", zap.String("addr", ln.Addr().String()), zap.String("admin_addr", adminLn.Addr().String()),
+		zap.String("version", version), zap.Bool("tls", certs != nil))
 	if cfg.Auth.JWT != nil && cfg.Auth.JWT.SigningKeyFile != "" {
 		fmt.Fprintf(stdout, "dispenser listening on %s://%s\nget a development token:\n  TOKEN=$(go run ./cmd/dispenser token --config %s --subject worker-1 --org ORG)\n  curl -s -H \"Authorization: Bearer $TOKEN\" '%s://%s/credentials?operation=get&location=s3://BUCKET/PREFIX/'\n",
 			scheme, ln.Addr(), *path, scheme, ln.Addr())
@@ -254,6 +285,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	a.run(ctx)
+	if cfg.Server.WatchConfig {
+		if err := a.watchConfig(ctx, *path); err != nil {
+			log.Error("configuration watch not started; SIGHUP still reloads", zap.Error(err))
+		}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if certs != nil {
@@ -284,16 +321,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
-			if err := a.reload(); err != nil {
-				log.Error("configuration reload rejected; keeping the running configuration", zap.Error(err))
-			} else {
-				log.Info("configuration reloaded")
-			}
-			if certs != nil {
-				if err := certs.load(); err != nil {
-					log.Error("TLS certificate reload failed; keeping the old certificate", zap.Error(err))
-				}
-			}
+			a.logReload(a.reload())
 		case err := <-errc:
 			if !errors.Is(err, http.ErrServerClosed) {
 				log.Error("server stopped", zap.Error(err))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/vend"
 )
@@ -217,6 +219,10 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
+	if err := s.checkRevoked(revoke.Subject{Org: id.Org, Principal: id.Principal, JobID: req.JobID, TaskID: req.TaskID}); err != nil {
+		fail(err)
+		return
+	}
 	g, err := s.rules.Load().Decide(scope.Subject{Principal: id.Principal, Org: id.Org}, scope.Request{
 		Operation: req.Operation, Location: req.Location, Files: req.Files,
 		JobID: req.JobID, TaskID: req.TaskID, Duration: time.Duration(req.DurationSeconds) * time.Second,
@@ -236,8 +242,13 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	creds, err := s.opt.Vendor.Vend(r.Context(), g)
+	if err := s.limit(r.Context(), id, g); err != nil {
+		fail(err)
+		return
+	}
+	creds, err := s.vend(r.Context(), g)
 	if err != nil {
+		rec.AccessKeyID = creds.AccessKeyID // a revoked key is worth recording
 		fail(err)
 		return
 	}
@@ -269,6 +280,64 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ContainerCredentials{AccessKeyID: creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey.Reveal(), Token: creds.SessionToken.Reveal(),
 		Expiration: exp, AccountID: creds.AccountID})
+}
+
+// limit applies the rate limits, except to a grant the vendor will serve
+// from a valid cached credential: limits protect issuance, not repetition
+// (some SDKs turn a 429 into "no credentials" and fail the task).
+func (s *Server) limit(ctx context.Context, id auth.Identity, g scope.Grant) error {
+	if s.opt.Limiter == nil {
+		return nil
+	}
+	if cc, ok := s.opt.Vendor.(vend.CacheChecker); ok && cc.Cached(g) {
+		return nil
+	}
+	err := s.opt.Limiter.Allow(ctx, id.Principal, id.Org)
+	if fe := fault.From(err); fe != nil && fe.Code == fault.Throttled {
+		s.opt.Metrics.Limited(strings.TrimPrefix(fe.Reason, "rate_limited_"))
+	}
+	return err
+}
+
+// vend mints credentials and refuses a revoked access key id. When the
+// vendor caches and can forget a grant, a revoked cached key is dropped
+// and the grant vended afresh once; otherwise the request is refused.
+func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, error) {
+	creds, err := s.opt.Vendor.Vend(ctx, g)
+	if err != nil || s.opt.Revocations == nil {
+		return creds, err
+	}
+	rv, revoked := s.opt.Revocations.CheckAccessKey(creds.AccessKeyID)
+	if !revoked {
+		return creds, nil
+	}
+	f := forgetterFor(s.opt.Vendor, g)
+	if f == nil {
+		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
+	}
+	f.Forget(g)
+	creds, err = s.opt.Vendor.Vend(ctx, g)
+	if err != nil {
+		return creds, err
+	}
+	if rv, revoked := s.opt.Revocations.CheckAccessKey(creds.AccessKeyID); revoked {
+		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
+	}
+	return creds, nil
+}
+
+// forgetterFor finds the Forgetter for g: the vendor itself, or the
+// backend a Router dispatches g to.
+func forgetterFor(v vend.Vendor, g scope.Grant) Forgetter {
+	if f, ok := v.(Forgetter); ok {
+		return f
+	}
+	if r, ok := v.(vend.Router); ok {
+		if f, ok := r[g.Backend].(Forgetter); ok {
+			return f
+		}
+	}
+	return nil
 }
 
 func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {

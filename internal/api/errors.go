@@ -52,7 +52,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(fe)
 	h := w.Header()
 	if fe.Code == fault.Unauthorized {
-		for _, c := range s.challenges {
+		for _, c := range s.authn.Load().challenges {
 			h.Add("WWW-Authenticate", c)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/vend"
 )
@@ -43,11 +44,25 @@ func (fakeAdmin) Authenticate(*http.Request) (auth.Identity, error) {
 	return auth.Identity{Principal: "admin", Org: "*", Method: auth.MethodAdmin}, nil
 }
 
+// fakeRevocationAdmin only lets the revocation routes be registered.
+type fakeRevocationAdmin struct{}
+
+var _ RevocationAdmin = fakeRevocationAdmin{}
+
+func (fakeRevocationAdmin) Add(_ context.Context, r revoke.Revocation, _ string) (revoke.Revocation, error) {
+	return r, nil
+}
+func (fakeRevocationAdmin) List(context.Context) ([]revoke.Revocation, error) { return nil, nil }
+func (fakeRevocationAdmin) Delete(context.Context, string, string) error      { return nil }
+
 // TestOpenAPIRoutes checks that every chi route (admin routes included) is
 // documented and every documented operation is routed.
 func TestOpenAPIRoutes(t *testing.T) {
 	doc := loadSpec(t)
-	h := newHarness(t, func(o *Options) { o.AdminAuthenticator = fakeAdmin{} })
+	h := newHarness(t, func(o *Options) {
+		o.AdminAuthenticator = fakeAdmin{}
+		o.RevocationAdmin = fakeRevocationAdmin{}
+	})
 	routed := map[string]bool{}
 	for _, r := range h.srv.Routes() {
 		routed[r[0]+" "+r[1]] = true

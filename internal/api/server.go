@@ -51,15 +51,40 @@ type Options struct {
 	// OpenAPI is the spec served at /openapi.yaml.
 	OpenAPI []byte
 	Now     func() time.Time
+	// Limiter, when set, throttles issuance (after scope decides, before
+	// vending; a grant the vendor serves from cache skips it).
+	Limiter Limiter
+	// Revocations, when set, refuses revoked callers, jobs, tasks and keys.
+	Revocations RevocationChecker
+	// RevocationAdmin, when set with AdminAuthenticator, serves the
+	// /v1/revocations admin API.
+	RevocationAdmin RevocationAdmin
 }
 
 // Server serves the credential API.
 type Server struct {
-	opt        Options
-	rules      atomic.Pointer[scope.Rules]
-	ready      atomic.Bool
+	opt   Options
+	rules atomic.Pointer[scope.Rules]
+	authn atomic.Pointer[authenticators]
+	ready atomic.Bool
+	hosts map[string]bool
+}
+
+// authenticators are swapped together on configuration reload.
+type authenticators struct {
+	worker     auth.Authenticator
+	admin      auth.Authenticator
 	challenges []string
-	hosts      map[string]bool
+}
+
+func newAuthenticators(worker, admin auth.Authenticator) *authenticators {
+	a := &authenticators{worker: worker, admin: admin}
+	if c, ok := worker.(interface{ Challenges() []string }); ok {
+		a.challenges = c.Challenges()
+	} else if c, ok := worker.(auth.Challenger); ok {
+		a.challenges = []string{c.Challenge()}
+	}
+	return a
 }
 
 // New returns a server that is not ready until SetReady(true).
@@ -78,11 +103,7 @@ func New(opt Options) *Server {
 	}
 	s := &Server{opt: opt}
 	s.rules.Store(opt.Rules)
-	if c, ok := opt.Authenticator.(interface{ Challenges() []string }); ok {
-		s.challenges = c.Challenges()
-	} else if c, ok := opt.Authenticator.(auth.Challenger); ok {
-		s.challenges = []string{c.Challenge()}
-	}
+	s.authn.Store(newAuthenticators(opt.Authenticator, opt.AdminAuthenticator))
 	if len(opt.AllowedHosts) > 0 {
 		s.hosts = map[string]bool{}
 		for _, h := range opt.AllowedHosts {
@@ -101,6 +122,18 @@ func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 
 // SetRules swaps the tenant rules atomically (configuration reload).
 func (s *Server) SetRules(r *scope.Rules) { s.rules.Store(r) }
+
+// SetAuthenticator swaps the worker and admin authenticators atomically
+// (configuration reload: keys, JWKS, CA bundles). The admin routes exist
+// only when an admin authenticator was configured at start; a nil admin
+// here makes them answer 404.
+func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
+	s.authn.Store(newAuthenticators(worker, admin))
+}
+
+// Ready reports whether the server is ready to vend (the admin listener's
+// /readyz).
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Rules returns the current rules.
 func (s *Server) Rules() *scope.Rules { return s.rules.Load() }
@@ -129,6 +162,11 @@ func (s *Server) Handler() http.Handler {
 		r.Group(func(r chi.Router) {
 			r.Use(s.authenticateAdmin)
 			// Admin routes (audit query, revocations) are added here.
+			if s.opt.RevocationAdmin != nil {
+				r.Post("/v1/revocations", s.addRevocation)
+				r.Get("/v1/revocations", s.listRevocations)
+				r.Delete("/v1/revocations/{id}", s.deleteRevocation)
+			}
 		})
 	}
 	return r
@@ -253,7 +291,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		start := s.opt.Now()
-		id, err := s.opt.Authenticator.Authenticate(r)
+		id, err := s.authn.Load().worker.Authenticate(r)
 		if err != nil {
 			fe := fault.From(err)
 			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
@@ -275,7 +313,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 // not written to the credential audit trail (no credential was asked for).
 func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.opt.AdminAuthenticator.Authenticate(r)
+		admin := s.authn.Load().admin
+		if admin == nil {
+			s.writeError(w, r, fault.New(fault.NotFound, "not_found", "no such endpoint"))
+			return
+		}
+		id, err := admin.Authenticate(r)
 		if err != nil {
 			fe := fault.From(err)
 			s.log(r).Info("admin authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))

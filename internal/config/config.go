@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -18,6 +19,8 @@ import (
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/duration"
+	"github.com/vtk/dispenser/internal/ratelimit"
+	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
@@ -32,6 +35,11 @@ type Config struct {
 	Tenants  []scope.Tenant       `yaml:"tenants"`
 	Backends map[string]vend.Spec `yaml:"backends"`
 	Audit    audit.Config         `yaml:"audit"`
+	// RateLimits throttle issuance (optional; unlimited when unset).
+	RateLimits ratelimit.Config `yaml:"rate_limits"`
+	// Revocation configures polling of the revocation list (stored in the
+	// audit database) and the optional AWS kill switch.
+	Revocation revoke.Config `yaml:"revocation"`
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
@@ -55,6 +63,14 @@ type ServerConfig struct {
 	MinRemaining duration.Duration `yaml:"min_remaining"`
 	// ReplicaID names this instance in audit records (default: hostname).
 	ReplicaID string `yaml:"replica_id"`
+	// AdminListen is the admin listener (/metrics, /healthz, /readyz),
+	// separate so scraping never competes with vending. It has no
+	// authentication: keep it on loopback or a network only the
+	// orchestrator and Prometheus reach.
+	AdminListen string `yaml:"admin_listen"`
+	// WatchConfig reloads the configuration when its file changes (SIGHUP
+	// always does).
+	WatchConfig bool `yaml:"watch_config"`
 }
 
 // TLSConfig is the server certificate.
@@ -130,6 +146,9 @@ func (c *Config) ApplyDefaults() {
 	if s.Listen == "" {
 		s.Listen = "127.0.0.1:8080"
 	}
+	if s.AdminListen == "" {
+		s.AdminListen = "127.0.0.1:9090"
+	}
 	def(&s.ReadHeaderTimeout, 5*time.Second)
 	def(&s.ReadTimeout, 10*time.Second)
 	def(&s.WriteTimeout, 30*time.Second)
@@ -157,6 +176,8 @@ func (c *Config) ApplyDefaults() {
 		c.Backends = map[string]vend.Spec{}
 	}
 	c.Audit.ApplyDefaults()
+	c.RateLimits.ApplyDefaults()
+	c.Revocation.ApplyDefaults()
 }
 
 // Validate records every problem in p. It does not build backends; see
@@ -167,6 +188,11 @@ func (c *Config) Validate(p *validate.Problems) {
 		p.Addf("server.listen", "must be host:port, got %q", s.Listen)
 	} else if !s.TLS.Enabled() && !IsLoopback(host) && !s.BehindTLSProxy {
 		p.Addf("server.listen", "refusing plain HTTP on non-loopback address %q: configure server.tls or set server.behind_tls_proxy: true", s.Listen)
+	}
+	if _, _, err := net.SplitHostPort(s.AdminListen); err != nil {
+		p.Addf("server.admin_listen", "must be host:port, got %q", s.AdminListen)
+	} else if s.AdminListen == s.Listen && !strings.HasSuffix(s.Listen, ":0") {
+		p.Addf("server.admin_listen", "must differ from server.listen")
 	}
 	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 		p.Addf("server.tls", "set both cert_file and key_file")
@@ -225,6 +251,8 @@ func (c *Config) Validate(p *validate.Problems) {
 		}
 	}
 	c.Audit.Validate(p, "audit")
+	c.RateLimits.Validate(p, "rate_limits")
+	c.Revocation.Validate(p, "revocation")
 }
 
 // IsLoopback reports whether host is a loopback name or address.

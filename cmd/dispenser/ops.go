@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"sync/atomic"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/metrics"
+	"github.com/vtk/dispenser/internal/revoke"
+	"github.com/vtk/dispenser/internal/revoke/awsdeny"
+	revokepg "github.com/vtk/dispenser/internal/revoke/postgres"
+	revokesqlite "github.com/vtk/dispenser/internal/revoke/sqlite"
+)
+
+// adminHandler serves the admin listener: /metrics from the dispenser's own
+// registry, /healthz (the process is alive) and /readyz (it can vend).
+func adminHandler(m *metrics.Metrics, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !ready() {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"starting"}` + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	})
+	return mux
+}
+
+// openRevocationStore opens the revocation table in the audit database.
+func openRevocationStore(ctx context.Context, c audit.Config) (revoke.Store, func() error, error) {
+	switch c.Type {
+	case "postgres":
+		s, err := revokepg.Open(ctx, c.DSN)
+		if err != nil {
+			return nil, nil, fmt.Errorf("revocation store: %w", err)
+		}
+		return s, s.Close, nil
+	default:
+		s, err := revokesqlite.Open(ctx, c.Path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("revocation store: %w", err)
+		}
+		return s, s.Close, nil
+	}
+}
+
+// newKillSwitch builds the AWS kill switch when configured. roles reads the
+// current tenants, so a reload that adds a tenant covers its role.
+func newKillSwitch(ctx context.Context, c *revoke.AWSKillSwitchConfig, current func() *config.Config) (revoke.KillSwitch, error) {
+	if c == nil || !c.Enabled {
+		return nil, nil
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.Region))
+	if err != nil {
+		return nil, fmt.Errorf("revocation.aws_kill_switch: %w", err)
+	}
+	client := iam.NewFromConfig(awsCfg, func(o *iam.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = &c.Endpoint
+		}
+	})
+	return &awsdeny.KillSwitch{IAM: client, Roles: func(r revoke.Revocation) []string {
+		var out []string
+		for _, t := range current().Tenants {
+			if t.RoleARN != "" && (r.Kind != revoke.KindOrg || t.Org == r.Value) {
+				out = append(out, t.RoleARN)
+			}
+		}
+		return out
+	}}, nil
+}
+
+// certReloader serves the current certificate and reloads it on demand.
+type certReloader struct {
+	m    *metrics.Metrics
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// read loads a key pair without installing it.
+func (c *certReloader) read(t config.TLSConfig) (*tls.Certificate, error) {
+	crt, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("server.tls: %w", err)
+	}
+	return &crt, nil
+}
+
+// install makes crt the served certificate and publishes its expiry.
+func (c *certReloader) install(crt *tls.Certificate) {
+	c.cert.Store(crt)
+	if crt.Leaf != nil && c.m != nil {
+		c.m.TLSCertExpiry.Set(float64(crt.Leaf.NotAfter.Unix()))
+	}
+}
+
+func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cert.Load(), nil }
+
+// reload re-reads the configuration and swaps, all at once, what can change
+// without a restart: tenant rules, worker and admin authenticators (keys,
+// JWKS, CA bundles), rate limits, backends' own files (static credentials)
+// and the TLS certificate. Everything is built and checked before anything
+// is swapped; a bad file is rejected, its errors returned, and the running
+// configuration keeps serving.
+func (a *app) reload() (err error) {
+	// SIGHUP and the file watch may both trigger a reload.
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	defer func() {
+		result := "ok"
+		if err != nil {
+			result = "rejected"
+		}
+		a.metrics.ConfigReloads.WithLabelValues(result).Inc()
+	}()
+	old := a.current.Load()
+	// The listener is not rebuilt on reload: judge the file with the
+	// address actually in use (which may come from --listen).
+	cfg, err := loadConfig(old.Path, func(c *config.Config) { c.Server.Listen = old.Server.Listen })
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for n := range a.vendor {
+		names[n] = true
+	}
+	rules, err := compileRules(cfg, names)
+	if err != nil {
+		return err
+	}
+	chain, closers, err := cfg.Auth.BuildWith(auth.BuildDeps{Logger: a.log.Named("auth")})
+	if err != nil {
+		return err
+	}
+	// The previous chain may still serve in-flight requests, so what it
+	// opened (a SQL key store) is closed at exit, not now.
+	for _, c := range closers {
+		a.closer = append(a.closer, c.Close)
+	}
+	admin, err := cfg.Admin.Build(auth.WithLogger(a.log))
+	if err != nil {
+		return err
+	}
+	var crt *tls.Certificate
+	if a.certs != nil {
+		if !cfg.Server.TLS.Enabled() {
+			return fmt.Errorf("server.tls: TLS cannot be turned off by a reload; restart instead")
+		}
+		if crt, err = a.certs.read(cfg.Server.TLS); err != nil {
+			return err
+		}
+	}
+	// Backends reload their own files (static credentials) last among the
+	// checks: each swaps atomically on success and keeps its old state on
+	// error.
+	for name, v := range a.vendor {
+		if r, ok := v.(interface{ Reload() error }); ok {
+			if err := r.Reload(); err != nil {
+				return fmt.Errorf("backend %s: %w", name, err)
+			}
+		}
+	}
+	a.server.SetRules(rules)
+	a.server.SetAuthenticator(chain, admin)
+	a.limiter.SetConfig(cfg.RateLimits)
+	if crt != nil {
+		a.certs.install(crt)
+	}
+	a.current.Store(cfg)
+	for _, f := range restartOnly(old, cfg) {
+		a.log.Warn("configuration reloaded, but this setting only changes on restart", zap.String("field", f))
+	}
+	return nil
+}
+
+// restartOnly lists changed settings a reload does not apply.
+func restartOnly(old, cur *config.Config) []string {
+	var out []string
+	check := func(field string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, field)
+		}
+	}
+	check("server.listen", old.Server.Listen, cur.Server.Listen)
+	check("server.admin_listen", old.Server.AdminListen, cur.Server.AdminListen)
+	check("audit", old.Audit, cur.Audit)
+	check("rate_limits.redis", old.RateLimits.Redis, cur.RateLimits.Redis)
+	check("revocation", old.Revocation, cur.Revocation)
+	types := func(c *config.Config) map[string]string {
+		m := map[string]string{}
+		for n, s := range c.Backends {
+			m[n] = s.Type
+		}
+		return m
+	}
+	check("backends", types(old), types(cur))
+	return out
+}
+
+// watchConfig reloads when the configuration file changes. It watches the
+// directory, not the file: editors and Kubernetes ConfigMap updates
+// replace the file (rename, symlink swap) rather than writing it in place.
+func (a *app) watchConfig(ctx context.Context, path string) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		_ = w.Close()
+		return err
+	}
+	go func() {
+		defer w.Close()
+		var debounce <-chan time.Time
+		base := filepath.Base(path)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if n := filepath.Base(ev.Name); n == base || n == "..data" {
+					debounce = time.After(300 * time.Millisecond)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				a.log.Warn("configuration watch", zap.Error(err))
+			case <-debounce:
+				debounce = nil
+				a.logReload(a.reload())
+			}
+		}
+	}()
+	return nil
+}
+
+func (a *app) logReload(err error) {
+	if err != nil {
+		a.log.Error("configuration reload rejected; keeping the running configuration", zap.Error(err))
+		return
+	}
+	a.log.Info("configuration reloaded")
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vtk/dispenser/internal/testenv"
+)
+
+// TestRevocationReachesEveryReplica runs two in-process servers on one
+// PostgreSQL: a revocation added through one is enforced by the other
+// within the 5-second promise (poll_interval 200ms here).
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	schema := testenv.UniqueName("dispenser_replica_")
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+		_ = c.Close(ctx)
+	})
+	auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema + "\nrevocation:\n  poll_interval: 200ms\n"
+	_, srvA := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML, ""))
+	_, srvB := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML, ""))
+	tok := token(t, "worker-1", "acme")
+	creds := "/credentials?operation=get&location=s3://media/acme/in/&job_id=job-42"
+	if code, _ := call(t, srvB, "GET", creds, tok, ""); code != 200 {
+		t.Fatalf("replica B before revocation: %d", code)
+	}
+	code, body := call(t, srvA, "POST", "/v1/revocations", adminToken, `{"kind":"job","value":"job-42","reason":"runaway job"}`)
+	if code != 201 {
+		t.Fatalf("revoke on A: %d %s", code, body)
+	}
+	var rev struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &rev); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := call(t, srvA, "GET", creds, tok, ""); code != 403 {
+		t.Fatalf("replica A right after its own revocation: %d, want 403", code)
+	}
+	waitStatus := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, _ := call(t, srvB, "GET", creds, tok, "")
+			if code == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica B still answers %d after 5s, want %d", code, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitStatus(403)
+	// Both replicas list it; deleting on B lifts it on A.
+	if code, body := call(t, srvB, "GET", "/v1/revocations", adminToken, ""); code != 200 || !json.Valid([]byte(body)) || !strings.Contains(body, rev.ID) {
+		t.Fatalf("list on B: %d %s", code, body)
+	}
+	if code, _ := call(t, srvB, "DELETE", "/v1/revocations/"+rev.ID, adminToken, ""); code != 204 {
+		t.Fatalf("delete on B: %d", code)
+	}
+	srvB, srvA = srvA, srvB
+	waitStatus(200)
+}
+
+func writeCert(t *testing.T, dir string, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dispenser.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, DNSNames: []string{"dispenser.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
+	return certFile, keyFile
+}
+
+func TestTLSCertificateExpiryAndReload(t *testing.T) {
+	dir := t.TempDir()
+	first := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	certFile, keyFile := writeCert(t, dir, first)
+	path := opsTestConfig(t, dir, "", "")
+	cfg := readFile(t, path)
+	cfg = replaceOnce(t, cfg, "  min_remaining: 20m\n", "  min_remaining: 20m\n  tls:\n    cert_file: "+certFile+"\n    key_file: "+keyFile+"\n")
+	writeFile(t, path, cfg)
+	a, _ := startOpsApp(t, path)
+	if got := value(scrape(t, a), "dispenser_tls_cert_expiry_timestamp_seconds", nil); got != float64(first.Unix()) {
+		t.Fatalf("expiry gauge = %v, want %v", got, first.Unix())
+	}
+	second := first.Add(60 * 24 * time.Hour)
+	writeCert(t, dir, second)
+	if err := a.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := value(scrape(t, a), "dispenser_tls_cert_expiry_timestamp_seconds", nil); got != float64(second.Unix()) {
+		t.Fatalf("after reload expiry gauge = %v, want %v", got, second.Unix())
+	}
+	leaf, _ := a.certs.get(nil)
+	if leaf.Leaf == nil || !leaf.Leaf.NotAfter.Equal(second) {
+		t.Fatal("reload did not install the new certificate")
+	}
+	// A broken key file is rejected; the second certificate keeps serving.
+	if err := os.WriteFile(keyFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reload(); err == nil {
+		t.Fatal("reload with a broken key accepted")
+	}
+	if leaf, _ := a.certs.get(nil); !leaf.Leaf.NotAfter.Equal(second) {
+		t.Fatal("a rejected reload replaced the certificate")
+	}
+}
+
+func replaceOnce(t *testing.T, s, old, new string) string {
+	t.Helper()
+	if !strings.Contains(s, old) {
+		t.Fatalf("%q not found", old)
+	}
+	return strings.Replace(s, old, new, 1)
+}

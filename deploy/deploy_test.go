@@ -1,0 +1,354 @@
+// Package deploy holds the deployment artefacts (Kubernetes manifests,
+// Grafana dashboard, compose stack); its tests keep them true to the code.
+package deploy
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vtk/dispenser/internal/metrics"
+	"github.com/vtk/dispenser/internal/testenv"
+)
+
+// docs decodes every YAML document of a file.
+func docs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var out []map[string]any
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if d != nil {
+			out = append(out, d)
+		}
+	}
+}
+
+// at walks a decoded document: at(d, "spec", "template", 0, "name").
+func at(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			s, ok := v.([]any)
+			if !ok || k >= len(s) {
+				return nil
+			}
+			v = s[k]
+		}
+	}
+	return v
+}
+
+func manifests(t *testing.T) map[string][]map[string]any {
+	t.Helper()
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no manifests")
+	}
+	byKind := map[string][]map[string]any{}
+	for _, f := range files {
+		for _, d := range docs(t, f) {
+			kind, _ := d["kind"].(string)
+			if d["apiVersion"] == nil || kind == "" || at(d, "metadata", "name") == nil {
+				t.Errorf("%s: a document lacks apiVersion, kind or metadata.name", f)
+			}
+			byKind[kind] = append(byKind[kind], d)
+		}
+	}
+	return byKind
+}
+
+func TestManifests(t *testing.T) {
+	k := manifests(t)
+	for _, kind := range []string{"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap", "Secret",
+		"ServiceMonitor", "PrometheusRule", "NetworkPolicy", "ServiceAccount"} {
+		if len(k[kind]) == 0 {
+			t.Errorf("no %s manifest", kind)
+		}
+	}
+	d := k["Deployment"][0]
+	if r, _ := at(d, "spec", "replicas").(int); r < 2 {
+		t.Errorf("replicas = %v, want 2 or more", at(d, "spec", "replicas"))
+	}
+	c := at(d, "spec", "template", "spec", "containers", 0)
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if at(c, probe, "httpGet", "port") != "admin" {
+			t.Errorf("%s is not on the admin port", probe)
+		}
+	}
+	if at(c, "readinessProbe", "httpGet", "path") != "/readyz" || at(c, "livenessProbe", "httpGet", "path") != "/healthz" {
+		t.Error("probes must use /readyz and /healthz")
+	}
+	if at(c, "resources", "requests", "cpu") == nil || at(c, "resources", "requests", "memory") == nil {
+		t.Error("resource requests missing")
+	}
+	sc := at(c, "securityContext")
+	if at(sc, "readOnlyRootFilesystem") != true || at(sc, "allowPrivilegeEscalation") != false || at(sc, "runAsNonRoot") != true ||
+		!reflect.DeepEqual(at(sc, "capabilities", "drop"), []any{"ALL"}) {
+		t.Errorf("container securityContext = %v", sc)
+	}
+	if at(d, "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
+		t.Error("pod securityContext must be runAsNonRoot")
+	}
+	ports := map[any]bool{}
+	for _, p := range at(c, "ports").([]any) {
+		ports[at(p, "name")] = true
+	}
+	if !ports["admin"] || !ports["https"] {
+		t.Errorf("container ports %v", ports)
+	}
+	if at(k["PodDisruptionBudget"][0], "spec", "minAvailable") == nil && at(k["PodDisruptionBudget"][0], "spec", "maxUnavailable") == nil {
+		t.Error("PDB without minAvailable/maxUnavailable")
+	}
+	if m, _ := at(k["HorizontalPodAutoscaler"][0], "spec", "minReplicas").(int); m < 2 {
+		t.Error("HPA minReplicas must be 2 or more")
+	}
+	if at(k["ServiceMonitor"][0], "spec", "endpoints", 0, "port") != "admin" {
+		t.Error("ServiceMonitor must scrape the admin port")
+	}
+	// The ConfigMap's dispenser.yaml is itself valid YAML with the admin
+	// listener reachable by probes.
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(at(k["ConfigMap"][0], "data", "dispenser.yaml").(string)), &cfg); err != nil {
+		t.Fatalf("ConfigMap dispenser.yaml: %v", err)
+	}
+	if a, _ := at(cfg, "server", "admin_listen").(string); !strings.HasSuffix(a, ":9090") || strings.HasPrefix(a, "127.") {
+		t.Errorf("server.admin_listen %q must listen beyond loopback on 9090 for probes", a)
+	}
+	// Alerts named by the issue.
+	alerts := map[string]bool{}
+	for _, g := range at(k["PrometheusRule"][0], "spec", "groups").([]any) {
+		for _, r := range at(g, "rules").([]any) {
+			alerts[at(r, "alert").(string)] = true
+		}
+	}
+	for _, a := range []string{"DispenserHighDenialRate", "DispenserBackendErrors", "DispenserAuditWriteFailures", "DispenserCertificateExpiring", "DispenserNoIssuances"} {
+		if !alerts[a] {
+			t.Errorf("alert %s missing", a)
+		}
+	}
+	// The compose stack's rules are the same groups.
+	rules := docs(t, "prometheus-rules.yml")
+	if !reflect.DeepEqual(rules[0]["groups"], at(k["PrometheusRule"][0], "spec", "groups")) {
+		t.Error("prometheus-rules.yml differs from kubernetes/prometheusrule.yaml")
+	}
+	for _, f := range []string{"compose.yaml", "prometheus.yml", "compose.dispenser.yaml"} {
+		if len(docs(t, f)) == 0 {
+			t.Errorf("%s is empty", f)
+		}
+	}
+	compose := docs(t, "compose.yaml")[0]
+	for _, s := range []string{"dispenser", "postgres", "prometheus"} {
+		if at(compose, "services", s) == nil {
+			t.Errorf("compose service %s missing", s)
+		}
+	}
+}
+
+// registered returns every metric family name metrics.New registers,
+// including vectors that have no series yet.
+func registered(t *testing.T) map[string]bool {
+	t.Helper()
+	m := metrics.New("test")
+	names := map[string]bool{}
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	v := reflect.ValueOf(m).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		c, ok := v.Field(i).Interface().(prometheus.Collector)
+		if !ok || v.Field(i).Type() == reflect.TypeOf(m.Registry) {
+			continue
+		}
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			if mm := fqName.FindStringSubmatch(d.String()); mm != nil {
+				names[mm[1]] = true
+			}
+		}
+	}
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		names[f.GetName()] = true
+	}
+	if !names["dispenser_issuances_total"] || !names["dispenser_revocation_hits_total"] {
+		t.Fatalf("registry walk found too little: %v", names)
+	}
+	return names
+}
+
+var metricRef = regexp.MustCompile(`\bdispenser_[a-z0-9_]+`)
+
+func checkNames(t *testing.T, where string, exprs []string, names map[string]bool) {
+	t.Helper()
+	if len(exprs) == 0 {
+		t.Errorf("%s: no expressions", where)
+	}
+	for _, e := range exprs {
+		for _, ref := range metricRef.FindAllString(e, -1) {
+			base := ref
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if strings.HasSuffix(ref, suf) && names[strings.TrimSuffix(ref, suf)] {
+					base = strings.TrimSuffix(ref, suf)
+				}
+			}
+			if !names[base] {
+				t.Errorf("%s uses %s, which the exporter does not register", where, ref)
+			}
+		}
+	}
+}
+
+func TestAlertAndDashboardMetricsExist(t *testing.T) {
+	names := registered(t)
+	var exprs []string
+	for _, g := range at(manifests(t)["PrometheusRule"][0], "spec", "groups").([]any) {
+		for _, r := range at(g, "rules").([]any) {
+			exprs = append(exprs, at(r, "expr").(string))
+		}
+	}
+	checkNames(t, "prometheusrule.yaml", exprs, names)
+
+	b, err := os.ReadFile("grafana/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title  string
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	exprs = nil
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	checkNames(t, "dashboard.json", exprs, names)
+	// Every dispenser metric is on the dashboard.
+	used := map[string]bool{}
+	for _, e := range exprs {
+		for _, ref := range metricRef.FindAllString(e, -1) {
+			used[strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(ref, "_bucket"), "_sum"), "_count")] = true
+		}
+	}
+	var missing []string
+	for n := range names {
+		if strings.HasPrefix(n, "dispenser_") && !used[n] {
+			missing = append(missing, n)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("metrics not on the dashboard: %v", missing)
+	}
+}
+
+// TestStaticBinary builds the binary as the Dockerfile does (or takes the
+// one .ci/run built, DISPENSER_STATIC_BINARY), checks it is statically
+// linked and runs it as an unprivileged user.
+func TestStaticBinary(t *testing.T) {
+	bin := os.Getenv("DISPENSER_STATIC_BINARY")
+	if bin == "" {
+		// Building with -trimpath recompiles everything (minutes on a busy
+		// machine): .ci/run builds it once and passes it in.
+		if !testenv.InCI() {
+			t.Skip("set DISPENSER_STATIC_BINARY (scripts/build-static.sh output) or CI=true to test the static binary")
+		}
+		bin = filepath.Join(t.TempDir(), "dispenser")
+		cmd := exec.Command("../scripts/build-static.sh", bin)
+		cmd.Env = append(os.Environ(), "VERSION=static-test")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Fatal("binary has a PT_INTERP program header: dynamically linked")
+		}
+	}
+	if libs, err := f.ImportedLibraries(); err == nil && len(libs) > 0 {
+		t.Fatalf("binary needs shared libraries %v", libs)
+	}
+	if f.Section(".dynamic") != nil {
+		t.Fatal("binary has a .dynamic section")
+	}
+	if f.Section(".symtab") != nil {
+		t.Error("binary is not stripped (-s -w)")
+	}
+
+	if os.Geteuid() != 0 {
+		if testenv.InCI() {
+			t.Fatal("CI must run as root to test the unprivileged run (setpriv)")
+		}
+		t.Skip("not root: cannot switch to an unprivileged user")
+	}
+	// The unprivileged user must be able to read and execute it.
+	dir, err := os.MkdirTemp("", "dispenser-static-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "dispenser")
+	if err := os.WriteFile(run, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dir, 0o755)
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", run, "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("unprivileged run: %v\n%s", err, out)
+	}
+	if v := strings.TrimSpace(string(out)); v == "" || v == "dev" && os.Getenv("DISPENSER_STATIC_BINARY") == "" {
+		t.Fatalf("version = %q: the -X main.version stamp is missing", v)
+	}
+	id, _ := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "id", "-u").Output()
+	if strings.TrimSpace(string(id)) != "65534" {
+		t.Fatalf("setpriv ran as uid %q", id)
+	}
+}

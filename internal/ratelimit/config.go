@@ -1,0 +1,150 @@
+// Package ratelimit throttles credential issuance with token buckets per
+// principal and per organization. Limits protect issuance (STS, the audit
+// trail), not repetition: the api skips the limiter for a grant its vendor
+// would serve from cache. With Redis configured the buckets are shared by
+// every replica; when Redis is unreachable each replica falls back to its
+// own buckets rather than refusing to vend.
+package ratelimit
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/vtk/dispenser/internal/duration"
+	"github.com/vtk/dispenser/internal/validate"
+)
+
+// Limit is one token bucket: Rate tokens per second, holding at most Burst.
+// A zero Rate means unlimited.
+type Limit struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// Enabled reports whether the limit restricts anything.
+func (l Limit) Enabled() bool { return l.Rate > 0 }
+
+// Overrides replace the default limits for one organization.
+type Overrides struct {
+	PerPrincipal *Limit `yaml:"per_principal"`
+	PerOrg       *Limit `yaml:"per_org"`
+}
+
+// RedisConfig selects the shared limiter.
+type RedisConfig struct {
+	Addr     string `yaml:"addr"`
+	Username string `yaml:"username"`
+	// PasswordEnv names an environment variable holding the password, so the
+	// configuration never holds it.
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+	TLS         bool   `yaml:"tls"`
+	// KeyPrefix namespaces the bucket keys (default "dispenser:ratelimit:").
+	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout bounds one limiter call; past it the local limiter decides.
+	Timeout duration.Duration `yaml:"timeout"`
+	// RetryAfter is how long the limiter stays on the local fallback after
+	// a Redis failure before trying Redis again.
+	RetryAfter duration.Duration `yaml:"retry_after"`
+}
+
+// Config is the rate_limits section.
+type Config struct {
+	PerPrincipal Limit                `yaml:"per_principal"`
+	PerOrg       Limit                `yaml:"per_org"`
+	Tenants      map[string]Overrides `yaml:"tenants"`
+	Redis        *RedisConfig         `yaml:"redis"`
+}
+
+// Enabled reports whether any limit is configured.
+func (c *Config) Enabled() bool {
+	if c.PerPrincipal.Enabled() || c.PerOrg.Enabled() {
+		return true
+	}
+	for _, o := range c.Tenants {
+		if (o.PerPrincipal != nil && o.PerPrincipal.Enabled()) || (o.PerOrg != nil && o.PerOrg.Enabled()) {
+			return true
+		}
+	}
+	return false
+}
+
+func defBurst(l *Limit) {
+	if l != nil && l.Rate > 0 && l.Burst == 0 {
+		l.Burst = int(math.Max(1, math.Ceil(l.Rate)))
+	}
+}
+
+// ApplyDefaults fills unset fields: a burst defaults to one second of rate.
+func (c *Config) ApplyDefaults() {
+	defBurst(&c.PerPrincipal)
+	defBurst(&c.PerOrg)
+	for org, o := range c.Tenants {
+		defBurst(o.PerPrincipal)
+		defBurst(o.PerOrg)
+		c.Tenants[org] = o
+	}
+	if r := c.Redis; r != nil {
+		if r.KeyPrefix == "" {
+			r.KeyPrefix = "dispenser:ratelimit:"
+		}
+		if r.Timeout == 0 {
+			r.Timeout = duration.Duration(100 * time.Millisecond)
+		}
+		if r.RetryAfter == 0 {
+			r.RetryAfter = duration.Duration(5 * time.Second)
+		}
+	}
+}
+
+func checkLimit(p *validate.Problems, path string, l *Limit) {
+	if l == nil {
+		return
+	}
+	if l.Rate < 0 || math.IsNaN(l.Rate) || math.IsInf(l.Rate, 0) {
+		p.Addf(validate.Join(path, "rate"), "must be a finite number >= 0 (tokens per second; 0 = unlimited)")
+	}
+	if l.Burst < 0 || (l.Rate > 0 && l.Burst < 1) {
+		p.Addf(validate.Join(path, "burst"), "must be at least 1 when rate is set")
+	}
+}
+
+// Validate records problems under path.
+func (c *Config) Validate(p *validate.Problems, path string) {
+	checkLimit(p, validate.Join(path, "per_principal"), &c.PerPrincipal)
+	checkLimit(p, validate.Join(path, "per_org"), &c.PerOrg)
+	orgs := make([]string, 0, len(c.Tenants))
+	for org := range c.Tenants {
+		orgs = append(orgs, org)
+	}
+	sort.Strings(orgs)
+	for _, org := range orgs {
+		o := c.Tenants[org]
+		tp := validate.Join(path, "tenants", org)
+		checkLimit(p, validate.Join(tp, "per_principal"), o.PerPrincipal)
+		checkLimit(p, validate.Join(tp, "per_org"), o.PerOrg)
+	}
+	if r := c.Redis; r != nil {
+		if r.Addr == "" {
+			p.Addf(validate.Join(path, "redis", "addr"), "is required when redis is configured")
+		}
+		if r.Timeout.D() <= 0 || r.Timeout.D() > 5*time.Second {
+			p.Addf(validate.Join(path, "redis", "timeout"), "must be in (0, 5s]")
+		}
+	}
+}
+
+// limitsFor returns the principal and org limits that apply to org.
+func (c *Config) limitsFor(org string) (principal, orgLimit Limit) {
+	principal, orgLimit = c.PerPrincipal, c.PerOrg
+	if o, ok := c.Tenants[org]; ok {
+		if o.PerPrincipal != nil {
+			principal = *o.PerPrincipal
+		}
+		if o.PerOrg != nil {
+			orgLimit = *o.PerOrg
+		}
+	}
+	return principal, orgLimit
+}

@@ -1,0 +1,89 @@
+// Package postgres stores revocations in the audit's PostgreSQL database,
+// in their own table, so every replica sees the same list.
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vtk/dispenser/internal/revoke"
+)
+
+// Store is a revoke.Store on PostgreSQL.
+type Store struct{ pool *pgxpool.Pool }
+
+var _ revoke.Store = (*Store)(nil)
+
+const schema = `CREATE TABLE IF NOT EXISTS revocations (
+	id         TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	value      TEXT NOT NULL,
+	reason     TEXT NOT NULL,
+	created_by TEXT NOT NULL DEFAULT '',
+	created_at TIMESTAMPTZ NOT NULL,
+	expires_at TIMESTAMPTZ
+)`
+
+// Open connects with dsn and creates the table when needed.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("revocation store dsn: %w", err) // pgx never puts the password in this error
+	}
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pool.Exec(ctx, schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("revocations schema: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { s.pool.Close(); return nil }
+
+// Add implements revoke.Store.
+func (s *Store) Add(ctx context.Context, r revoke.Revocation) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO revocations (id, kind, value, reason, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		r.ID, string(r.Kind), r.Value, r.Reason, r.CreatedBy, r.CreatedAt, r.ExpiresAt)
+	return err
+}
+
+// List implements revoke.Store.
+func (s *Store) List(ctx context.Context) ([]revoke.Revocation, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, kind, value, reason, created_by, created_at, expires_at FROM revocations ORDER BY created_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (revoke.Revocation, error) {
+		var r revoke.Revocation
+		var kind string
+		var exp *time.Time
+		err := row.Scan(&r.ID, &kind, &r.Value, &r.Reason, &r.CreatedBy, &r.CreatedAt, &exp)
+		r.Kind, r.CreatedAt = revoke.Kind(kind), r.CreatedAt.UTC()
+		if exp != nil {
+			t := exp.UTC()
+			r.ExpiresAt = &t
+		}
+		return r, err
+	})
+}
+
+// Delete implements revoke.Store.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM revocations WHERE id = $1`, id)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return revoke.ErrNotFound
+	}
+	return nil
+}

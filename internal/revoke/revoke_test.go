@@ -1,0 +1,132 @@
+package revoke_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/revoke"
+	"github.com/vtk/dispenser/internal/revoke/revoketest"
+)
+
+type fakeJournal struct{ events []revoke.Event }
+
+func (j *fakeJournal) Note(_ context.Context, e revoke.Event) error {
+	j.events = append(j.events, e)
+	return nil
+}
+
+var _ revoke.Journal = (*fakeJournal)(nil)
+
+func TestCheckEachKind(t *testing.T) {
+	subject := revoke.Subject{Org: "acme", Principal: "worker-1", JobID: "job-7", TaskID: "task-9"}
+	tests := []struct {
+		kind  revoke.Kind
+		value string
+		hit   bool
+	}{
+		{revoke.KindOrg, "acme", true},
+		{revoke.KindOrg, "other", false},
+		{revoke.KindPrincipal, "worker-1", true},
+		{revoke.KindPrincipal, "worker-2", false},
+		{revoke.KindJob, "job-7", true},
+		{revoke.KindJob, "job-8", false},
+		{revoke.KindTask, "task-9", true},
+		{revoke.KindTask, "TASK-9", false},
+		// An access key id never matches a request subject: it is checked on
+		// the credentials a vendor returns.
+		{revoke.KindAccessKeyID, "job-7", false},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.kind)+"="+tc.value, func(t *testing.T) {
+			j := &fakeJournal{}
+			g := revoke.NewRegistry(revoke.Options{Store: &revoketest.Mem{}, Journal: j})
+			r, err := g.Add(context.Background(), revoke.Revocation{Kind: tc.kind, Value: tc.value, Reason: "test"}, "admin-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, hit := g.Check(subject)
+			if hit != tc.hit || (hit && got.ID != r.ID) {
+				t.Fatalf("Check = %+v, %v; want hit=%v", got, hit, tc.hit)
+			}
+			if len(j.events) != 1 || j.events[0].Action != "add" || j.events[0].Actor != "admin-1" || j.events[0].Revocation.ID != r.ID {
+				t.Fatalf("journal = %+v", j.events)
+			}
+		})
+	}
+}
+
+func TestAccessKeyAndExpiry(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	g := revoke.NewRegistry(revoke.Options{Store: &revoketest.Mem{}, Now: clock})
+	exp := now.Add(time.Minute)
+	if _, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindAccessKeyID, Value: "ASIAKEY", Reason: "leaked", ExpiresAt: &exp}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.CheckAccessKey("ASIAKEY"); !ok {
+		t.Fatal("revoked access key not found")
+	}
+	if _, ok := g.CheckAccessKey("ASIAOTHER"); ok {
+		t.Fatal("other key revoked")
+	}
+	now = now.Add(time.Minute)
+	if _, ok := g.CheckAccessKey("ASIAKEY"); ok {
+		t.Fatal("expired revocation still in force")
+	}
+}
+
+func TestValidateAndDelete(t *testing.T) {
+	g := revoke.NewRegistry(revoke.Options{Store: &revoketest.Mem{}})
+	past := time.Now().Add(-time.Second)
+	for _, bad := range []revoke.Revocation{
+		{Kind: "tenant", Value: "x", Reason: "r"},
+		{Kind: revoke.KindJob, Value: "", Reason: "r"},
+		{Kind: revoke.KindJob, Value: "x", Reason: ""},
+		{Kind: revoke.KindJob, Value: "x", Reason: "r", ExpiresAt: &past},
+	} {
+		if _, err := g.Add(context.Background(), bad, "a"); !fault.Is(err, fault.InvalidRequest) {
+			t.Fatalf("Add(%+v) = %v, want InvalidRequest", bad, err)
+		}
+	}
+	r, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindJob, Value: "j", Reason: "r"}, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Delete(context.Background(), r.ID, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, hit := g.Check(revoke.Subject{JobID: "j"}); hit {
+		t.Fatal("deleted revocation still in force")
+	}
+	if err := g.Delete(context.Background(), r.ID, "a"); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("second delete = %v, want NotFound", err)
+	}
+}
+
+func TestStoreDownKeepsLastList(t *testing.T) {
+	m := &revoketest.Mem{}
+	g := revoke.NewRegistry(revoke.Options{Store: m})
+	if err := g.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindOrg, Value: "acme", Reason: "r"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	m.Fail = errors.New("database down")
+	if err := g.Refresh(context.Background()); err == nil {
+		t.Fatal("refresh succeeded on a failing store")
+	}
+	if _, hit := g.Check(revoke.Subject{Org: "acme"}); !hit {
+		t.Fatal("a failed refresh dropped a known revocation")
+	}
+	if _, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindOrg, Value: "b", Reason: "r"}, "a"); !fault.Is(err, fault.BackendUnavailable) {
+		t.Fatalf("Add on a failing store = %v, want BackendUnavailable", err)
+	}
+	fresh := revoke.NewRegistry(revoke.Options{Store: m})
+	if err := fresh.Ready(context.Background()); err == nil {
+		t.Fatal("a registry that never loaded the list reports ready")
+	}
+}

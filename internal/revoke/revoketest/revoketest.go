@@ -1,0 +1,60 @@
+// Package revoketest is the behaviour every revoke.Store must have, run
+// against each implementation.
+package revoketest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vtk/dispenser/internal/revoke"
+)
+
+// RunStore checks a fresh, empty store.
+func RunStore(t *testing.T, s revoke.Store) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	exp := now.Add(time.Hour)
+	a := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindJob, Value: "job-1", Reason: "leaked", CreatedBy: "ops", CreatedAt: now}
+	b := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindOrg, Value: "acme", Reason: "unpaid — ünïcode", CreatedAt: now.Add(time.Second), ExpiresAt: &exp}
+	for _, r := range []revoke.Revocation{a, b} {
+		if err := s.Add(ctx, r); err != nil {
+			t.Fatalf("Add: %v", err)
+		}
+	}
+	if err := s.Add(ctx, a); err == nil {
+		t.Fatal("Add with a duplicate id succeeded")
+	}
+	list, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("List = %d entries, want 2", len(list))
+	}
+	got := map[string]revoke.Revocation{}
+	for _, r := range list {
+		got[r.ID] = r
+	}
+	for _, want := range []revoke.Revocation{a, b} {
+		g := got[want.ID]
+		if g.Kind != want.Kind || g.Value != want.Value || g.Reason != want.Reason || g.CreatedBy != want.CreatedBy || !g.CreatedAt.Equal(want.CreatedAt) {
+			t.Fatalf("stored %+v, read back %+v", want, g)
+		}
+		if (g.ExpiresAt == nil) != (want.ExpiresAt == nil) || (g.ExpiresAt != nil && !g.ExpiresAt.Equal(*want.ExpiresAt)) {
+			t.Fatalf("expires_at: stored %v, read back %v", want.ExpiresAt, g.ExpiresAt)
+		}
+	}
+	if err := s.Delete(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, a.ID); !errors.Is(err, revoke.ErrNotFound) {
+		t.Fatalf("second Delete = %v, want ErrNotFound", err)
+	}
+	list, _ = s.List(ctx)
+	if len(list) != 1 || list[0].ID != b.ID {
+		t.Fatalf("after delete List = %+v", list)
+	}
+}
