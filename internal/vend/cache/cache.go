@@ -397,6 +397,17 @@ func (c *Cache) Cached(g scope.Grant) bool {
 	return ok
 }
 
+// Forget drops the cached credentials of g (a revoked access key), so the
+// next request vends fresh ones instead of serving the revoked key again.
+func (c *Cache) Forget(g scope.Grant) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[Key(g)]; ok {
+		c.removeLocked(el)
+		c.publishLocked(c.d.Now())
+	}
+}
+
 // lookup returns the entry for key if it is above the floor, without
 // counting a hit or starting a refresh.
 func (c *Cache) lookup(key string) (vend.Credentials, bool) {
