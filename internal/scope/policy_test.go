@@ -422,6 +422,3 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 }
-
-// TestEncodePolicyMatchesEncodingJSON holds the hand-written encoder to the
-// bytes encoding/json produces, for every character class that needs care.
