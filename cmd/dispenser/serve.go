@@ -19,6 +19,7 @@ import (
 
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
@@ -63,12 +64,21 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	trail, err := openTrail(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	recorder := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D()})
+	// Closed in reverse order: the writer commits what is queued, then the
+	// store closes.
+	a.closer = append(a.closer, trail.Close, recorder.Close)
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,
 		AdminAuthenticator: admin,
 		Rules:              rules,
 		Vendor:             a.vendor,
+		Recorder:           recorder,
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
 		MaxBodyBytes:       cfg.Server.MaxBodyBytes,

@@ -1,8 +1,13 @@
 package audit
 
-import "github.com/vtk/dispenser/internal/validate"
+import (
+	"time"
 
-// Config selects the audit store.
+	"github.com/vtk/dispenser/internal/duration"
+	"github.com/vtk/dispenser/internal/validate"
+)
+
+// Config selects and tunes the audit store.
 type Config struct {
 	// Type is sqlite (default) or postgres.
 	Type string `yaml:"type"`
@@ -10,6 +15,15 @@ type Config struct {
 	Path string `yaml:"path"`
 	// DSN is the PostgreSQL connection string.
 	DSN string `yaml:"dsn"`
+	// Log names the log this dispenser appends to: "main" on SQLite; on
+	// PostgreSQL each replica needs its own (default server.replica_id).
+	Log string `yaml:"log"`
+	// BatchSize bounds the records of one group commit (default 256).
+	BatchSize int `yaml:"batch_size"`
+	// BatchWait is how long a commit waits for more records once the first
+	// is in (default 0: commit as soon as the store is free; records that
+	// arrive during a commit share the next one).
+	BatchWait duration.Duration `yaml:"batch_wait"`
 }
 
 // ApplyDefaults fills unset fields.
@@ -19,6 +33,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Type == "sqlite" && c.Path == "" {
 		c.Path = "dispenser-audit.db"
+	}
+	if c.Type == "sqlite" && c.Log == "" {
+		c.Log = "main"
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
 	}
 }
 
@@ -31,5 +51,14 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 	if c.Type == "postgres" && c.DSN == "" {
 		p.Addf(validate.Join(path, "dsn"), "is required for type postgres")
+	}
+	if c.Log != "" && !ValidLogName(c.Log) {
+		p.Addf(validate.Join(path, "log"), "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10000 {
+		p.Addf(validate.Join(path, "batch_size"), "must be between 1 and 10000")
+	}
+	if c.BatchWait.D() < 0 || c.BatchWait.D() > time.Second {
+		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")
 	}
 }
