@@ -131,4 +131,3 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("log holds %d records of the HTTP task (%v), want the 3 that were issued", issued, err)
 	}
 }
-
