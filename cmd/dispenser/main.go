@@ -18,6 +18,7 @@ Usage:
   dispenser token        --config FILE --subject NAME --org ORG [--ttl 1h] [--job-id J] [--task-id T]
   dispenser policy       --config FILE --org ORG --location s3://B/P/ --operation OP [--file F ...] [--principal P]
   dispenser check-config --config FILE
+  dispenser audit        query|verify|verify-receipt|keygen ... (dispenser audit help)
   dispenser version
 `
 
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdToken(rest, stdout, stderr)
 	case "policy":
 		return cmdPolicy(rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(rest, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(rest, stdout, stderr)
 	case "version", "--version":

@@ -21,6 +21,7 @@ import (
 	"github.com/vtk/dispenser/internal/api"
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
@@ -37,6 +38,10 @@ type app struct {
 	server *api.Server
 	vendor vend.Router
 	closer []func() error
+
+	metrics      *metrics.Metrics // nil until the metrics endpoint is wired
+	trail        audit.Trail
+	checkpointer *audit.Checkpointer
 }
 
 // newApp wires the dispenser from cfg. It does not listen.
@@ -64,14 +69,10 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	trail, err := openTrail(context.Background(), cfg)
+	recorder, err := a.wireAudit(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	recorder := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D()})
-	// Closed in reverse order: the writer commits what is queued, then the
-	// store closes.
-	a.closer = append(a.closer, trail.Close, recorder.Close)
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,
@@ -79,6 +80,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Rules:              rules,
 		Vendor:             a.vendor,
 		Recorder:           recorder,
+		Audit:              &audit.Service{Trail: a.trail, Checkpointer: a.checkpointer, OriginBase: cfg.Audit.Checkpoint.Origin},
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
 		MaxBodyBytes:       cfg.Server.MaxBodyBytes,

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"strings"
 	"time"
 
 	"github.com/vtk/dispenser/internal/duration"
@@ -24,6 +25,30 @@ type Config struct {
 	// is in (default 0: commit as soon as the store is free; records that
 	// arrive during a commit share the next one).
 	BatchWait duration.Duration `yaml:"batch_wait"`
+
+	generatedKey bool
+	// Checkpoint configures the signed checkpoints.
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	// AnchorDir receives every checkpoint outside the database. Put it on
+	// another volume, writable by the dispenser but not by whoever
+	// administers the database. Default for SQLite: "<path>.anchors".
+	AnchorDir string `yaml:"anchor_dir"`
+}
+
+// CheckpointConfig configures the signed checkpoints.
+type CheckpointConfig struct {
+	// SigningKeyFile holds the Ed25519 note signer key ("dispenser audit
+	// keygen" writes one). It is separate from the database credentials:
+	// whoever can write the database cannot sign. Default for SQLite:
+	// "<path>.checkpoint-key", generated on first start.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// Origin prefixes every log's checkpoint origin (default
+	// "dispenser/audit"); the origin of log L is "<origin>/L".
+	Origin string `yaml:"origin"`
+	// Interval between checkpoints while records arrive (default 1s).
+	Interval duration.Duration `yaml:"interval"`
+	// IdleInterval re-anchors the newest checkpoint when idle (default 1m).
+	IdleInterval duration.Duration `yaml:"idle_interval"`
 }
 
 // ApplyDefaults fills unset fields.
@@ -40,7 +65,30 @@ func (c *Config) ApplyDefaults() {
 	if c.BatchSize == 0 {
 		c.BatchSize = 256
 	}
+	cp := &c.Checkpoint
+	if cp.Origin == "" {
+		cp.Origin = "dispenser/audit"
+	}
+	if cp.Interval == 0 {
+		cp.Interval = duration.Duration(time.Second)
+	}
+	if cp.IdleInterval == 0 {
+		cp.IdleInterval = duration.Duration(time.Minute)
+	}
+	if c.Type == "sqlite" {
+		if cp.SigningKeyFile == "" {
+			cp.SigningKeyFile = c.Path + ".checkpoint-key"
+			c.generatedKey = true
+		}
+		if c.AnchorDir == "" {
+			c.AnchorDir = c.Path + ".anchors"
+		}
+	}
 }
+
+// GeneratedKey reports whether the signing key path is the SQLite default,
+// which the dispenser creates on first start.
+func (c *Config) GeneratedKey() bool { return c.generatedKey }
 
 // Validate records problems under path.
 func (c *Config) Validate(p *validate.Problems, path string) {
@@ -57,6 +105,21 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		p.Addf(validate.Join(path, "batch_size"), "must be between 1 and 10000")
+	}
+	if c.Type == "postgres" && c.Checkpoint.SigningKeyFile == "" {
+		p.Addf(validate.Join(path, "checkpoint", "signing_key_file"), "is required for type postgres (create one with dispenser audit keygen)")
+	}
+	if c.Type == "postgres" && c.AnchorDir == "" {
+		p.Addf(validate.Join(path, "anchor_dir"), "is required for type postgres")
+	}
+	if strings.ContainsAny(c.Checkpoint.Origin, "\n+ ") || c.Checkpoint.Origin == "" {
+		p.Addf(validate.Join(path, "checkpoint", "origin"), "must be a non-empty string without spaces, '+' or newlines")
+	}
+	if c.Checkpoint.Interval.D() < 100*time.Millisecond || c.Checkpoint.Interval.D() > time.Minute {
+		p.Addf(validate.Join(path, "checkpoint", "interval"), "must be between 100ms and 1m")
+	}
+	if c.Checkpoint.IdleInterval.D() < c.Checkpoint.Interval.D() || c.Checkpoint.IdleInterval.D() > time.Hour {
+		p.Addf(validate.Join(path, "checkpoint", "idle_interval"), "must be between checkpoint.interval and 1h")
 	}
 	if c.BatchWait.D() < 0 || c.BatchWait.D() > time.Second {
 		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")

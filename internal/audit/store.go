@@ -35,7 +35,7 @@ type LogReader interface {
 	Head(ctx context.Context, log string) (Head, error)
 	// Scan calls fn for each stored entry of log with seq >= from, in seq
 	// order, with the bytes exactly as stored.
-	Scan(ctx context.Context, log string, from int64, fn func(seq int64, body []byte) error) error
+	Scan(ctx context.Context, log string, from int64, fn func(Row) error) error
 	// Body returns one stored entry; ErrNotFound when absent.
 	Body(ctx context.Context, log string, seq int64) ([]byte, error)
 	// ReadHashes reads stored Merkle hashes of log (tlog indexes).
@@ -58,6 +58,13 @@ type Trail interface {
 	CheckpointStore
 	// Close releases the store.
 	Close() error
+}
+
+// Row is one stored entry as Scan reads it.
+type Row struct {
+	Seq  int64
+	Body []byte // the encoded entry, verbatim
+	Hash []byte // the stored chain hash column (SHA-256 of Body when intact)
 }
 
 // ErrNotFound is returned for a record that does not exist.

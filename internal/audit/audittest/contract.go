@@ -106,7 +106,7 @@ func testAppend(t *testing.T, s audit.Trail) {
 		t.Fatalf("Body(missing) = %v, want ErrNotFound", err)
 	}
 	var seqs []int64
-	if err := s.Scan(ctx, log, 2, func(seq int64, _ []byte) error { seqs = append(seqs, seq); return nil }); err != nil {
+	if err := s.Scan(ctx, log, 2, func(r audit.Row) error { seqs = append(seqs, r.Seq); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(seqs) != "[2 3 4]" {
@@ -138,7 +138,8 @@ func testConcurrent(t *testing.T, s audit.Trail) {
 	logs, _ := s.Logs(ctx)
 	var reqs []string
 	next := int64(0)
-	if err := s.Scan(ctx, logs[0], 0, func(seq int64, body []byte) error {
+	if err := s.Scan(ctx, logs[0], 0, func(row audit.Row) error {
+		seq, body := row.Seq, row.Body
 		if seq != next {
 			return fmt.Errorf("seq %d, want %d", seq, next)
 		}
@@ -180,7 +181,8 @@ func testMerkle(t *testing.T, s audit.Trail) {
 		return out, nil
 	})
 	var size int64
-	if err := s.Scan(ctx, log, 0, func(seq int64, body []byte) error {
+	if err := s.Scan(ctx, log, 0, func(row audit.Row) error {
+		seq, body := row.Seq, row.Body
 		hs, err := tlog.StoredHashes(seq, body, r)
 		mem = append(mem, hs...)
 		size = seq + 1

@@ -111,7 +111,8 @@ func TestShardsAndFencing(t *testing.T) {
 	wg.Wait()
 	var prev [audit.HashSize]byte
 	next := int64(0)
-	if err := a.Scan(ctx, "replica-a", 0, func(seq int64, body []byte) error {
+	if err := a.Scan(ctx, "replica-a", 0, func(row audit.Row) error {
+		seq, body := row.Seq, row.Body
 		e, err := audit.Decode(body)
 		if err != nil || seq != next || e.PrevHash != prev {
 			t.Fatalf("entry %d breaks the chain (%v)", seq, err)

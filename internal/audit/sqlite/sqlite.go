@@ -266,19 +266,18 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 }
 
 // Scan implements audit.LogReader.
-func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(int64, []byte) error) error {
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, body FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq`, log, from)
+func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq`, log, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var seq int64
-		var body []byte
-		if err := rows.Scan(&seq, &body); err != nil {
+		var r audit.Row
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
 			return err
 		}
-		if err := fn(seq, body); err != nil {
+		if err := fn(r); err != nil {
 			return err
 		}
 	}
