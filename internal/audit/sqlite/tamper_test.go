@@ -230,3 +230,57 @@ func TestAnchorRefusesRollback(t *testing.T) {
 		t.Fatal("anchor accepted a smaller checkpoint")
 	}
 }
+
+func TestReceipts(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	svc := &audit.Service{Trail: f.s, Checkpointer: f.cp, OriginBase: origin}
+	f.append(t, 20, 2) // newer than the checkpoint: the receipt signs one
+	for _, id := range []string{"main:0", "main:7", "main:19", "main:21"} {
+		r, err := svc.Receipt(ctx, id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if err := audit.VerifyReceipt(r, f.opts.Verifier); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	if _, err := svc.Receipt(ctx, "main:99"); err != audit.ErrNotFound {
+		t.Fatalf("missing record: %v", err)
+	}
+	if _, err := svc.Receipt(ctx, "bogus"); err != audit.ErrNotFound {
+		t.Fatalf("malformed id: %v", err)
+	}
+	good, _ := svc.Receipt(ctx, "main:7")
+	skey, _, _ := note.GenerateKey(rand.Reader, "dispenser-test")
+	forger, _ := note.NewSigner(skey)
+	alter := map[string]func(r *audit.Receipt){
+		"record field": func(r *audit.Receipt) { r.Record.Principal = "someone-else" },
+		"entry bytes": func(r *audit.Receipt) {
+			e, _ := audit.Decode(r.Entry)
+			e.Record.Principal = "someone-else"
+			r.Entry, _ = audit.Encode(e)
+			r.Record = e.Record
+		},
+		"proof":     func(r *audit.Receipt) { r.Proof[0][0] ^= 1 },
+		"id":        func(r *audit.Receipt) { r.ID = "main:8" },
+		"tree size": func(r *audit.Receipt) { r.TreeSize++ },
+		"forged checkpoint": func(r *audit.Receipt) {
+			size, _, _ := audit.OpenCheckpoint([]byte(r.Checkpoint), r.Origin, f.opts.Verifier)
+			e, _ := audit.Decode(r.Entry)
+			e.Record.Principal = "someone-else"
+			r.Entry, _ = audit.Encode(e)
+			r.Record = e.Record
+			signed, _ := audit.SignCheckpoint(r.Origin, size, tlog.RecordHash(r.Entry), forger)
+			r.Checkpoint = string(signed)
+		},
+	}
+	for name, fn := range alter {
+		r := *good
+		r.Proof = append([]tlog.Hash(nil), good.Proof...)
+		fn(&r)
+		if err := audit.VerifyReceipt(&r, f.opts.Verifier); err == nil {
+			t.Errorf("altered %s: receipt still verifies", name)
+		}
+	}
+}
