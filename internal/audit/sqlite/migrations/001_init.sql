@@ -1,7 +1,10 @@
 -- Records: body is the encoded entry exactly as hashed; hash = SHA-256(body)
 -- is the chain hash the next entry carries. The other columns are copies
 -- for the query indexes; verify checks them against body.
+-- A rowid table: rows hold a blob of several hundred bytes, and secondary
+-- indexes then carry an 8-byte rowid instead of (log, seq).
 CREATE TABLE audit_records (
+  id            INTEGER PRIMARY KEY,
   log           TEXT    NOT NULL,
   seq           INTEGER NOT NULL,
   time_ns       INTEGER NOT NULL,
@@ -14,8 +17,8 @@ CREATE TABLE audit_records (
   bucket        TEXT    NOT NULL,
   body          BLOB    NOT NULL,
   hash          BLOB    NOT NULL,
-  PRIMARY KEY (log, seq)
-) WITHOUT ROWID;
+  UNIQUE (log, seq)
+);
 CREATE INDEX audit_records_time      ON audit_records (time_ns, log, seq);
 CREATE INDEX audit_records_org       ON audit_records (org, time_ns);
 CREATE INDEX audit_records_principal ON audit_records (principal, time_ns);
@@ -23,7 +26,8 @@ CREATE INDEX audit_records_job       ON audit_records (job_id, time_ns);
 CREATE INDEX audit_records_task      ON audit_records (task_id, time_ns);
 CREATE INDEX audit_records_key       ON audit_records (access_key_id, time_ns);
 CREATE INDEX audit_records_bucket    ON audit_records (bucket, time_ns);
-CREATE INDEX audit_records_outcome   ON audit_records (outcome, time_ns);
+-- No index on outcome alone: three values, so the time index scanned
+-- newest first with a filter serves it; each index costs every append.
 
 -- Merkle tree nodes (golang.org/x/mod/sumdb/tlog stored hash indexes).
 CREATE TABLE audit_hashes (
