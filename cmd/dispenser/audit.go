@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vtk/dispenser/internal/api"
@@ -101,7 +102,21 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 		return nil, err
 	}
 	a.trail = trail
-	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics})
+	var mirror *zap.Logger
+	if cfg.Audit.Mirror != "" {
+		zc := zap.NewProductionConfig()
+		zc.OutputPaths = []string{cfg.Audit.Mirror}
+		zc.EncoderConfig.TimeKey = "logged_at"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		zc.Sampling = nil // every record, never sampled
+		zc.DisableCaller, zc.DisableStacktrace = true, true
+		if mirror, err = zc.Build(); err != nil {
+			_ = trail.Close()
+			return nil, fmt.Errorf("audit.mirror: %w", err)
+		}
+		a.closer = append(a.closer, func() error { _ = mirror.Sync(); return nil })
+	}
+	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics, Mirror: mirror})
 	cp := &audit.Checkpointer{
 		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
 		Anchors:  []audit.Anchor{&audit.DirAnchor{Dir: cfg.Audit.AnchorDir}},

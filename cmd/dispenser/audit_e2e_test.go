@@ -89,6 +89,8 @@ func call(t *testing.T, method, url, token string, hdr ...string) (int, []byte, 
 func TestAuditEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
+	mirror := filepath.Join(dir, "mirror.jsonl")
+	appendFile(t, path, "  mirror: "+mirror+"\n")
 	a, srv := startApp(t, path)
 	closed := false
 	defer func() {
@@ -208,8 +210,18 @@ func TestAuditEndToEnd(t *testing.T) {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, out, stderr)
 	}
 
+	// The mirror has every record, as JSON lines.
+	mb, err := os.ReadFile(mirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(mb, []byte("\n")); n != 4 || !bytes.Contains(mb, []byte(keys[0])) {
+		t.Fatalf("mirror has %d lines:\n%s", n, mb)
+	}
+
 	// No secret reached any file the audit trail wrote.
 	files, _ := filepath.Glob(filepath.Join(dir, "audit.db*"))
+	files = append(files, mirror)
 	anchors, _ := filepath.Glob(filepath.Join(dir, "audit.db.anchors", "*"))
 	files = append(files, anchors...)
 	if len(files) < 3 {
@@ -231,5 +243,17 @@ func TestAuditEndToEnd(t *testing.T) {
 				t.Fatalf("%s contains a secret or token of this run", f)
 			}
 		}
+	}
+}
+
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
 	}
 }

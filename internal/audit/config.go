@@ -33,6 +33,9 @@ type Config struct {
 	// another volume, writable by the dispenser but not by whoever
 	// administers the database. Default for SQLite: "<path>.anchors".
 	AnchorDir string `yaml:"anchor_dir"`
+	// Mirror, when set, also writes every durable record as a JSON line to
+	// "stdout" or a file, for log shipping. It is a copy, not the evidence.
+	Mirror string `yaml:"mirror"`
 }
 
 // CheckpointConfig configures the signed checkpoints.

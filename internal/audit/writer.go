@@ -165,7 +165,8 @@ func (w *Writer) commit(batch []*pending) {
 	}
 	if err == nil && w.mirror != nil {
 		for _, e := range entries {
-			w.mirror.Info("audit", zap.String("id", e.ID()), zap.Any("record", e.Record))
+			w.mirror.Info("audit record", zap.Any("record", e.Record))
 		}
 	}
 }
+
