@@ -169,4 +169,3 @@ func (w *Writer) commit(batch []*pending) {
 		}
 	}
 }
-
