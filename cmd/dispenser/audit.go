@@ -127,6 +127,12 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	cctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cp.Run(cctx) }()
+	if keep := cfg.Audit.Retention.D(); keep > 0 {
+		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Keep: keep, Logger: cp.Logger}
+		rdone := make(chan struct{})
+		go func() { defer close(rdone); rt.Run(cctx, time.Hour) }()
+		a.closer = append(a.closer, func() error { <-rdone; return nil })
+	}
 	// a.close runs these in reverse: the writer commits what is queued, the
 	// checkpointer signs and anchors a last checkpoint, the store closes.
 	a.closer = append(a.closer, trail.Close, func() error { cancel(); <-done; return nil }, w.Close)
@@ -280,7 +286,7 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	defer trail.Close()
 	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
-		Anchor: &audit.DirAnchor{Dir: cfg.Audit.AnchorDir}, Incremental: *incremental})
+		Anchor: &audit.DirAnchor{Dir: cfg.Audit.AnchorDir}, Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit verify:", err)
 		return 3

@@ -36,6 +36,10 @@ type Config struct {
 	// Mirror, when set, also writes every durable record as a JSON line to
 	// "stdout" or a file, for log shipping. It is a copy, not the evidence.
 	Mirror string `yaml:"mirror"`
+	// Retention deletes records older than this (0: keep forever). The
+	// boundary record and a signed checkpoint at the cut are kept, so the
+	// remaining trail still verifies.
+	Retention duration.Duration `yaml:"retention"`
 }
 
 // CheckpointConfig configures the signed checkpoints.
@@ -123,6 +127,9 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 	if c.Checkpoint.IdleInterval.D() < c.Checkpoint.Interval.D() || c.Checkpoint.IdleInterval.D() > time.Hour {
 		p.Addf(validate.Join(path, "checkpoint", "idle_interval"), "must be between checkpoint.interval and 1h")
+	}
+	if r := c.Retention.D(); r != 0 && r < time.Hour {
+		p.Addf(validate.Join(path, "retention"), "must be 0 (keep forever) or at least 1h")
 	}
 	if c.BatchWait.D() < 0 || c.BatchWait.D() > time.Second {
 		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")

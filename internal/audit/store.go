@@ -48,6 +48,22 @@ type CheckpointStore interface {
 	PutCheckpoint(ctx context.Context, log string, size int64, signed []byte) error
 	// LatestCheckpoint returns the newest stored checkpoint of log, or nil.
 	LatestCheckpoint(ctx context.Context, log string) ([]byte, error)
+	// CheckpointAt returns the stored checkpoint of log at size, or nil.
+	CheckpointAt(ctx context.Context, log string, size int64) ([]byte, error)
+}
+
+// Pruner removes entries past retention. Pruning entries below P keeps
+// entry P-1 (the boundary) and P's signed checkpoint, so verification
+// resumes at P exactly as it resumes at an anchored checkpoint.
+type Pruner interface {
+	// FirstSeqSince returns the lowest seq of log whose time is at or
+	// after t, or the log size when there is none.
+	FirstSeqSince(ctx context.Context, log string, t time.Time) (int64, error)
+	// Prune records P as the log's prune floor and deletes the entries
+	// below P-1. The append-only guard rails allow exactly these deletes.
+	Prune(ctx context.Context, log string, p int64) (int64, error)
+	// PrunedBefore returns the prune floor of log (0 when never pruned).
+	PrunedBefore(ctx context.Context, log string) (int64, error)
 }
 
 // Trail is everything a complete store offers.
@@ -56,6 +72,7 @@ type Trail interface {
 	Querier
 	LogReader
 	CheckpointStore
+	Pruner
 	// Close releases the store.
 	Close() error
 }

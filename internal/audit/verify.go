@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -24,6 +25,11 @@ type VerifyOptions struct {
 	// (checking the stored tree and the last entry against it) instead of
 	// re-hashing every entry.
 	Incremental bool
+	// Retention, when set, is the configured retention: a pruned boundary
+	// newer than it means entries were deleted early.
+	Retention time.Duration
+	// Now is the clock for the retention check (default time.Now).
+	Now func() time.Time
 }
 
 // LogReport is the verification of one log.
@@ -153,7 +159,43 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	var fr frontier
 	var prev [HashSize]byte
 	next := int64(0)
-	if o.Incremental && anchored != nil && anchored.size > 0 {
+	var err error
+	var floor int64
+	if pr, ok := src.(Pruner); ok {
+		if floor, err = pr.PrunedBefore(ctx, log); err != nil {
+			return lr, err
+		}
+	}
+	if floor > 0 {
+		// Entries below floor-1 were pruned by retention: resume at the
+		// signed checkpoint kept at the floor.
+		signed, err := src.CheckpointAt(ctx, log, floor)
+		if err != nil {
+			return lr, err
+		}
+		size, root, cerr := OpenCheckpoint(signed, origin, o.Verifier)
+		start, ph, ok := frontier{}, [HashSize]byte{}, false
+		if signed != nil && cerr == nil && size == floor {
+			start, ph, ok = resume(ctx, src, log, stored, checkpointAt{"prune checkpoint", size, root})
+		}
+		if !ok {
+			bad("entries below %d were removed, but the checkpoint kept at the prune floor is missing or does not match (entries deleted outside retention)", floor)
+		} else {
+			fr, prev, next = start, ph, floor
+			if o.Retention > 0 {
+				now := time.Now
+				if o.Now != nil {
+					now = o.Now
+				}
+				if b, err := src.Body(ctx, log, floor-1); err == nil {
+					if e, err := Decode(b); err == nil && e.Record.Time.After(now().Add(-o.Retention)) {
+						bad("entries below %d were removed although entry %d is within the %s retention (deleted early)", floor, floor-1, o.Retention)
+					}
+				}
+			}
+		}
+	}
+	if o.Incremental && anchored != nil && anchored.size > next {
 		if start, ph, ok := resume(ctx, src, log, stored, *anchored); ok {
 			fr, prev, next = start, ph, anchored.size
 		} else {

@@ -50,6 +50,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("MerkleTree", func(t *testing.T) { testMerkle(t, open(t)) })
 	t.Run("Query", func(t *testing.T) { testQuery(t, open(t)) })
 	t.Run("Checkpoints", func(t *testing.T) { testCheckpoints(t, open(t)) })
+	t.Run("Prune", func(t *testing.T) { testPrune(t, open(t)) })
 }
 
 func appendN(t *testing.T, s audit.Store, from, n int) []audit.Entry {
@@ -341,5 +342,57 @@ func testCheckpoints(t *testing.T, s audit.Trail) {
 	}
 	if b, err := s.LatestCheckpoint(ctx, logs[0]); err != nil || string(b) != "cp2" {
 		t.Fatalf("LatestCheckpoint = %q, %v", b, err)
+	}
+	if b, err := s.CheckpointAt(ctx, logs[0], 1); err != nil || string(b) != "cp1" {
+		t.Fatalf("CheckpointAt(1) = %q, %v", b, err)
+	}
+	if b, err := s.CheckpointAt(ctx, logs[0], 3); err != nil || b != nil {
+		t.Fatalf("CheckpointAt(3) = %q, %v", b, err)
+	}
+}
+
+func testPrune(t *testing.T, s audit.Trail) {
+	ctx := context.Background()
+	appendN(t, s, 0, 20)
+	logs, _ := s.Logs(ctx)
+	log := logs[0]
+	for _, c := range []struct {
+		t    time.Time
+		want int64
+	}{{T0.Add(-time.Hour), 0}, {T0.Add(10 * time.Second), 10}, {T0.Add(10*time.Second + 1), 11}, {T0.Add(time.Hour), 20}} {
+		if got, err := s.FirstSeqSince(ctx, log, c.t); err != nil || got != c.want {
+			t.Fatalf("FirstSeqSince(%s) = %d, %v; want %d", c.t, got, err, c.want)
+		}
+	}
+	if n, err := s.PrunedBefore(ctx, log); err != nil || n != 0 {
+		t.Fatalf("PrunedBefore on a fresh log = %d, %v", n, err)
+	}
+	if n, err := s.Prune(ctx, log, 10); err != nil || n != 9 {
+		t.Fatalf("Prune(10) = %d, %v; want 9 deleted (0..8), the boundary 9 kept", n, err)
+	}
+	if n, err := s.PrunedBefore(ctx, log); err != nil || n != 10 {
+		t.Fatalf("PrunedBefore = %d, %v", n, err)
+	}
+	if _, err := s.Body(ctx, log, 8); err != audit.ErrNotFound {
+		t.Fatalf("entry 8 after pruning: %v", err)
+	}
+	if _, err := s.Body(ctx, log, 9); err != nil {
+		t.Fatalf("boundary entry 9: %v", err)
+	}
+	// A lower floor never lowers it.
+	if _, err := s.Prune(ctx, log, 5); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.PrunedBefore(ctx, log); n != 10 {
+		t.Fatalf("floor lowered to %d", n)
+	}
+	p, err := s.Query(ctx, audit.Filter{Limit: 100})
+	if err != nil || len(p.Records) != 11 {
+		t.Fatalf("query after pruning: %d records, %v", len(p.Records), err)
+	}
+	// Appends continue after pruning.
+	appendN(t, s, 20, 1)
+	if h, _ := s.Head(ctx, log); h.Size != 21 {
+		t.Fatalf("head after pruning and appending: %d", h.Size)
 	}
 }

@@ -343,3 +343,49 @@ func (s *Store) LatestCheckpoint(ctx context.Context, log string) ([]byte, error
 	}
 	return b, err
 }
+
+// CheckpointAt implements audit.CheckpointStore.
+func (s *Store) CheckpointAt(ctx context.Context, log string, size int64) ([]byte, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT note FROM audit_checkpoints WHERE log = $1 AND size = $2`, log, size).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// FirstSeqSince implements audit.Pruner.
+func (s *Store) FirstSeqSince(ctx context.Context, log string, t time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM audit_records WHERE log = $1 AND time_ns >= $2),
+		(SELECT size FROM audit_heads WHERE log = $1), 0)`, log, t.UnixNano()).Scan(&n)
+	return n, err
+}
+
+// Prune implements audit.Pruner.
+func (s *Store) Prune(ctx context.Context, log string, p int64) (int64, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_prune (log, before) VALUES ($1, $2)
+		ON CONFLICT (log) DO UPDATE SET before = GREATEST(audit_prune.before, excluded.before)`, log, p); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM audit_records WHERE log = $1 AND seq < $2`, log, p-1)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), tx.Commit(ctx)
+}
+
+// PrunedBefore implements audit.Pruner.
+func (s *Store) PrunedBefore(ctx context.Context, log string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT before FROM audit_prune WHERE log = $1`, log).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}

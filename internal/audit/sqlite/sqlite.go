@@ -315,3 +315,50 @@ func (s *Store) LatestCheckpoint(ctx context.Context, log string) ([]byte, error
 	}
 	return b, err
 }
+
+// CheckpointAt implements audit.CheckpointStore.
+func (s *Store) CheckpointAt(ctx context.Context, log string, size int64) ([]byte, error) {
+	var b []byte
+	err := s.r.QueryRowContext(ctx, `SELECT note FROM audit_checkpoints WHERE log = ? AND size = ?`, log, size).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// FirstSeqSince implements audit.Pruner.
+func (s *Store) FirstSeqSince(ctx context.Context, log string, t time.Time) (int64, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM audit_records WHERE log = ? AND time_ns >= ?),
+		(SELECT size FROM audit_heads WHERE log = ?), 0)`, log, t.UnixNano(), log).Scan(&n)
+	return n, err
+}
+
+// Prune implements audit.Pruner.
+func (s *Store) Prune(ctx context.Context, log string, p int64) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_prune (log, before) VALUES (?, ?)
+		ON CONFLICT (log) DO UPDATE SET before = excluded.before WHERE excluded.before > audit_prune.before`, log, p); err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM audit_records WHERE log = ? AND seq < ?`, log, p-1)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return n, tx.Commit()
+}
+
+// PrunedBefore implements audit.Pruner.
+func (s *Store) PrunedBefore(ctx context.Context, log string) (int64, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, `SELECT before FROM audit_prune WHERE log = ?`, log).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -282,5 +283,60 @@ func TestReceipts(t *testing.T) {
 		if err := audit.VerifyReceipt(&r, f.opts.Verifier); err == nil {
 			t.Errorf("altered %s: receipt still verifies", name)
 		}
+	}
+}
+
+func TestRetentionKeepsTheTrailVerifiable(t *testing.T) {
+	ctx := context.Background()
+	keep := time.Hour
+	now := func() time.Time { return audittest.T0.Add(keep + 10*time.Second) } // cutoff: entry 10
+	prune := func(f *fixture) {
+		t.Helper()
+		rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+		if n, err := rt.Prune(ctx); err != nil || n != 9 {
+			t.Fatalf("Prune = %d, %v; want 9", n, err)
+		}
+		if n, err := rt.Prune(ctx); err != nil || n != 0 {
+			t.Fatalf("second Prune = %d, %v; want 0", n, err)
+		}
+		f.opts.Retention, f.opts.Now = keep, now
+	}
+
+	f := newFixture(t)
+	prune(f)
+	if r := f.verify(t); len(r.Problems) > 0 || r.Size != 20 || r.Checked != 10 || r.Unanchored != 0 {
+		t.Fatalf("after pruning: %+v", r)
+	}
+	f.opts.Incremental = true
+	if r := f.verify(t); len(r.Problems) > 0 {
+		t.Fatalf("incremental after pruning: %+v", r)
+	}
+	f.opts.Incremental = false
+
+	// Tampering after the floor is still found.
+	e := f.entry(t, 12)
+	e.Record.Org = "evil"
+	b, h := encode(t, e)
+	f.exec(t, `DROP TRIGGER IF EXISTS audit_records_no_update`)
+	f.exec(t, `UPDATE audit_records SET body = ?, hash = ? WHERE seq = 12`, b, h)
+	if r := f.verify(t); len(r.Problems) == 0 {
+		t.Fatal("edit after pruning not found")
+	}
+
+	// Deleting recent entries dressed up as retention is found: the
+	// boundary is within retention.
+	f = newFixture(t)
+	f.opts.Retention, f.opts.Now = keep, now
+	f.exec(t, `INSERT INTO audit_prune (log, before) VALUES ('main', 20)`) // a checkpoint at 20 exists
+	f.exec(t, `DELETE FROM audit_records WHERE seq < 19`)
+	if r := f.verify(t); !strings.Contains(strings.Join(r.Problems, "\n"), "deleted early") {
+		t.Fatalf("early deletion: %+v", r)
+	}
+	// ... and a floor without its checkpoint is found too.
+	f = newFixture(t)
+	f.exec(t, `INSERT INTO audit_prune (log, before) VALUES ('main', 7)`)
+	f.exec(t, `DELETE FROM audit_records WHERE seq < 6`)
+	if r := f.verify(t); !strings.Contains(strings.Join(r.Problems, "\n"), "checkpoint kept at the prune floor is missing") {
+		t.Fatalf("floor without checkpoint: %+v", r)
 	}
 }
