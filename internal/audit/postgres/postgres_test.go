@@ -17,7 +17,9 @@ import (
 
 // schemaDSN creates a fresh schema for one test and returns a DSN whose
 // search_path selects it; the schema is dropped when the test ends.
-func schemaDSN(t *testing.T) string {
+func schemaDSN(t *testing.T) string { return schemaDSNB(t) }
+
+func schemaDSNB(t testing.TB) string {
 	t.Helper()
 	dsn := testenv.Postgres(t)
 	ctx := context.Background()
