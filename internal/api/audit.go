@@ -106,7 +106,11 @@ func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Export: every matching record, page after page (limit is the page
-	// size), one JSON object per line, flushed per page.
+	// size, the largest by default), one JSON object per line, flushed per
+	// page.
+	if r.URL.Query().Get("limit") == "" {
+		f.Limit = audit.MaxLimit
+	}
 	first, err := s.opt.Audit.Query(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, auditReadError(err))

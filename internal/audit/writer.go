@@ -25,6 +25,7 @@ type Writer struct {
 	wait    time.Duration
 	metrics *metrics.Metrics
 	mirror  *zap.Logger
+	timeout time.Duration
 
 	reqs    chan *pending
 	mu      sync.RWMutex // guards closed against concurrent sends
@@ -46,6 +47,9 @@ type WriterOptions struct {
 	// Mirror, when set, receives every durable record as one log line (for
 	// log shipping). It is a copy, never the evidence.
 	Mirror *zap.Logger
+	// Timeout bounds one commit (default 5s): a hung store fails the
+	// waiting requests with 503 instead of holding them.
+	Timeout time.Duration
 }
 
 // NewWriter starts a Writer over s.
@@ -53,7 +57,10 @@ func NewWriter(s Store, o WriterOptions) *Writer {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 256
 	}
-	w := &Writer{store: s, max: o.BatchSize, wait: o.MaxWait, metrics: o.Metrics, mirror: o.Mirror,
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	w := &Writer{store: s, max: o.BatchSize, wait: o.MaxWait, metrics: o.Metrics, mirror: o.Mirror, timeout: o.Timeout,
 		reqs: make(chan *pending, o.BatchSize), done: make(chan struct{}), stopped: make(chan struct{})}
 	go w.loop()
 	return w
@@ -156,7 +163,7 @@ func (w *Writer) commit(batch []*pending) {
 	start := time.Now()
 	// The batch is not tied to any one request's context: one caller giving
 	// up must not fail the others.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	entries, err := w.store.Append(ctx, recs)
 	cancel()
 	w.metrics.AuditWrite(len(batch), time.Since(start), err)
