@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -88,6 +89,23 @@ func trimSpace(s string) string {
 	return s
 }
 
+// anchors returns the configured checkpoint anchors; verify checks the
+// first (the directory when one is configured).
+func anchors(cfg *config.Config) []audit.Anchor {
+	var out []audit.Anchor
+	if cfg.Audit.AnchorDir != "" {
+		out = append(out, &audit.DirAnchor{Dir: cfg.Audit.AnchorDir})
+	}
+	if cfg.Audit.AnchorURL != "" {
+		h := &audit.HTTPAnchor{URL: cfg.Audit.AnchorURL}
+		if env := cfg.Audit.AnchorTokenEnv; env != "" {
+			h.Header = http.Header{"Authorization": {"Bearer " + os.Getenv(env)}}
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
 // wireAudit builds the recorder and the checkpointer of a's configuration
 // and registers their shutdown in a.closer.
 func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
@@ -119,7 +137,7 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics, Mirror: mirror})
 	cp := &audit.Checkpointer{
 		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
-		Anchors:  []audit.Anchor{&audit.DirAnchor{Dir: cfg.Audit.AnchorDir}},
+		Anchors:  anchors(cfg),
 		Interval: cfg.Audit.Checkpoint.Interval.D(), Idle: cfg.Audit.Checkpoint.IdleInterval.D(),
 		Metrics: a.metrics, Logger: a.log.Named("audit"),
 	}
@@ -286,7 +304,7 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	defer trail.Close()
 	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
-		Anchor: &audit.DirAnchor{Dir: cfg.Audit.AnchorDir}, Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
+		Anchor: anchors(cfg)[0], Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit verify:", err)
 		return 3

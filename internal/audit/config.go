@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -33,6 +35,11 @@ type Config struct {
 	// another volume, writable by the dispenser but not by whoever
 	// administers the database. Default for SQLite: "<path>.anchors".
 	AnchorDir string `yaml:"anchor_dir"`
+	// AnchorURL, when set, also sends every checkpoint to an HTTP witness
+	// (PUT/GET {anchor_url}/{origin}); AnchorTokenEnv names an environment
+	// variable with a bearer token for it.
+	AnchorURL      string `yaml:"anchor_url"`
+	AnchorTokenEnv string `yaml:"anchor_token_env"`
 	// Mirror, when set, also writes every durable record as a JSON line to
 	// "stdout" or a file, for log shipping. It is a copy, not the evidence.
 	Mirror string `yaml:"mirror"`
@@ -116,8 +123,16 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	if c.Type == "postgres" && c.Checkpoint.SigningKeyFile == "" {
 		p.Addf(validate.Join(path, "checkpoint", "signing_key_file"), "is required for type postgres (create one with dispenser audit keygen)")
 	}
-	if c.Type == "postgres" && c.AnchorDir == "" {
-		p.Addf(validate.Join(path, "anchor_dir"), "is required for type postgres")
+	if c.Type == "postgres" && c.AnchorDir == "" && c.AnchorURL == "" {
+		p.Addf(validate.Join(path, "anchor_dir"), "anchor_dir or anchor_url is required for type postgres")
+	}
+	if c.AnchorURL != "" {
+		if u, err := url.Parse(c.AnchorURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.Addf(validate.Join(path, "anchor_url"), "must be an http(s) URL")
+		}
+	}
+	if c.AnchorTokenEnv != "" && os.Getenv(c.AnchorTokenEnv) == "" {
+		p.Addf(validate.Join(path, "anchor_token_env"), "environment variable %s is empty", c.AnchorTokenEnv)
 	}
 	if strings.ContainsAny(c.Checkpoint.Origin, "\n+ ") || c.Checkpoint.Origin == "" {
 		p.Addf(validate.Join(path, "checkpoint", "origin"), "must be a non-empty string without spaces, '+' or newlines")
