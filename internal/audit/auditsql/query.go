@@ -47,6 +47,9 @@ func Where(f audit.Filter, ph func(int) string) (string, []any) {
 	}
 	if f.Cursor != "" {
 		p, _ := audit.ParseCursor(f.Cursor)
+		// The redundant bound lets the index range start at the cursor
+		// instead of filtering every newer row of a deep page.
+		add("time_ns <= ?", p.TimeNs)
 		add("(time_ns < ? OR (time_ns = ? AND (log < ? OR (log = ? AND seq < ?))))", p.TimeNs, p.TimeNs, p.Log, p.Log, p.Seq)
 	}
 	if len(conds) == 0 {
