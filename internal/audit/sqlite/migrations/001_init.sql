@@ -1,6 +1,6 @@
 -- Records: body is the encoded entry exactly as hashed; hash = SHA-256(body)
 -- is the chain hash the next entry carries. The other columns are copies
--- for the query indexes; verify checks them against body.
+-- for the query indexes only: results are decoded from body.
 -- A rowid table: rows hold a blob of several hundred bytes, and secondary
 -- indexes then carry an 8-byte rowid instead of (log, seq).
 CREATE TABLE audit_records (
