@@ -22,6 +22,7 @@ Usage:
   dispenser revoke add    --config FILE --kind org|principal|job|task|access_key_id --value V --reason R [--expires-in 24h | --expires-at RFC3339]
   dispenser revoke list   --config FILE [--all]
   dispenser revoke delete --config FILE --id ID
+  dispenser audit        query|verify|verify-receipt|keygen ... (dispenser audit help)
   dispenser version
 `
 
@@ -45,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdPolicy(rest, stdout, stderr)
 	case "keys":
 		return cmdKeys(rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(rest, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(rest, stdout, stderr)
 	case "revoke":

@@ -113,7 +113,7 @@ func token(t *testing.T, subject, org string) string {
 	return s
 }
 
-func call(t *testing.T, srv *httptest.Server, method, path, bearer, body string) (int, string) {
+func opsCall(t *testing.T, srv *httptest.Server, method, path, bearer, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 	if bearer != "" {
@@ -185,26 +185,26 @@ func TestMetricsAfterScriptedRun(t *testing.T) {
 	tok := token(t, principal, "acme")
 	creds := "/credentials?operation=get&location=s3://media/acme/in/&job_id=job-1234&task_id=task-5678"
 	for i := 0; i < 2; i++ {
-		if code, body := call(t, srv, "GET", creds, tok, ""); code != 200 {
+		if code, body := opsCall(t, srv, "GET", creds, tok, ""); code != 200 {
 			t.Fatalf("issue %d: %d %s", i, code, body)
 		}
 	}
-	if code, _ := call(t, srv, "GET", "/credentials?operation=get&location=s3://media/other/", tok, ""); code != 403 {
+	if code, _ := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/other/", tok, ""); code != 403 {
 		t.Fatalf("out-of-scope request: %d", code)
 	}
-	if code, _ := call(t, srv, "GET", creds, "not-a-jwt", ""); code != 401 {
+	if code, _ := opsCall(t, srv, "GET", creds, "not-a-jwt", ""); code != 401 {
 		t.Fatalf("bad token: %d", code)
 	}
-	if code, _ := call(t, srv, "GET", creds, tok, ""); code != 200 { // third and last token
+	if code, _ := opsCall(t, srv, "GET", creds, tok, ""); code != 200 { // third and last token
 		t.Fatalf("third issue: %d", code)
 	}
-	if code, _ := call(t, srv, "GET", creds, tok, ""); code != 429 {
+	if code, _ := opsCall(t, srv, "GET", creds, tok, ""); code != 429 {
 		t.Fatalf("over the limit: %d", code)
 	}
-	if code, body := call(t, srv, "POST", "/v1/revocations", adminToken, `{"kind":"job","value":"job-1234","reason":"test"}`); code != 201 {
+	if code, body := opsCall(t, srv, "POST", "/v1/revocations", adminToken, `{"kind":"job","value":"job-1234","reason":"test"}`); code != 201 {
 		t.Fatalf("revoke: %d %s", code, body)
 	}
-	if code, _ := call(t, srv, "GET", creds, tok, ""); code != 403 {
+	if code, _ := opsCall(t, srv, "GET", creds, tok, ""); code != 403 {
 		t.Fatalf("revoked job: %d", code)
 	}
 	if err := a.reload(); err != nil {
@@ -299,7 +299,7 @@ func TestReloadUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				code, body := call(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/", tok, "")
+				code, body := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/", tok, "")
 				total.Add(1)
 				if code != 200 {
 					failures.Add(1)
@@ -342,7 +342,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("%d of %d requests failed during reloads; first: %v", failures.Load(), total.Load(), firstFailure.Load())
 	}
 	// The good configuration is the one serving.
-	if code, body := call(t, srv, "GET", "/credentials?operation=get&location=s3://archive/acme/x/", tok, ""); code != 200 {
+	if code, body := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://archive/acme/x/", tok, ""); code != 200 {
 		t.Fatalf("grant added by the good reload: %d %s", code, body)
 	}
 	fams := scrape(t, a)
@@ -386,7 +386,7 @@ func TestRevokeCLI(t *testing.T) {
 	// A server on the same database refuses the task.
 	_, srv := startOpsApp(t, path)
 	tok := token(t, "worker-1", "acme")
-	if code, _ := call(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/&task_id=task-1", tok, ""); code != 403 {
+	if code, _ := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/&task_id=task-1", tok, ""); code != 403 {
 		t.Fatalf("task revoked by the CLI served: %d", code)
 	}
 	out.Reset()

@@ -44,10 +44,10 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	_, srvB := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML, ""))
 	tok := token(t, "worker-1", "acme")
 	creds := "/credentials?operation=get&location=s3://media/acme/in/&job_id=job-42"
-	if code, _ := call(t, srvB, "GET", creds, tok, ""); code != 200 {
+	if code, _ := opsCall(t, srvB, "GET", creds, tok, ""); code != 200 {
 		t.Fatalf("replica B before revocation: %d", code)
 	}
-	code, body := call(t, srvA, "POST", "/v1/revocations", adminToken, `{"kind":"job","value":"job-42","reason":"runaway job"}`)
+	code, body := opsCall(t, srvA, "POST", "/v1/revocations", adminToken, `{"kind":"job","value":"job-42","reason":"runaway job"}`)
 	if code != 201 {
 		t.Fatalf("revoke on A: %d %s", code, body)
 	}
@@ -55,14 +55,14 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &rev); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := call(t, srvA, "GET", creds, tok, ""); code != 403 {
+	if code, _ := opsCall(t, srvA, "GET", creds, tok, ""); code != 403 {
 		t.Fatalf("replica A right after its own revocation: %d, want 403", code)
 	}
 	waitStatus := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			code, _ := call(t, srvB, "GET", creds, tok, "")
+			code, _ := opsCall(t, srvB, "GET", creds, tok, "")
 			if code == want {
 				return
 			}
@@ -74,10 +74,10 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	}
 	waitStatus(403)
 	// Both replicas list it; deleting on B lifts it on A.
-	if code, body := call(t, srvB, "GET", "/v1/revocations", adminToken, ""); code != 200 || !json.Valid([]byte(body)) || !strings.Contains(body, rev.ID) {
+	if code, body := opsCall(t, srvB, "GET", "/v1/revocations", adminToken, ""); code != 200 || !json.Valid([]byte(body)) || !strings.Contains(body, rev.ID) {
 		t.Fatalf("list on B: %d %s", code, body)
 	}
-	if code, _ := call(t, srvB, "DELETE", "/v1/revocations/"+rev.ID, adminToken, ""); code != 204 {
+	if code, _ := opsCall(t, srvB, "DELETE", "/v1/revocations/"+rev.ID, adminToken, ""); code != 204 {
 		t.Fatalf("delete on B: %d", code)
 	}
 	srvB, srvA = srvA, srvB

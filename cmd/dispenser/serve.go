@@ -20,6 +20,7 @@ import (
 
 	dispenser "github.com/vtk/dispenser"
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/metrics"
@@ -48,6 +49,9 @@ type app struct {
 	certs       *certReloader // nil without TLS
 	closer      []func() error
 	reloadMu    sync.Mutex // serialises reload and close
+
+	trail        audit.Trail
+	checkpointer *audit.Checkpointer
 }
 
 func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
@@ -115,12 +119,19 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	// The revocation journal is the log until the audit store implements
 	// revoke.Journal; then pass it here.
 	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
+	recorder, err := a.wireAudit(context.Background())
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,
 		AdminAuthenticator: admin,
 		Rules:              rules,
 		Vendor:             a.vendor,
+		Recorder:           recorder,
+		Audit:              &audit.Service{Trail: a.trail, Checkpointer: a.checkpointer, OriginBase: cfg.Audit.Checkpoint.Origin},
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
 		MaxBodyBytes:       cfg.Server.MaxBodyBytes,

@@ -42,6 +42,8 @@ type Options struct {
 	Rules              *scope.Rules
 	Vendor             vend.Vendor
 	Recorder           Recorder
+	// Audit serves the admin audit query and receipts (nil: no routes).
+	Audit AuditLog
 	// MinRemaining is the floor of lifetime left on any credential served.
 	MinRemaining time.Duration
 	// AllowedHosts, when non-empty, refuses requests for any other Host.
@@ -166,6 +168,10 @@ func (s *Server) Handler() http.Handler {
 				r.Post("/v1/revocations", s.addRevocation)
 				r.Get("/v1/revocations", s.listRevocations)
 				r.Delete("/v1/revocations/{id}", s.deleteRevocation)
+			}
+			if s.opt.Audit != nil {
+				r.Get("/v1/audit", s.auditQuery)
+				r.Get("/v1/audit/{id}/proof", s.auditProof)
 			}
 		})
 	}

@@ -1,8 +1,16 @@
 package audit
 
-import "github.com/vtk/dispenser/internal/validate"
+import (
+	"net/url"
+	"os"
+	"strings"
+	"time"
 
-// Config selects the audit store.
+	"github.com/vtk/dispenser/internal/duration"
+	"github.com/vtk/dispenser/internal/validate"
+)
+
+// Config selects and tunes the audit store.
 type Config struct {
 	// Type is sqlite (default) or postgres.
 	Type string `yaml:"type"`
@@ -10,6 +18,51 @@ type Config struct {
 	Path string `yaml:"path"`
 	// DSN is the PostgreSQL connection string.
 	DSN string `yaml:"dsn"`
+	// Log names the log this dispenser appends to: "main" on SQLite; on
+	// PostgreSQL each replica needs its own (default server.replica_id).
+	Log string `yaml:"log"`
+	// BatchSize bounds the records of one group commit (default 256).
+	BatchSize int `yaml:"batch_size"`
+	// BatchWait is how long a commit waits for more records once the first
+	// is in (default 0: commit as soon as the store is free; records that
+	// arrive during a commit share the next one).
+	BatchWait duration.Duration `yaml:"batch_wait"`
+
+	generatedKey bool
+	// Checkpoint configures the signed checkpoints.
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	// AnchorDir receives every checkpoint outside the database. Put it on
+	// another volume, writable by the dispenser but not by whoever
+	// administers the database. Default for SQLite: "<path>.anchors".
+	AnchorDir string `yaml:"anchor_dir"`
+	// AnchorURL, when set, also sends every checkpoint to an HTTP witness
+	// (PUT/GET {anchor_url}/{origin}); AnchorTokenEnv names an environment
+	// variable with a bearer token for it.
+	AnchorURL      string `yaml:"anchor_url"`
+	AnchorTokenEnv string `yaml:"anchor_token_env"`
+	// Mirror, when set, also writes every durable record as a JSON line to
+	// "stdout" or a file, for log shipping. It is a copy, not the evidence.
+	Mirror string `yaml:"mirror"`
+	// Retention deletes records older than this (0: keep forever). The
+	// boundary record and a signed checkpoint at the cut are kept, so the
+	// remaining trail still verifies.
+	Retention duration.Duration `yaml:"retention"`
+}
+
+// CheckpointConfig configures the signed checkpoints.
+type CheckpointConfig struct {
+	// SigningKeyFile holds the Ed25519 note signer key ("dispenser audit
+	// keygen" writes one). It is separate from the database credentials:
+	// whoever can write the database cannot sign. Default for SQLite:
+	// "<path>.checkpoint-key", generated on first start.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// Origin prefixes every log's checkpoint origin (default
+	// "dispenser/audit"); the origin of log L is "<origin>/L".
+	Origin string `yaml:"origin"`
+	// Interval between checkpoints while records arrive (default 1s).
+	Interval duration.Duration `yaml:"interval"`
+	// IdleInterval re-anchors the newest checkpoint when idle (default 1m).
+	IdleInterval duration.Duration `yaml:"idle_interval"`
 }
 
 // ApplyDefaults fills unset fields.
@@ -20,7 +73,36 @@ func (c *Config) ApplyDefaults() {
 	if c.Type == "sqlite" && c.Path == "" {
 		c.Path = "dispenser-audit.db"
 	}
+	if c.Type == "sqlite" && c.Log == "" {
+		c.Log = "main"
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	cp := &c.Checkpoint
+	if cp.Origin == "" {
+		cp.Origin = "dispenser/audit"
+	}
+	if cp.Interval == 0 {
+		cp.Interval = duration.Duration(time.Second)
+	}
+	if cp.IdleInterval == 0 {
+		cp.IdleInterval = duration.Duration(time.Minute)
+	}
+	if c.Type == "sqlite" {
+		if cp.SigningKeyFile == "" {
+			cp.SigningKeyFile = c.Path + ".checkpoint-key"
+			c.generatedKey = true
+		}
+		if c.AnchorDir == "" {
+			c.AnchorDir = c.Path + ".anchors"
+		}
+	}
 }
+
+// GeneratedKey reports whether the signing key path is the SQLite default,
+// which the dispenser creates on first start.
+func (c *Config) GeneratedKey() bool { return c.generatedKey }
 
 // Validate records problems under path.
 func (c *Config) Validate(p *validate.Problems, path string) {
@@ -31,5 +113,40 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 	if c.Type == "postgres" && c.DSN == "" {
 		p.Addf(validate.Join(path, "dsn"), "is required for type postgres")
+	}
+	if c.Log != "" && !ValidLogName(c.Log) {
+		p.Addf(validate.Join(path, "log"), "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10000 {
+		p.Addf(validate.Join(path, "batch_size"), "must be between 1 and 10000")
+	}
+	if c.Type == "postgres" && c.Checkpoint.SigningKeyFile == "" {
+		p.Addf(validate.Join(path, "checkpoint", "signing_key_file"), "is required for type postgres (create one with dispenser audit keygen)")
+	}
+	if c.Type == "postgres" && c.AnchorDir == "" && c.AnchorURL == "" {
+		p.Addf(validate.Join(path, "anchor_dir"), "anchor_dir or anchor_url is required for type postgres")
+	}
+	if c.AnchorURL != "" {
+		if u, err := url.Parse(c.AnchorURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.Addf(validate.Join(path, "anchor_url"), "must be an http(s) URL")
+		}
+	}
+	if c.AnchorTokenEnv != "" && os.Getenv(c.AnchorTokenEnv) == "" {
+		p.Addf(validate.Join(path, "anchor_token_env"), "environment variable %s is empty", c.AnchorTokenEnv)
+	}
+	if strings.ContainsAny(c.Checkpoint.Origin, "\n+ ") || c.Checkpoint.Origin == "" {
+		p.Addf(validate.Join(path, "checkpoint", "origin"), "must be a non-empty string without spaces, '+' or newlines")
+	}
+	if c.Checkpoint.Interval.D() < 100*time.Millisecond || c.Checkpoint.Interval.D() > time.Minute {
+		p.Addf(validate.Join(path, "checkpoint", "interval"), "must be between 100ms and 1m")
+	}
+	if c.Checkpoint.IdleInterval.D() < c.Checkpoint.Interval.D() || c.Checkpoint.IdleInterval.D() > time.Hour {
+		p.Addf(validate.Join(path, "checkpoint", "idle_interval"), "must be between checkpoint.interval and 1h")
+	}
+	if r := c.Retention.D(); r != 0 && r < time.Hour {
+		p.Addf(validate.Join(path, "retention"), "must be 0 (keep forever) or at least 1h")
+	}
+	if c.BatchWait.D() < 0 || c.BatchWait.D() > time.Second {
+		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")
 	}
 }

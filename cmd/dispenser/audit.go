@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/audit/postgres"
+	"github.com/vtk/dispenser/internal/audit/sqlite"
+	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/fault"
+)
+
+// logName is the log this dispenser appends to.
+func logName(cfg *config.Config) string {
+	if cfg.Audit.Log != "" {
+		return cfg.Audit.Log
+	}
+	return cfg.Server.ReplicaID
+}
+
+// openTrail opens the configured audit store (creating and migrating it).
+// readOnly opens PostgreSQL without claiming this replica's log (for the
+// CLI while a dispenser runs).
+func openTrail(ctx context.Context, cfg *config.Config, readOnly bool) (audit.Trail, error) {
+	c := cfg.Audit
+	switch c.Type {
+	case "sqlite":
+		return sqlite.Open(ctx, sqlite.Options{Path: c.Path, Log: logName(cfg)})
+	case "postgres":
+		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, Log: logName(cfg), ReadOnly: readOnly})
+	}
+	return nil, fmt.Errorf("audit: unsupported store type %q", c.Type)
+}
+
+// checkpointSigner loads the checkpoint signing key, generating the SQLite
+// default key on first start.
+func checkpointSigner(cfg *config.Config, log *zap.Logger) (note.Signer, string, error) {
+	c := cfg.Audit.Checkpoint
+	if cfg.Audit.GeneratedKey() {
+		if _, err := os.Stat(c.SigningKeyFile); errors.Is(err, os.ErrNotExist) {
+			vkey, err := audit.GenerateKey(c.SigningKeyFile, "dispenser-audit")
+			if err != nil {
+				return nil, "", fmt.Errorf("generate audit checkpoint key: %w", err)
+			}
+			log.Warn("generated an audit checkpoint signing key next to the database; for production configure audit.checkpoint.signing_key_file on another volume",
+				zap.String("file", c.SigningKeyFile), zap.String("verifier_key", vkey))
+		}
+	}
+	return audit.LoadSigner(c.SigningKeyFile)
+}
+
+// verifierFor returns the verifier from --key (a verifier key or a file
+// holding one), or the one derived from the configured signing key.
+func verifierFor(cfg *config.Config, key string) (note.Verifier, error) {
+	vkey := key
+	if key == "" {
+		if cfg == nil {
+			return nil, errors.New("--key is required")
+		}
+		_, v, err := audit.LoadSigner(cfg.Audit.Checkpoint.SigningKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		vkey = v
+	} else if b, err := os.ReadFile(key); err == nil {
+		vkey = string(b)
+	}
+	return note.NewVerifier(trimSpace(vkey))
+}
+
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// anchors returns the configured checkpoint anchors; verify checks the
+// first (the directory when one is configured).
+func anchors(cfg *config.Config) []audit.Anchor {
+	var out []audit.Anchor
+	if cfg.Audit.AnchorDir != "" {
+		out = append(out, &audit.DirAnchor{Dir: cfg.Audit.AnchorDir})
+	}
+	if cfg.Audit.AnchorURL != "" {
+		h := &audit.HTTPAnchor{URL: cfg.Audit.AnchorURL}
+		if env := cfg.Audit.AnchorTokenEnv; env != "" {
+			h.Header = http.Header{"Authorization": {"Bearer " + os.Getenv(env)}}
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// wireAudit builds the recorder and the checkpointer of a's configuration
+// and registers their shutdown in a.closer.
+func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
+	cfg := a.current.Load()
+	trail, err := openTrail(ctx, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	signer, _, err := checkpointSigner(cfg, a.log)
+	if err != nil {
+		_ = trail.Close()
+		return nil, err
+	}
+	a.trail = trail
+	var mirror *zap.Logger
+	if cfg.Audit.Mirror != "" {
+		zc := zap.NewProductionConfig()
+		zc.OutputPaths = []string{cfg.Audit.Mirror}
+		zc.EncoderConfig.TimeKey = "logged_at"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		zc.Sampling = nil // every record, never sampled
+		zc.DisableCaller, zc.DisableStacktrace = true, true
+		if mirror, err = zc.Build(); err != nil {
+			_ = trail.Close()
+			return nil, fmt.Errorf("audit.mirror: %w", err)
+		}
+		a.closer = append(a.closer, func() error { _ = mirror.Sync(); return nil })
+	}
+	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics, Mirror: mirror})
+	cp := &audit.Checkpointer{
+		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
+		Anchors:  anchors(cfg),
+		Interval: cfg.Audit.Checkpoint.Interval.D(), Idle: cfg.Audit.Checkpoint.IdleInterval.D(),
+		Metrics: a.metrics, Logger: a.log.Named("audit"),
+	}
+	a.checkpointer = cp
+	cctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cp.Run(cctx) }()
+	if keep := cfg.Audit.Retention.D(); keep > 0 {
+		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Keep: keep, Logger: cp.Logger}
+		rdone := make(chan struct{})
+		go func() { defer close(rdone); rt.Run(cctx, time.Hour) }()
+		a.closer = append(a.closer, func() error { <-rdone; return nil })
+	}
+	// a.close runs these in reverse: the writer commits what is queued, the
+	// checkpointer signs and anchors a last checkpoint, the store closes.
+	a.closer = append(a.closer, trail.Close, func() error { cancel(); <-done; return nil }, w.Close)
+	return w, nil
+}
+
+const auditUsage = `Usage:
+  dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
+                         [--outcome issued|denied|failed] [--bucket B] [--since RFC3339] [--until RFC3339]
+                         [--limit N] [--cursor C] [--format table|json|ndjson]
+  dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
+                         exit 0: verified; 1: tampering found; 2: verified, but records after the newest
+                         anchored checkpoint (unanchored tail); 3: could not run
+  dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
+  dispenser audit keygen --out FILE [--name NAME]
+`
+
+func cmdAudit(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return 2
+	}
+	switch args[0] {
+	case "query":
+		return cmdAuditQuery(args[1:], stdout, stderr)
+	case "verify":
+		return cmdAuditVerify(args[1:], stdout, stderr)
+	case "verify-receipt":
+		return cmdAuditVerifyReceipt(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdAuditKeygen(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, auditUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "unknown audit command %q\n\n%s", args[0], auditUsage)
+	return 2
+}
+
+func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("audit query", stderr)
+	path := fs.String("config", "", "configuration file")
+	format := fs.String("format", "table", "table, json or ndjson (ndjson prints every match)")
+	params := map[string]*string{}
+	for _, name := range []string{"org", "principal", "job-id", "task-id", "access-key-id", "outcome", "bucket", "since", "until", "limit", "cursor"} {
+		params[name] = fs.String(name, "", "filter: "+name)
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch *format {
+	case "table", "json", "ndjson":
+	default:
+		fmt.Fprintln(stderr, "audit query: --format must be table, json or ndjson")
+		return 2
+	}
+	q := map[string][]string{}
+	for name, v := range params {
+		if *v != "" {
+			q[strings.ReplaceAll(name, "-", "_")] = []string{*v}
+		}
+	}
+	f, err := api.ParseAuditFilter(q)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit query:", fault.From(err).Message)
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	trail, err := openTrail(ctx, cfg, true)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer trail.Close()
+	p, err := trail.Query(ctx, f)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit query:", err)
+		return 1
+	}
+	switch *format {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(p)
+	case "ndjson":
+		enc := json.NewEncoder(stdout)
+		for {
+			for _, r := range p.Records {
+				_ = enc.Encode(r)
+			}
+			if p.Next == "" {
+				break
+			}
+			f.Cursor = p.Next
+			if p, err = trail.Query(ctx, f); err != nil {
+				fmt.Fprintln(stderr, "audit query:", err)
+				return 1
+			}
+		}
+	default:
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tID\tOUTCOME\tREASON\tORG\tPRINCIPAL\tJOB\tTASK\tOPERATION\tLOCATION\tACCESS KEY")
+		for _, r := range p.Records {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\ts3://%s/%s\t%s\n", r.Time.Format(time.RFC3339), r.ID, r.Outcome, dash(r.Reason),
+				dash(r.Org), dash(r.Principal), dash(r.JobID), dash(r.TaskID), dash(r.Operation), r.Bucket, r.Prefix, dash(r.AccessKeyID))
+		}
+		_ = tw.Flush()
+		if p.Next != "" {
+			fmt.Fprintf(stderr, "more records: --cursor %s\n", p.Next)
+		}
+	}
+	return 0
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("audit verify", stderr)
+	path := fs.String("config", "", "configuration file")
+	incremental := fs.Bool("incremental", false, "start each log at its newest anchored checkpoint")
+	key := fs.String("key", "", "verifier key (or a file holding it); default: derived from audit.checkpoint.signing_key_file")
+	format := fs.String("format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return 3
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 3
+	}
+	v, err := verifierFor(cfg, *key)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit verify:", err)
+		return 3
+	}
+	ctx := context.Background()
+	trail, err := openTrail(ctx, cfg, true)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 3
+	}
+	defer trail.Close()
+	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
+		Anchor: anchors(cfg)[0], Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
+	if err != nil {
+		fmt.Fprintln(stderr, "audit verify:", err)
+		return 3
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		for _, l := range rep.Logs {
+			status := "ok"
+			if len(l.Problems) > 0 {
+				status = "TAMPERED"
+			} else if l.Unanchored > 0 {
+				status = "ok, unanchored tail"
+			}
+			fmt.Fprintf(stdout, "log %s: %s — %d entries (%d re-hashed), anchored checkpoint covers %d, %d unanchored\n",
+				l.Log, status, l.Size, l.Checked, l.Anchored, l.Unanchored)
+			for _, p := range l.Problems {
+				fmt.Fprintf(stdout, "  - %s\n", p)
+			}
+		}
+		if len(rep.Logs) == 0 {
+			fmt.Fprintln(stdout, "no logs")
+		}
+	}
+	switch {
+	case rep.Tampered():
+		return 1
+	case rep.UnanchoredTail():
+		return 2
+	}
+	return 0
+}
+
+func cmdAuditVerifyReceipt(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("audit verify-receipt", stderr)
+	key := fs.String("key", "", "verifier key (or a file holding it)")
+	path := fs.String("config", "", "derive the verifier key from this configuration's signing key instead")
+	var file string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		file, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if file == "" && fs.NArg() == 1 {
+		file = fs.Arg(0)
+	}
+	if file == "" {
+		fmt.Fprintln(stderr, "audit verify-receipt: give the receipt file (- for stdin)")
+		return 2
+	}
+	var cfg *config.Config
+	if *key == "" && *path != "" {
+		c, err := loadConfig(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		cfg = c
+	}
+	v, err := verifierFor(cfg, *key)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit verify-receipt:", err)
+		return 2
+	}
+	var b []byte
+	if file == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "audit verify-receipt:", err)
+		return 1
+	}
+	var rc audit.Receipt
+	if err := json.Unmarshal(b, &rc); err != nil {
+		fmt.Fprintln(stderr, "audit verify-receipt: not a receipt:", err)
+		return 1
+	}
+	if err := audit.VerifyReceipt(&rc, v); err != nil {
+		fmt.Fprintln(stderr, "audit verify-receipt: INVALID:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "receipt valid: %s is entry %d of %s, included in the checkpoint of size %d signed by %s\n",
+		rc.ID, rc.LeafIndex, rc.Origin, rc.TreeSize, v.Name())
+	return 0
+}
+
+func cmdAuditKeygen(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("audit keygen", stderr)
+	out := fs.String("out", "", "file to write the signing key to (created with mode 0600, never overwritten)")
+	name := fs.String("name", "dispenser-audit", "key name shown in signatures")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "audit keygen: --out is required")
+		return 2
+	}
+	vkey, err := audit.GenerateKey(*out, *name)
+	if err != nil {
+		fmt.Fprintln(stderr, "audit keygen:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "signing key written to %s\nverifier key (give it to auditors; audit verify --key):\n%s\n", *out, vkey)
+	return 0
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vtk/dispenser/internal/audit"
+)
+
+// TestCrashChildProcess is the child of TestCrashKeepsEveryIssuedRecord:
+// it only serves, and only when that test starts it.
+func TestCrashChildProcess(t *testing.T) {
+	path := os.Getenv("DISPENSER_CRASH_CHILD_CONFIG")
+	if path == "" {
+		t.Skip("child process of TestCrashKeepsEveryIssuedRecord")
+	}
+	os.Exit(run([]string{"serve", "--config", path}, os.Stdout, os.Stderr))
+}
+
+// TestCrashKeepsEveryIssuedRecord kills a dispenser under load with
+// SIGKILL, restarts it, and checks that every credential a client received
+// has its record and that the trail verifies.
+func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
+	dir := t.TempDir()
+	path := localConfig(t, dir)
+	b, _ := os.ReadFile(path)
+	_ = os.WriteFile(path, []byte(strings.Replace(string(b), "listen: 127.0.0.1:8080", "listen: 127.0.0.1:0", 1)), 0o600)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildProcess$")
+	cmd.Env = append(os.Environ(), "DISPENSER_CRASH_CHILD_CONFIG="+path)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	base := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), "dispenser listening on "); ok {
+			base = addr
+			break
+		}
+	}
+	if base == "" {
+		t.Fatal("child did not report its address")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	for i := 0; ; i++ {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 200 {
+			t.Fatal("child never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, tok, _ := runCLI(t, "token", "--config", path, "--subject", "worker-1", "--org", "acme", "--task-id", "crash")
+	tok = strings.TrimSpace(tok)
+
+	var mu sync.Mutex
+	var received []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", base+"/credentials?operation=put&location=s3://media/acme/out/&task_id=crash", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := client.Do(req)
+				if err != nil {
+					continue // the server is gone
+				}
+				var c struct{ AccessKeyId string }
+				err = json.NewDecoder(resp.Body).Decode(&c)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode == 200 && c.AccessKeyId != "" {
+					mu.Lock()
+					received = append(received, c.AccessKeyId)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		if n >= 300 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL, mid-load
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	close(stop)
+	wg.Wait()
+
+	// Restart on the same files: every credential handed out is on record.
+	a, srv := startAuditApp(t, path)
+	srv.Close()
+	ctx := context.Background()
+	for _, k := range received {
+		p, err := a.trail.Query(ctx, audit.Filter{AccessKeyID: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Records) != 1 || p.Records[0].Outcome != audit.Issued {
+			t.Fatalf("credential %s was received but has %d records", k, len(p.Records))
+		}
+	}
+	a.close()
+	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 0 {
+		t.Fatalf("audit verify after the crash: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("%d credentials received before SIGKILL, all on record; trail verifies", len(received))
+}

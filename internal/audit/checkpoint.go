@@ -1,0 +1,217 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	tlogfmt "github.com/transparency-dev/formats/log"
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vtk/dispenser/internal/metrics"
+)
+
+// Origin is the C2SP checkpoint origin of a log: the configured origin
+// prefix, a slash, and the log name.
+func Origin(base, log string) string { return base + "/" + log }
+
+// LoadSigner reads a note signer key ("PRIVATE+KEY+name+hash+key", as
+// written by GenerateKey) and returns the signer and its verifier key.
+func LoadSigner(path string) (note.Signer, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint signing key: %w", err)
+	}
+	skey := strings.TrimSpace(string(b))
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint signing key %s: %w", path, err)
+	}
+	vkey, err := VerifierKey(skey)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, vkey, nil
+}
+
+// VerifierKey derives the public verifier key from an Ed25519 signer key.
+func VerifierKey(skey string) (string, error) {
+	parts := strings.SplitN(skey, "+", 5) // base64 may contain +
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("checkpoint signing key is not a note signer key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", errors.New("checkpoint signing key is not an Ed25519 note key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	return note.NewEd25519VerifierKey(parts[2], pub)
+}
+
+// GenerateKey writes a new Ed25519 signer key to path (mode 0600, never
+// overwriting) and returns the verifier key.
+func GenerateKey(path, name string) (string, error) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(skey + "\n"); err != nil {
+		_ = f.Close()
+		return "", err
+	}
+	return vkey, f.Close()
+}
+
+// SignCheckpoint signs the C2SP checkpoint of a tree.
+func SignCheckpoint(origin string, size int64, root tlog.Hash, s note.Signer) ([]byte, error) {
+	body := tlogfmt.Checkpoint{Origin: origin, Size: uint64(size), Hash: root[:]}.Marshal()
+	return note.Sign(&note.Note{Text: string(body)}, s)
+}
+
+// OpenCheckpoint verifies a signed checkpoint of origin with v.
+func OpenCheckpoint(signed []byte, origin string, v note.Verifier) (size int64, root tlog.Hash, err error) {
+	cp, _, _, err := tlogfmt.ParseCheckpoint(signed, origin, v)
+	if err != nil {
+		return 0, root, err
+	}
+	if len(cp.Hash) != len(root) || cp.Size > 1<<62 {
+		return 0, root, errors.New("checkpoint has a malformed root hash or size")
+	}
+	copy(root[:], cp.Hash)
+	return int64(cp.Size), root, nil
+}
+
+// Anchor keeps checkpoints outside the database, where whoever controls the
+// database cannot rewrite them.
+type Anchor interface {
+	// Put records signed as the newest checkpoint of origin. It refuses a
+	// checkpoint smaller than the one it holds (a rolled-back database).
+	Put(ctx context.Context, origin string, size int64, signed []byte) error
+	// Latest returns the newest anchored checkpoint of origin, or nil.
+	Latest(ctx context.Context, origin string) ([]byte, error)
+}
+
+// CheckpointSource is what the Checkpointer reads and writes.
+type CheckpointSource interface {
+	LogReader
+	CheckpointStore
+}
+
+// Checkpointer signs a checkpoint of one log at least every Interval while
+// records arrive and every Idle when none do, stores it next to the log and
+// writes it to every anchor.
+type Checkpointer struct {
+	Source   CheckpointSource
+	Log      string
+	Origin   string // full origin (see Origin)
+	Signer   note.Signer
+	Anchors  []Anchor
+	Interval time.Duration // default 1s
+	Idle     time.Duration // default 1m
+	Metrics  *metrics.Metrics
+	Logger   *zap.Logger
+
+	mu         sync.Mutex
+	lastSize   int64
+	lastSigned []byte
+	lastAnchor time.Time
+}
+
+// Checkpoint signs and anchors the current head now (unless it is already
+// the newest and force is false) and returns the signed checkpoint.
+func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, err := c.Source.Head(ctx, c.Log)
+	if err != nil {
+		return nil, err
+	}
+	if h.Size == 0 {
+		return nil, nil
+	}
+	signed := c.lastSigned
+	if h.Size != c.lastSize || signed == nil {
+		root, err := tlog.TreeHash(h.Size, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+			return c.Source.ReadHashes(ctx, c.Log, idx)
+		}))
+		if err != nil {
+			return nil, err
+		}
+		if signed, err = SignCheckpoint(c.Origin, h.Size, root, c.Signer); err != nil {
+			return nil, err
+		}
+		if err := c.Source.PutCheckpoint(ctx, c.Log, h.Size, signed); err != nil {
+			return nil, err
+		}
+		c.lastSize, c.lastSigned = h.Size, signed
+	} else if !force && time.Since(c.lastAnchor) < c.idle() {
+		return signed, nil
+	}
+	var errs []error
+	for _, a := range c.Anchors {
+		if err := a.Put(ctx, c.Origin, h.Size, signed); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		c.Metrics.AuditFailure("anchor")
+		return signed, fmt.Errorf("anchor checkpoint: %w", err)
+	}
+	c.lastAnchor = time.Now()
+	c.Metrics.AnchorAge(0)
+	return signed, nil
+}
+
+func (c *Checkpointer) idle() time.Duration {
+	if c.Idle <= 0 {
+		return time.Minute
+	}
+	return c.Idle
+}
+
+// Run checkpoints until ctx ends, then signs a last checkpoint.
+func (c *Checkpointer) Run(ctx context.Context) {
+	iv := c.Interval
+	if iv <= 0 {
+		iv = time.Second
+	}
+	log := c.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := c.Checkpoint(fctx, true); err != nil {
+				log.Error("final audit checkpoint failed", zap.Error(err))
+			}
+			cancel()
+			return
+		case <-t.C:
+			if _, err := c.Checkpoint(ctx, false); err != nil && ctx.Err() == nil {
+				log.Error("audit checkpoint failed", zap.String("log", c.Log), zap.Error(err))
+			}
+			c.mu.Lock()
+			if !c.lastAnchor.IsZero() {
+				c.Metrics.AnchorAge(time.Since(c.lastAnchor))
+			}
+			c.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,391 @@
+// Package postgres is the shared audit store for several dispenser
+// replicas: each replica appends to its own log (shard), claimed with an
+// advisory lock and fenced by a compare-and-swap on the log's head row, so
+// replicas never serialize on each other. Schema migrations are embedded,
+// versioned and idempotent, and applied at start.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/audit/auditsql"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrLogInUse is returned by Open when another replica holds the log.
+var ErrLogInUse = errors.New("audit postgres: the log is held by another replica (give each replica its own audit.log or server.replica_id)")
+
+// ErrFenced is returned by Append when the head moved under this replica:
+// another writer appended to its log.
+var ErrFenced = errors.New("audit postgres: the log head changed under this replica; refusing to fork the log")
+
+// Store is a PostgreSQL audit trail; it appends to one log and reads all.
+type Store struct {
+	pool *pgxpool.Pool
+	lock *pgxpool.Conn // holds the log's advisory lock
+	log  string
+	now  func() time.Time
+}
+
+var _ audit.Trail = (*Store)(nil)
+
+// Options configure Open.
+type Options struct {
+	DSN string
+	// Log is this replica's log; no two live replicas may share one.
+	Log string
+	// ReadOnly opens without claiming a log (verify, query).
+	ReadOnly bool
+}
+
+// Open connects, migrates and claims the log.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if !o.ReadOnly && !audit.ValidLogName(o.Log) {
+		return nil, fmt.Errorf("audit postgres: invalid log name %q", o.Log)
+	}
+	cfg, err := pgxpool.ParseConfig(o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("audit postgres: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit postgres: %w", err)
+	}
+	s := &Store{pool: pool, log: o.Log, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("audit postgres: migrate: %w", err)
+	}
+	if o.ReadOnly {
+		return s, nil
+	}
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("audit postgres: %w", err)
+	}
+	var ok bool
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('dispenser-audit:' || current_schema() || ':' || $1, 0))`, o.Log).Scan(&ok); err != nil {
+		c.Release()
+		pool.Close()
+		return nil, fmt.Errorf("audit postgres: %w", err)
+	}
+	if !ok {
+		c.Release()
+		pool.Close()
+		return nil, fmt.Errorf("%w: %s", ErrLogInUse, o.Log)
+	}
+	s.lock = c
+	return s, nil
+}
+
+// Close releases the log and the pool.
+func (s *Store) Close() error {
+	if s.lock != nil {
+		// Closing the connection drops its session-level advisory lock.
+		_ = s.lock.Conn().Close(context.Background())
+		s.lock.Release()
+		s.lock = nil
+	}
+	s.pool.Close()
+	return nil
+}
+
+// Log is the name of the log this store appends to.
+func (s *Store) Log() string { return s.log }
+
+func (s *Store) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// Replicas starting together migrate one at a time.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('dispenser-audit-migrate:' || current_schema(), 0))`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS audit_schema (version integer PRIMARY KEY)`); err != nil {
+		return err
+	}
+	for _, name := range names {
+		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name", name)
+		}
+		var done bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit_schema WHERE version = $1)`, v).Scan(&done); err != nil {
+			return err
+		}
+		if done {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, string(body)); err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO audit_schema (version) VALUES ($1)`, v); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func readHashes(ctx context.Context, q querier, log string, idx []int64) ([]tlog.Hash, error) {
+	rows, err := q.Query(ctx, `SELECT idx, hash FROM audit_hashes WHERE log = $1 AND idx = ANY($2)`, log, idx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := map[int64]tlog.Hash{}
+	for rows.Next() {
+		var i int64
+		var b []byte
+		if err := rows.Scan(&i, &b); err != nil {
+			return nil, err
+		}
+		var h tlog.Hash
+		if len(b) != len(h) {
+			return nil, fmt.Errorf("audit postgres: stored hash %d of log %s has %d bytes", i, log, len(b))
+		}
+		copy(h[:], b)
+		got[i] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(idx))
+	for j, i := range idx {
+		h, ok := got[i]
+		if !ok {
+			return nil, fmt.Errorf("audit postgres: stored hash %d of log %s is missing", i, log)
+		}
+		out[j] = h
+	}
+	return out, nil
+}
+
+func readHead(ctx context.Context, q querier, log string) (audit.Head, bool, error) {
+	var h audit.Head
+	var b []byte
+	err := q.QueryRow(ctx, `SELECT size, hash FROM audit_heads WHERE log = $1`, log).Scan(&h.Size, &b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return audit.Head{}, false, nil
+	}
+	if err != nil {
+		return h, false, err
+	}
+	copy(h.Hash[:], b)
+	return h, true, nil
+}
+
+// Append implements audit.Store: one transaction (synchronous commit) with
+// the records, their Merkle nodes and a compare-and-swap of the head.
+func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	if s.lock == nil {
+		return nil, errors.New("audit postgres: opened read-only")
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit postgres: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	head, exists, err := readHead(ctx, tx, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("audit postgres: read head: %w", err)
+	}
+	sealed, err := audit.Seal(s.log, head, recs, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return readHashes(ctx, tx, s.log, idx)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	rows := make([][]any, len(sealed.Entries))
+	for i, e := range sealed.Entries {
+		row := append([]any{s.log, e.Seq}, auditsql.Values(e.Record)...)
+		rows[i] = append(row, sealed.Bodies[i], sealed.Hashes[i][:])
+	}
+	cols := append(append([]string{"log", "seq"}, auditsql.Columns...), "body", "hash")
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_records"}, cols, pgx.CopyFromRows(rows)); err != nil {
+		return nil, fmt.Errorf("audit postgres: insert records: %w", err)
+	}
+	hrows := make([][]any, len(sealed.Tree))
+	for i, h := range sealed.Tree {
+		hrows[i] = []any{s.log, h.Index, h.Hash[:]}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_hashes"}, []string{"log", "idx", "hash"}, pgx.CopyFromRows(hrows)); err != nil {
+		return nil, fmt.Errorf("audit postgres: insert hashes: %w", err)
+	}
+	if exists {
+		tag, err := tx.Exec(ctx, `UPDATE audit_heads SET size = $2, hash = $3 WHERE log = $1 AND size = $4 AND hash = $5`,
+			s.log, sealed.Head.Size, sealed.Head.Hash[:], head.Size, head.Hash[:])
+		if err != nil {
+			return nil, fmt.Errorf("audit postgres: update head: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return nil, ErrFenced
+		}
+	} else if _, err := tx.Exec(ctx, `INSERT INTO audit_heads (log, size, hash) VALUES ($1, $2, $3)`, s.log, sealed.Head.Size, sealed.Head.Hash[:]); err != nil {
+		return nil, fmt.Errorf("audit postgres: create head: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("audit postgres: commit: %w", err)
+	}
+	return sealed.Entries, nil
+}
+
+// Query implements audit.Querier.
+func (s *Store) Query(ctx context.Context, f audit.Filter) (audit.Page, error) {
+	if err := f.Normalize(); err != nil {
+		return audit.Page{}, err
+	}
+	where, args := auditsql.Where(f, func(i int) string { return "$" + strconv.Itoa(i) })
+	rows, err := s.pool.Query(ctx, `SELECT body FROM audit_records WHERE `+where+` `+auditsql.OrderBy+` LIMIT `+strconv.Itoa(f.Limit+1), args...)
+	if err != nil {
+		return audit.Page{}, fmt.Errorf("audit postgres: query: %w", err)
+	}
+	defer rows.Close()
+	return auditsql.ReadPage(rows, f.Limit)
+}
+
+// Logs implements audit.LogReader.
+func (s *Store) Logs(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT log FROM audit_heads UNION SELECT DISTINCT log FROM audit_checkpoints ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// Head implements audit.LogReader.
+func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
+	h, _, err := readHead(ctx, s.pool, log)
+	return h, err
+}
+
+// Scan implements audit.LogReader.
+func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
+	rows, err := s.pool.Query(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq`, log, from)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r audit.Row
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Body implements audit.LogReader.
+func (s *Store) Body(ctx context.Context, log string, seq int64) ([]byte, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT body FROM audit_records WHERE log = $1 AND seq = $2`, log, seq).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, audit.ErrNotFound
+	}
+	return b, err
+}
+
+// ReadHashes implements audit.LogReader.
+func (s *Store) ReadHashes(ctx context.Context, log string, idx []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, s.pool, log, idx)
+}
+
+// PutCheckpoint implements audit.CheckpointStore.
+func (s *Store) PutCheckpoint(ctx context.Context, log string, size int64, signed []byte) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO audit_checkpoints (log, size, note, created_ns) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (log, size) DO NOTHING`, log, size, signed, s.now().UnixNano())
+	return err
+}
+
+// LatestCheckpoint implements audit.CheckpointStore.
+func (s *Store) LatestCheckpoint(ctx context.Context, log string) ([]byte, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT note FROM audit_checkpoints WHERE log = $1 ORDER BY size DESC LIMIT 1`, log).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// CheckpointAt implements audit.CheckpointStore.
+func (s *Store) CheckpointAt(ctx context.Context, log string, size int64) ([]byte, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, `SELECT note FROM audit_checkpoints WHERE log = $1 AND size = $2`, log, size).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// FirstSeqSince implements audit.Pruner.
+func (s *Store) FirstSeqSince(ctx context.Context, log string, t time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM audit_records WHERE log = $1 AND time_ns >= $2),
+		(SELECT size FROM audit_heads WHERE log = $1), 0)`, log, t.UnixNano()).Scan(&n)
+	return n, err
+}
+
+// Prune implements audit.Pruner.
+func (s *Store) Prune(ctx context.Context, log string, p int64) (int64, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_prune (log, before) VALUES ($1, $2)
+		ON CONFLICT (log) DO UPDATE SET before = GREATEST(audit_prune.before, excluded.before)`, log, p); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM audit_records WHERE log = $1 AND seq < $2`, log, p-1)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), tx.Commit(ctx)
+}
+
+// PrunedBefore implements audit.Pruner.
+func (s *Store) PrunedBefore(ctx context.Context, log string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT before FROM audit_prune WHERE log = $1`, log).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}

@@ -1,0 +1,74 @@
+package postgres
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/audit/audittest"
+)
+
+// TestVerifyShards verifies every replica's log of a shared trail against
+// its anchored checkpoint, and finds a row edited in one of them.
+func TestVerifyShards(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	vkey, err := audit.GenerateKey(key, "dispenser-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _, err := audit.LoadSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := note.NewVerifier(vkey)
+	anchor := &audit.DirAnchor{Dir: filepath.Join(dir, "anchors")}
+	var reader *Store
+	for i, log := range []string{"replica-a", "replica-b"} {
+		s := openTemp(t, dsn, log)
+		reader = s
+		var recs []audit.Record
+		for j := 0; j < 5+i; j++ {
+			recs = append(recs, audittest.Sample(j))
+		}
+		if _, err := s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		cp := &audit.Checkpointer{Source: s, Log: log, Origin: audit.Origin("test", log), Signer: signer, Anchors: []audit.Anchor{anchor}}
+		if _, err := cp.Checkpoint(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := audit.VerifyOptions{OriginBase: "test", Verifier: v, Anchor: anchor}
+	rep, err := audit.Verify(ctx, reader, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Logs) != 2 || rep.Tampered() || rep.UnanchoredTail() || rep.Logs[0].Size != 5 || rep.Logs[1].Size != 6 {
+		t.Fatalf("clean shards: %+v", rep)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// The table owner can switch the guard rails off: they are deterrents.
+	if _, err := c.Exec(ctx, `ALTER TABLE audit_records DISABLE TRIGGER ALL;
+		UPDATE audit_records SET body = set_byte(body, length(body) - 2, get_byte(body, length(body) - 2) # 1) WHERE log = 'replica-b' AND seq = 3`); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = audit.Verify(ctx, reader, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Logs[0].Problems != nil || !strings.Contains(strings.Join(rep.Logs[1].Problems, "\n"), "entry 3") {
+		t.Fatalf("edited replica-b entry 3: %+v", rep)
+	}
+}

@@ -1,0 +1,89 @@
+package audit
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// RetentionSource is what Retention reads, signs into and prunes.
+type RetentionSource interface {
+	LogReader
+	CheckpointStore
+	Pruner
+}
+
+// Retention deletes entries older than Keep from one log. Before deleting
+// it signs and stores a checkpoint at the new floor P, and it keeps entry
+// P-1, so the rest of the log still verifies from P (see Verify).
+type Retention struct {
+	Source RetentionSource
+	Log    string
+	Origin string // full origin (see Origin)
+	Signer note.Signer
+	Keep   time.Duration
+	Now    func() time.Time
+	Logger *zap.Logger
+}
+
+// Prune removes what is past retention now and returns how many entries
+// it deleted.
+func (r *Retention) Prune(ctx context.Context) (int64, error) {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	p, err := r.Source.FirstSeqSince(ctx, r.Log, now().Add(-r.Keep))
+	if err != nil {
+		return 0, err
+	}
+	floor, err := r.Source.PrunedBefore(ctx, r.Log)
+	if err != nil {
+		return 0, err
+	}
+	if p <= 1 || p <= floor {
+		return 0, nil
+	}
+	signed, err := r.Source.CheckpointAt(ctx, r.Log, p)
+	if err != nil {
+		return 0, err
+	}
+	if signed == nil {
+		root, err := tlog.TreeHash(p, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+			return r.Source.ReadHashes(ctx, r.Log, idx)
+		}))
+		if err != nil {
+			return 0, err
+		}
+		if signed, err = SignCheckpoint(r.Origin, p, root, r.Signer); err != nil {
+			return 0, err
+		}
+		if err := r.Source.PutCheckpoint(ctx, r.Log, p, signed); err != nil {
+			return 0, err
+		}
+	}
+	return r.Source.Prune(ctx, r.Log, p)
+}
+
+// Run prunes at start and then every interval until ctx ends.
+func (r *Retention) Run(ctx context.Context, interval time.Duration) {
+	log := r.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	for {
+		if n, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
+			log.Error("audit retention failed", zap.String("log", r.Log), zap.Error(err))
+		} else if n > 0 {
+			log.Info("audit retention pruned entries", zap.String("log", r.Log), zap.Int64("entries", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
