@@ -33,6 +33,9 @@ func localConfig(t *testing.T, dir string) string {
 	s := strings.ReplaceAll(string(b), "examples/", ex+"/")
 	s = strings.Replace(s, "path: dispenser-audit.db", "path: "+filepath.Join(dir, "audit.db"), 1)
 	s = strings.Replace(s, "level: info", "level: error", 1)
+	// Tests never take the fixed admin port (other test binaries may run).
+	s = strings.Replace(s, "admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:0", 1)
+	s = strings.Replace(s, "path: dispenser-keys.json", "path: "+filepath.Join(dir, "keys.json"), 1)
 	path := filepath.Join(dir, "dispenser.yaml")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
@@ -90,7 +93,17 @@ func TestAuditEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
 	mirror := filepath.Join(dir, "mirror.jsonl")
-	appendFile(t, path, "  mirror: "+mirror+"\n")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbLine := "  path: " + filepath.Join(dir, "audit.db") + "\n"
+	if !strings.Contains(string(b), dbLine) {
+		t.Fatal("audit path line not found in the test configuration")
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), dbLine, dbLine+"  mirror: "+mirror+"\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	a, srv := startAuditApp(t, path)
 	closed := false
 	defer func() {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/vtk/dispenser/internal/audit"
 
 	"github.com/vtk/dispenser/internal/testenv"
 )
@@ -39,9 +42,30 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 		_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 		_ = c.Close(ctx)
 	})
-	auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema + "\nrevocation:\n  poll_interval: 200ms\n"
-	_, srvA := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML, ""))
-	_, srvB := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML, ""))
+	// Each replica appends to its own audit log (its replica_id), signs
+	// checkpoints with the trail's key and anchors them outside the database.
+	keyFile := filepath.Join(t.TempDir(), "checkpoint-key")
+	if _, err := audit.GenerateKey(keyFile, "dispenser-test"); err != nil {
+		t.Fatal(err)
+	}
+	replica := func(id string) *httptest.Server {
+		dir := t.TempDir()
+		auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema +
+			"\n  checkpoint:\n    signing_key_file: " + keyFile + "\n  anchor_dir: " + filepath.Join(dir, "anchors") +
+			"\nrevocation:\n  poll_interval: 200ms\n"
+		path := opsTestConfig(t, dir, auditYAML, "")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = []byte(strings.Replace(string(b), "  min_remaining: 20m\n", "  min_remaining: 20m\n  replica_id: "+id+"\n", 1))
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, srv := startOpsApp(t, path)
+		return srv
+	}
+	srvA, srvB := replica("replica-a"), replica("replica-b")
 	tok := token(t, "worker-1", "acme")
 	creds := "/credentials?operation=get&location=s3://media/acme/in/&job_id=job-42"
 	if code, _ := opsCall(t, srvB, "GET", creds, tok, ""); code != 200 {
