@@ -148,8 +148,17 @@ func (s *Server) Handler() http.Handler {
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fault.New(fault.NotFound, "not_found", "no such endpoint"))
 	})
+	mux := r
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, fault.New(fault.MethodNotAllowed, "method_not_allowed", "method %s is not allowed here", r.Method))
+		// RFC 9110: a 405 names the methods the resource supports.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			if mux.Match(chi.NewRouteContext(), m, r.URL.Path) {
+				allow = append(allow, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, fault.New(fault.MethodNotAllowed, "method_not_allowed", "method %s is not allowed here (allowed: %s)", methodLabel(r.Method), strings.Join(allow, ", ")))
 	})
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
@@ -223,17 +232,42 @@ func (s *Server) log(r *http.Request) *zap.Logger {
 
 func (s *Server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
 				s.log(r).Error("panic serving request", zap.Any("panic", v), zap.Stack("stack"))
+				s.opt.Metrics.Request(routeOf(r), methodLabel(r.Method), http.StatusInternalServerError)
+				if sw.status != 0 {
+					// Part of an answer is already out: appending an error
+					// would corrupt it, so abort the connection instead.
+					panic(http.ErrAbortHandler)
+				}
 				s.writeError(w, r, fault.New(fault.InternalError, "panic", "internal error"))
 			}
 		}()
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(sw, r)
 	})
+}
+
+// routeOf is the matched route pattern, a bounded label.
+func routeOf(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+		return rc.RoutePattern()
+	}
+	return "unmatched"
+}
+
+// methodLabel bounds the method label: any client can send any method
+// string, and each would otherwise become a new metric series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPut, http.MethodHead, http.MethodOptions, http.MethodPatch:
+		return m
+	}
+	return "other"
 }
 
 type statusWriter struct {
@@ -255,6 +289,20 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Flush passes through, so streamed answers (NDJSON export) reach the
+// client as they are written.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if w.status == 0 {
+			w.status = http.StatusOK
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // logRequests logs one line per request. It logs the path, never the query
 // string: a location may carry userinfo secrets.
 func (s *Server) logRequests(next http.Handler) http.Handler {
@@ -262,13 +310,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := s.opt.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		route := chi.RouteContext(r.Context()).RoutePattern()
-		if route == "" {
-			route = "unmatched"
-		}
-		s.opt.Metrics.Request(route, r.Method, sw.status)
+		s.opt.Metrics.Request(routeOf(r), methodLabel(r.Method), sw.status)
 		s.log(r).Debug("http request",
-			zap.String("method", r.Method), zap.String("route", route),
+			zap.String("method", methodLabel(r.Method)), zap.String("route", routeOf(r)),
 			zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
 	})
 }

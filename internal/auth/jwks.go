@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,6 +79,16 @@ func (s *jwksSource) keys(kid string) []verificationKey {
 		return nil
 	}
 	return *cur
+}
+
+// errJWKSUnavailable means no cached key fits and the last fetch failed.
+var errJWKSUnavailable = errors.New("JWKS unavailable: the last fetch failed and no cached key fits")
+
+// failing reports whether the most recent fetch attempt failed.
+func (s *jwksSource) failing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastFailure != nil
 }
 
 func hasKid(keys []verificationKey, kid string) bool {

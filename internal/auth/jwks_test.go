@@ -268,7 +268,7 @@ func TestJWKSSlowEndpointTimesOut(t *testing.T) {
 	defer close(block)
 	j := newJWKSAuth(t, srv.URL, clock, 50*time.Millisecond)
 	_, err := j.Verify(sign(t, jwt.SigningMethodEdDSA, "ed", testClaims(testNow), k.ed))
-	if reasonOf(Identity{}, err) != "jwt_bad_signature" {
+	if reasonOf(Identity{}, err) != "jwt_jwks_unavailable" || !fault.Is(err, fault.BackendUnavailable) || fault.From(err).RetryAfter == 0 {
 		t.Fatalf("got %v", err)
 	}
 	// Within the rate limit the next request does not wait on the endpoint.

@@ -403,6 +403,12 @@ func (a *JWT) Authenticate(r *http.Request) (Identity, error) {
 func (a *JWT) Verify(raw string) (Identity, error) {
 	claims := jwt.MapClaims{}
 	tok, err := a.parser.ParseWithClaims(raw, claims, a.keyFor)
+	if errors.Is(err, errJWKSUnavailable) {
+		// 503 + Retry-After: SDKs retry 5xx but treat 4xx as final, and an
+		// identity-provider outage must not fail every task for good.
+		return Identity{}, fault.Wrap(err, fault.BackendUnavailable, "jwt_jwks_unavailable",
+			"the token's signing key set cannot be fetched right now; retry shortly").WithRetryAfter(5 * time.Second)
+	}
 	if err != nil || !tok.Valid {
 		return Identity{}, fault.Wrap(err, fault.Unauthorized, jwtReason(err), "invalid bearer token: %s", jwtMessage(err))
 	}
@@ -449,6 +455,11 @@ func (a *JWT) keyFor(t *jwt.Token) (any, error) {
 		cands = append(cands, pick(a.jwks.keys(kid))...)
 	}
 	if len(cands) == 0 {
+		if a.jwks != nil && a.jwks.failing() {
+			// The key may well exist at the identity provider: the set
+			// could not be fetched. That is not a definite "no".
+			return nil, errJWKSUnavailable
+		}
 		return nil, fmt.Errorf("no key accepts algorithm %s (kid %q)", alg, kid)
 	}
 	if len(cands) == 1 {

@@ -1,0 +1,70 @@
+package api
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vtk/dispenser/internal/metrics"
+)
+
+// TestMethodNotAllowedNamesAllow: a 405 carries Allow (RFC 9110) listing
+// exactly the route's methods, in the contract's error shape.
+func TestMethodNotAllowedNamesAllow(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodPut, "/credentials", "GET, POST"},
+		{http.MethodDelete, "/healthz", "GET"},
+		{"BREW", "/v1/whoami", "GET"},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		rec := httptest.NewRecorder()
+		h.srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusMethodNotAllowed {
+			t.Fatalf("%s %s: status %d", tc.method, tc.path, rec.Code)
+		}
+		if got := rec.Header().Get("Allow"); got != tc.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tc.method, tc.path, got, tc.allow)
+		}
+		if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
+	}
+}
+
+// TestMethodLabelIsBounded: arbitrary method strings must not become new
+// metric series (an unauthenticated client could grow them without limit).
+func TestMethodLabelIsBounded(t *testing.T) {
+	m := metrics.New("test")
+	h := newHarness(t, func(o *Options) { o.Metrics = m })
+	for _, meth := range []string{"RANDOM0", "RANDOM1", "RANDOM2"} {
+		rec := httptest.NewRecorder()
+		h.srv.Handler().ServeHTTP(rec, httptest.NewRequest(meth, "/nope", nil))
+	}
+	if n := testutil.CollectAndCount(m.Requests); n != 1 {
+		t.Fatalf("%d request series after three odd methods, want 1", n)
+	}
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues("unmatched", "other", "405")); got != 3 {
+		t.Fatalf(`requests{route="unmatched",method="other",status="405"} = %v, want 3`, got)
+	}
+}
+
+// TestPanicAfterWriteAbortsConnection: once part of an answer is out, a
+// panic must abort the connection, not append an error to the body.
+func TestPanicAfterWriteAbortsConnection(t *testing.T) {
+	s := New(Options{})
+	h := s.recoverer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"partial":`))
+		panic("boom")
+	}))
+	defer func() {
+		if v := recover(); v != http.ErrAbortHandler {
+			t.Fatalf("recovered %v, want http.ErrAbortHandler", v)
+		}
+	}()
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	t.Fatal("panic was swallowed after a partial write")
+}
