@@ -10,7 +10,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/dispenser ./cmd/dispenser \
- && mkdir -p /out/data
+ && mkdir -p /out/data /out/var/lib/dispenser/key /out/var/lib/dispenser/anchors
 
 # Runtime: no shell, no package manager; CA certificates for STS/IAM over
 # TLS; a fixed non-root user. The root filesystem can be mounted read-only:
@@ -19,6 +19,9 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/dispenser /usr/local/bin/dispenser
 COPY --from=build --chown=65532:65532 /out/data /data
+# Mount points for the audit checkpoint key and anchors (owned by the
+# runtime user, so fresh volumes mounted there are writable by it).
+COPY --from=build --chown=65532:65532 /out/var/lib/dispenser /var/lib/dispenser
 USER 65532:65532
 WORKDIR /data
 VOLUME ["/data"]

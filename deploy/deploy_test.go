@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/testenv"
+	"github.com/vtk/dispenser/internal/validate"
 )
 
 // docs decodes every YAML document of a file.
@@ -350,5 +352,40 @@ func TestStaticBinary(t *testing.T) {
 	id, _ := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "id", "-u").Output()
 	if strings.TrimSpace(string(id)) != "65534" {
 		t.Fatalf("setpriv ran as uid %q", id)
+	}
+}
+
+// TestShippedConfigsValidate runs the dispenser's own configuration
+// validation over every configuration the deploy files ship, so a manifest
+// cannot drift into a config `serve` refuses. Files they reference live in
+// the container (mounted secrets, certificates), so a missing file is the
+// only problem tolerated here.
+func TestShippedConfigsValidate(t *testing.T) {
+	k := manifests(t)
+	compose, err := os.ReadFile("compose.dispenser.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{
+		"kubernetes/configmap.yaml": at(k["ConfigMap"][0], "data", "dispenser.yaml").(string),
+		"compose.dispenser.yaml":    string(compose),
+	} {
+		// Environment-variable secrets the configs name.
+		t.Setenv("DISPENSER_ADMIN_TOKEN", strings.Repeat("x", 40))
+		t.Setenv("DISPENSER_REDIS_PASSWORD", "x")
+		_, err := config.Parse([]byte(text))
+		var ve *validate.Error
+		if err != nil && !errors.As(err, &ve) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ve == nil {
+			continue
+		}
+		for _, p := range ve.Problems {
+			if strings.Contains(p.Message, "no such file or directory") {
+				continue
+			}
+			t.Errorf("%s: %s", name, p)
+		}
 	}
 }

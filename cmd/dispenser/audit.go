@@ -400,12 +400,19 @@ func cmdAuditKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("audit keygen", stderr)
 	out := fs.String("out", "", "file to write the signing key to (created with mode 0600, never overwritten)")
 	name := fs.String("name", "dispenser-audit", "key name shown in signatures")
+	ifMissing := fs.Bool("if-missing", false, "succeed without writing when --out already exists (first-start provisioning)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *out == "" {
 		fmt.Fprintln(stderr, "audit keygen: --out is required")
 		return 2
+	}
+	if *ifMissing {
+		if _, err := os.Stat(*out); err == nil {
+			fmt.Fprintf(stdout, "signing key %s already exists; left unchanged\n", *out)
+			return 0
+		}
 	}
 	vkey, err := audit.GenerateKey(*out, *name)
 	if err != nil {
