@@ -202,7 +202,9 @@ return {0, 0}
 `)
 
 func (l *Limiter) takeRedis(ctx context.Context, reqs []bucketReq) (string, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.rcfg.Timeout.D())
+	// Detached from the caller: a client hanging up must not look like
+	// Redis being down (which would switch this replica to local limits).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.rcfg.Timeout.D())
 	defer cancel()
 	keys := make([]string, len(reqs))
 	args := make([]any, 0, 2*len(reqs))

@@ -229,3 +229,25 @@ func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
 	}
 	return m.GetGauge().GetValue()
 }
+
+// TestCancelledCallerKeepsRedis: a caller that hung up (cancelled context)
+// must not be mistaken for Redis being down.
+func TestCancelledCallerKeepsRedis(t *testing.T) {
+	addr := testenv.Redis(t)
+	prefix := testenv.UniqueName("dispenser-test:") + ":"
+	t.Cleanup(func() { cleanupKeys(t, addr, prefix) })
+	m := metrics.New("test")
+	l := redisLimiter(t, addr, prefix, Config{PerPrincipal: Limit{Rate: 100, Burst: 100}}, m)
+	if err := l.Allow(context.Background(), "w1", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = l.Allow(ctx, "w1", "acme")
+	if v := gaugeValue(t, m.RateLimitBackend.WithLabelValues("redis")); v != 1 {
+		t.Fatalf("rate_limiter_backend{redis} = %v after a cancelled caller, want 1 (Redis is up)", v)
+	}
+	if l.downUntil.Load() != 0 {
+		t.Fatal("a cancelled caller marked Redis as down")
+	}
+}
