@@ -217,8 +217,15 @@ func (s *SigV4) Authenticate(r *http.Request) (Identity, error) {
 	if key.Disabled {
 		return Identity{}, sigErr("key_disabled", "the access key is disabled")
 	}
-	if s.replay != nil && !s.replay.add(p.Signature, validUntil, now) {
-		return Identity{}, sigErr("replayed", "this signature was already used")
+	if s.replay != nil {
+		switch s.replay.add(p.Signature, validUntil, now) {
+		case replaySeen:
+			return Identity{}, sigErr("replayed", "this signature was already used")
+		case replayFull:
+			// Not the caller's fault: a transient overload, so 503.
+			return Identity{}, fault.New(fault.BackendUnavailable, "sigv4_replay_cache_full",
+				"the replay cache is full; retry shortly").WithRetryAfter(time.Second)
+		}
 	}
 	return Identity{
 		Principal: key.Name,
@@ -382,14 +389,21 @@ func newReplayCache(max int) *replayCache {
 	return &replayCache{max: max, seen: map[string]time.Time{}}
 }
 
-// add records sig and reports whether it was new. When full, expired
-// entries are swept; if still full the request is refused rather than the
-// cache silently forgetting (fail closed under a flood).
-func (c *replayCache) add(sig string, until, now time.Time) bool {
+// Outcomes of replayCache.add.
+const (
+	replayNew = iota
+	replaySeen
+	replayFull
+)
+
+// add records sig and reports replayNew, replaySeen, or replayFull. When
+// full, expired entries are swept; if still full the request is refused
+// rather than the cache silently forgetting (fail closed under a flood).
+func (c *replayCache) add(sig string, until, now time.Time) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if exp, ok := c.seen[sig]; ok && now.Before(exp) {
-		return false
+		return replaySeen
 	}
 	if len(c.seen) >= c.max {
 		for k, exp := range c.seen {
@@ -398,9 +412,9 @@ func (c *replayCache) add(sig string, until, now time.Time) bool {
 			}
 		}
 		if len(c.seen) >= c.max {
-			return false
+			return replayFull
 		}
 	}
 	c.seen[sig] = until
-	return true
+	return replayNew
 }

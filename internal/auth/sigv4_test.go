@@ -408,15 +408,15 @@ func TestSigV4Replay(t *testing.T) {
 
 func TestReplayCacheExpiresAndBounds(t *testing.T) {
 	c := newReplayCache(2)
-	if !c.add("a", sigNow.Add(time.Minute), sigNow) || c.add("a", sigNow.Add(time.Minute), sigNow) {
-		t.Fatal("first add must pass, second must fail")
+	if c.add("a", sigNow.Add(time.Minute), sigNow) != replayNew || c.add("a", sigNow.Add(time.Minute), sigNow) != replaySeen {
+		t.Fatal("first add must pass, second must be a replay")
 	}
-	if !c.add("a", sigNow.Add(3*time.Minute), sigNow.Add(2*time.Minute)) {
+	if c.add("a", sigNow.Add(3*time.Minute), sigNow.Add(2*time.Minute)) != replayNew {
 		t.Fatal("an expired entry must not block")
 	}
 	c.add("b", sigNow.Add(time.Hour), sigNow)
-	if c.add("c", sigNow.Add(time.Hour), sigNow) {
-		t.Fatal("a full cache must refuse, not forget")
+	if c.add("c", sigNow.Add(time.Hour), sigNow) != replayFull {
+		t.Fatal("a full cache must refuse (as full, not as a replay), not forget")
 	}
 }
 

@@ -145,6 +145,13 @@ func (s *FileStore) Lookup(_ context.Context, id string) (Key, error) {
 func (s *FileStore) Create(_ context.Context, name, org string) (Key, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Two `keys` commands (or a command and a server) may write at once:
+	// the read-modify-write below runs under an exclusive file lock.
+	unlock, err := lockFile(s.path + ".lock")
+	if err != nil {
+		return Key{}, err
+	}
+	defer unlock()
 	if err := s.refresh(); err != nil {
 		return Key{}, err
 	}
@@ -183,6 +190,13 @@ func (s *FileStore) List(context.Context) ([]Key, error) {
 func (s *FileStore) Disable(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Two `keys` commands (or a command and a server) may write at once:
+	// the read-modify-write below runs under an exclusive file lock.
+	unlock, err := lockFile(s.path + ".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := s.refresh(); err != nil {
 		return err
 	}
