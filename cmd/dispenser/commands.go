@@ -55,6 +55,19 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 	if err := p.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// Build the authenticators too, so check-config reports what only
+	// construction finds (unreadable key stores, bad CA bundles) exactly as
+	// serve would; what they opened is closed at once.
+	if _, closers, err := c.Auth.BuildWith(auth.BuildDeps{}); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	} else {
+		for _, cl := range closers {
+			_ = cl.Close()
+		}
+	}
+	if _, err := c.Admin.Build(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return c, nil
 }
 
