@@ -310,20 +310,26 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			errc <- srv.Serve(ln)
 		}
 	}()
+	// Become ready as soon as every backend is: keep trying (base
+	// credentials may arrive late, e.g. IRSA) with backoff until shutdown;
+	// /readyz answers 503 meanwhile.
 	go func() {
-		startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
+		backoff := time.Second
 		for {
-			if err := a.start(startCtx); err == nil {
+			attempt, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := a.start(attempt)
+			cancel()
+			if err == nil {
 				log.Info("dispenser ready")
 				return
-			} else if startCtx.Err() != nil {
-				log.Error("dispenser did not become ready", zap.Error(err))
-				return
-			} else {
-				log.Warn("backend not ready yet", zap.Error(err))
 			}
-			time.Sleep(time.Second)
+			log.Warn("not ready yet; retrying", zap.Error(err), zap.Duration("retry_in", backoff))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
 		}
 	}()
 	hup := make(chan os.Signal, 1)
