@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -127,8 +126,8 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 		p.Addf(validate.Join(path, "anchor_dir"), "anchor_dir or anchor_url is required for type postgres")
 	}
 	if c.AnchorURL != "" {
-		if u, err := url.Parse(c.AnchorURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			p.Addf(validate.Join(path, "anchor_url"), "must be an http(s) URL")
+		if err := validate.ServiceURL(c.AnchorURL); err != nil {
+			p.Addf(validate.Join(path, "anchor_url"), "%v", err)
 		}
 	}
 	if c.AnchorTokenEnv != "" && os.Getenv(c.AnchorTokenEnv) == "" {

@@ -9,9 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -104,7 +102,7 @@ func (c *JWTConfig) Validate(p *validate.Problems, path string) {
 		p.Addf(validate.Join(path, "leeway"), "must be between 0 and 5m")
 	}
 	if c.JWKSURL != "" {
-		if err := checkJWKSURL(c.JWKSURL); err != nil {
+		if err := validate.ServiceURL(c.JWKSURL); err != nil {
 			p.Addf(validate.Join(path, "jwks_url"), "%v", err)
 		}
 	}
@@ -129,25 +127,6 @@ func (c *JWTConfig) Validate(p *validate.Problems, path string) {
 			p.Addf(validate.Join(path, "signing_key_file"), "%v", err)
 		}
 	}
-}
-
-// checkJWKSURL requires https, or http to a loopback host (a prefix test
-// would let http://127.0.0.1.attacker.example through).
-func checkJWKSURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.User != nil {
-		return fmt.Errorf("must be an absolute https:// URL without userinfo")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		h := u.Hostname()
-		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
-			return nil
-		}
-	}
-	return fmt.Errorf("must be https:// (http only for loopback)")
 }
 
 // verificationKey is a parsed key and the algorithms it may verify.

@@ -281,25 +281,6 @@ func TestJWTConfigValidate(t *testing.T) {
 	}
 }
 
-func TestCheckJWKSURL(t *testing.T) {
-	for u, ok := range map[string]bool{
-		"https://idp.example/.well-known/jwks.json": true,
-		"http://127.0.0.1:8080/jwks":                true,
-		"http://localhost/jwks":                     true,
-		"http://[::1]:9/jwks":                       true,
-		"http://127.0.0.1.evil.example/jwks":        false,
-		"http://localhost.evil.example/jwks":        false,
-		"http://idp.example/jwks":                   false,
-		"https://user:pass@idp.example/jwks":        false,
-		"ftp://idp.example/jwks":                    false,
-		"/relative":                                 false,
-	} {
-		if err := checkJWKSURL(u); (err == nil) != ok {
-			t.Errorf("%s: %v", u, err)
-		}
-	}
-}
-
 // BenchmarkJWTVerify is the EdDSA verification alone, to compare with
 // api.BenchmarkCredentials (the whole request path).
 func BenchmarkJWTVerify(b *testing.B) {

@@ -256,10 +256,4 @@ func (c *Config) Validate(p *validate.Problems) {
 }
 
 // IsLoopback reports whether host is a loopback name or address.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopback(host string) bool { return validate.IsLoopbackHost(host) }

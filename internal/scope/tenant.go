@@ -54,6 +54,15 @@ const (
 	MaxRoleDuration    = 12 * time.Hour
 )
 
+// ValidRoleARN reports whether s is an IAM role ARN STS accepts as RoleArn.
+func ValidRoleARN(s string) bool { return roleARNRe.MatchString(s) }
+
+// ValidExternalID reports whether s fits STS's ExternalId: 2–1224
+// characters of [\w+=,.@:/-].
+func ValidExternalID(s string) bool {
+	return len(s) >= 2 && len(s) <= 1224 && externalIDRe.MatchString(s)
+}
+
 var (
 	roleARNRe    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
 	externalIDRe = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
@@ -85,10 +94,10 @@ func (t *Tenant) Validate(p *validate.Problems, path string, backends map[string
 	if !orgRe.MatchString(t.Org) {
 		p.Addf(validate.Join(path, "org"), "must be 1-128 characters of letters, digits, '.', '_' or '-'")
 	}
-	if t.RoleARN != "" && !roleARNRe.MatchString(t.RoleARN) {
+	if t.RoleARN != "" && !ValidRoleARN(t.RoleARN) {
 		p.Addf(validate.Join(path, "role_arn"), "%q is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)", t.RoleARN)
 	}
-	if t.ExternalID != "" && (len(t.ExternalID) < 2 || len(t.ExternalID) > 1224 || !externalIDRe.MatchString(t.ExternalID)) {
+	if t.ExternalID != "" && !ValidExternalID(t.ExternalID) {
 		p.Addf(validate.Join(path, "external_id"), "must be 2-1224 characters of [\\w+=,.@:/-]")
 	}
 	if backends != nil && !backends[t.Backend] {

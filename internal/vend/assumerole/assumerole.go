@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -84,10 +83,8 @@ type Options struct {
 }
 
 var (
-	roleARNRe    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDRe = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
-	nameRe       = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
-	regionRe     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
+	nameRe   = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+	regionRe = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
 )
 
 // ApplyDefaults fills unset options.
@@ -117,14 +114,14 @@ func (o Options) Validate(p *validate.Problems, path string) {
 		p.Addf(validate.Join(path, "region"), "%q is not an AWS region (for example eu-central-1)", o.Region)
 	}
 	if o.Endpoint != "" {
-		if err := checkEndpoint(o.Endpoint); err != nil {
+		if err := validate.ServiceURL(o.Endpoint); err != nil {
 			p.Addf(validate.Join(path, "endpoint"), "%v", err)
 		}
 	}
-	if o.BaseRoleARN != "" && !roleARNRe.MatchString(o.BaseRoleARN) {
+	if o.BaseRoleARN != "" && !scope.ValidRoleARN(o.BaseRoleARN) {
 		p.Addf(validate.Join(path, "base_role_arn"), "%q is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)", o.BaseRoleARN)
 	}
-	if o.BaseExternalID != "" && (len(o.BaseExternalID) < 2 || len(o.BaseExternalID) > 1224 || !externalIDRe.MatchString(o.BaseExternalID)) {
+	if o.BaseExternalID != "" && !scope.ValidExternalID(o.BaseExternalID) {
 		p.Addf(validate.Join(path, "base_external_id"), "must be 2-1224 characters of [\\w+=,.@:/-]")
 	}
 	if o.BaseRoleARN == "" && (o.BaseExternalID != "" || o.BaseSessionName != "") {
@@ -150,31 +147,6 @@ func (o Options) Validate(p *validate.Problems, path string) {
 	}
 	o.Cache.Validate(p, validate.Join(path, "cache"))
 	o.Budget.Validate(p, validate.Join(path, "budget"))
-}
-
-func checkEndpoint(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
-	}
-	if u.User != nil {
-		return fmt.Errorf("must not carry credentials in the URL")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		host := u.Hostname()
-		if host == "localhost" {
-			return nil
-		}
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			return nil
-		}
-		return fmt.Errorf("http is allowed for loopback endpoints only; use https")
-	default:
-		return fmt.Errorf("scheme must be https (or http on loopback)")
-	}
 }
 
 func init() {
