@@ -255,7 +255,7 @@ func TestE2EMTLS(t *testing.T) {
 	if certs == nil {
 		t.Fatal("newApp loaded no certificate for a TLS configuration")
 	}
-	tc, err := serverTLSConfig(cfg, certs.get)
+	tc, err := serverTLSConfig(func() *config.Config { return cfg }, certs.get)
 	if err != nil {
 		t.Fatal(err)
 	}

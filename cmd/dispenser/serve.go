@@ -192,16 +192,37 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 
 // serverTLSConfig is the listener's TLS configuration: the server
 // certificate and, when auth.mtls is configured, the client CA bundle and
-// whether a client certificate is optional or required.
-func serverTLSConfig(cfg *config.Config, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
-	if m := cfg.Auth.MTLS; m != nil {
-		pool, clientAuth, err := m.TLSServerSettings()
-		if err != nil {
-			return nil, err
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, clientAuth
+// whether a client certificate is optional or required. Those are taken
+// from the current configuration at each handshake (cached per
+// configuration), so a reload that adds or removes a CA applies to new
+// connections. The first configuration is checked at once.
+func serverTLSConfig(current func() *config.Config, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*tls.Config, error) {
+	type settings struct {
+		cfg *config.Config
+		tc  *tls.Config
 	}
+	var cache atomic.Pointer[settings]
+	build := func(cfg *config.Config) (*tls.Config, error) {
+		if c := cache.Load(); c != nil && c.cfg == cfg {
+			return c.tc, nil
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
+		if m := cfg.Auth.MTLS; m != nil {
+			pool, clientAuth, err := m.TLSServerSettings()
+			if err != nil {
+				return nil, err
+			}
+			tc.ClientCAs, tc.ClientAuth = pool, clientAuth
+		}
+		cache.Store(&settings{cfg: cfg, tc: tc})
+		return tc, nil
+	}
+	first, err := build(current())
+	if err != nil {
+		return nil, err
+	}
+	tc := first.Clone()
+	tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return build(current()) }
 	return tc, nil
 }
 
@@ -249,7 +270,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	certs := a.certs
 	if certs != nil {
-		if srv.TLSConfig, err = serverTLSConfig(cfg, certs.get); err != nil {
+		if srv.TLSConfig, err = serverTLSConfig(a.current.Load, certs.get); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}

@@ -103,18 +103,22 @@ func (c *Config) Build() (Chain, error) {
 func (c *Config) BuildWith(d BuildDeps) (Chain, []io.Closer, error) {
 	var chain Chain
 	var closers []io.Closer
+	var m *MTLS
+	if c.MTLS != nil {
+		var err error
+		if m, err = NewMTLS(*c.MTLS, d.Now); err != nil {
+			return nil, nil, fmt.Errorf("auth.mtls: %w", err)
+		}
+	}
 	if c.Gateway != nil {
 		g, err := NewGateway(*c.Gateway, d.Logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("auth.gateway: %w", err)
 		}
+		g.mtls = m
 		chain = append(chain, g)
 	}
-	if c.MTLS != nil {
-		m, err := NewMTLS(*c.MTLS, d.Now)
-		if err != nil {
-			return nil, nil, fmt.Errorf("auth.mtls: %w", err)
-		}
+	if m != nil {
 		chain = append(chain, m)
 	}
 	if c.SigV4 != nil {

@@ -69,6 +69,10 @@ type Gateway struct {
 	cfg     GatewayConfig
 	proxies []netip.Prefix
 	log     *zap.Logger
+	// mtls re-verifies a gateway client certificate against the current
+	// CA bundle (the TLS stack's verification may predate a reload that
+	// removed a CA).
+	mtls *MTLS
 }
 
 // NewGateway returns the authenticator; log may be nil.
@@ -101,8 +105,11 @@ func (g *Gateway) trusted(r *http.Request) bool {
 			}
 		}
 	}
-	if len(g.cfg.TrustedClientCerts) > 0 && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		leaf := r.TLS.VerifiedChains[0][0]
+	if len(g.cfg.TrustedClientCerts) > 0 && g.mtls != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		leaf, err := g.mtls.verifiedLeaf(r.TLS)
+		if err != nil {
+			return false
+		}
 		for _, name := range certNames(leaf) {
 			for _, pat := range g.cfg.TrustedClientCerts {
 				if globMatch(pat, name) {

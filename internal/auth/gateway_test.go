@@ -162,13 +162,22 @@ func TestGatewayTrustedByClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gateway's certificate is verified against auth.mtls's current
+	// bundle, not trusted from the TLS stack's (possibly stale) chains.
+	g.mtls, err = NewMTLS(MTLSConfig{CAFile: authtest.WriteFile(t, t.TempDir(), "ca.pem", ca.PEM), ClientAuth: "optional", PrincipalFrom: "uri"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := authtest.NewCA(t, "removed-by-reload")
+	stale, _, _ := removed.Issue(t, authtest.Leaf{CN: "apigw", URIs: []string{"spiffe://example.org/apigw"}})
 	for _, tc := range []struct {
 		name    string
 		state   *tls.ConnectionState
 		trusted bool
 	}{
 		{"gateway cert verified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{gw.Leaf}, VerifiedChains: [][]*x509.Certificate{{gw.Leaf, ca.Cert}}}, true},
-		{"gateway cert unverified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{gw.Leaf}}, false},
+		{"gateway cert from a CA no longer configured", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{stale.Leaf}, VerifiedChains: [][]*x509.Certificate{{stale.Leaf, removed.Cert}}}, false},
+		{"gateway cert the listener did not verify, valid for the bundle", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{gw.Leaf}}, true},
 		{"other cert", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{other.Leaf}, VerifiedChains: [][]*x509.Certificate{{other.Leaf, ca.Cert}}}, false},
 		{"no tls", nil, false},
 	} {

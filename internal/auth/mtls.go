@@ -127,6 +127,25 @@ func NewMTLS(cfg MTLSConfig, now func() time.Time) (*MTLS, error) {
 	return &MTLS{cfg: cfg, pool: pool, now: now}, nil
 }
 
+// verifiedLeaf verifies the peer's chain against the configured bundle
+// (the current one: the listener's own verification may predate a reload)
+// and returns the leaf.
+func (m *MTLS) verifiedLeaf(cs *tls.ConnectionState) (*x509.Certificate, error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return nil, fmt.Errorf("no client certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots: m.pool, Intermediates: inter, CurrentTime: m.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return leaf, err
+}
+
 func mtlsErr(reason, format string, args ...any) *fault.Error {
 	return fault.New(fault.Unauthorized, "mtls_"+reason, format, args...)
 }
@@ -139,15 +158,8 @@ func (m *MTLS) Authenticate(r *http.Request) (Identity, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return Identity{}, ErrNoCredentials
 	}
-	leaf := r.TLS.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: m.pool, Intermediates: inter, CurrentTime: m.now(),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	leaf, err := m.verifiedLeaf(r.TLS)
+	if err != nil {
 		return Identity{}, fault.Wrap(err, fault.Unauthorized, "mtls_untrusted_certificate", "the client certificate is not valid for this dispenser")
 	}
 	var name string
