@@ -90,7 +90,9 @@ func TestAuditEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
 	mirror := filepath.Join(dir, "mirror.jsonl")
-	appendFile(t, path, "  mirror: "+mirror+"\n")
+	// The audit section is not the last one: add the mirror inside it.
+	b, _ := os.ReadFile(path)
+	writeFile(t, path, strings.Replace(string(b), "audit:\n  type: sqlite\n", "audit:\n  type: sqlite\n  mirror: "+mirror+"\n", 1))
 	a, srv := startAuditApp(t, path)
 	closed := false
 	defer func() {

@@ -116,14 +116,18 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		a.close()
 		return nil, err
 	}
-	// The revocation journal is the log until the audit store implements
-	// revoke.Journal; then pass it here.
-	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
 	recorder, err := a.wireAudit(context.Background())
 	if err != nil {
 		a.close()
 		return nil, err
 	}
+	// Every revocation change is a durable record in the audit trail
+	// (outcome revoked/unrevoked), then a log line.
+	journal := revoke.MultiJournal{
+		revoke.AuditJournal{Recorder: recorder, RequestID: api.RequestID, ReplicaID: cfg.Server.ReplicaID},
+		revoke.LogJournal{Logger: log.Named("revoke")},
+	}
+	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,

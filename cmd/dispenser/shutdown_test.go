@@ -60,7 +60,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	addr := freePort(t)
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--listen", addr)
+	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--listen", addr, "--admin-listen", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
