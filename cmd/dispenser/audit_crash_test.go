@@ -32,7 +32,9 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
 	b, _ := os.ReadFile(path)
-	_ = os.WriteFile(path, []byte(strings.Replace(string(b), "listen: 127.0.0.1:8080", "listen: 127.0.0.1:0", 1)), 0o600)
+	s := strings.Replace(string(b), "listen: 127.0.0.1:8080", "listen: 127.0.0.1:0", 1)
+	s = strings.Replace(s, "admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:0", 1)
+	_ = os.WriteFile(path, []byte(s), 0o600)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildProcess$")
 	cmd.Env = append(os.Environ(), "DISPENSER_CRASH_CHILD_CONFIG="+path)

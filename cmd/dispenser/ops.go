@@ -149,7 +149,7 @@ func (a *app) reload() (err error) {
 	if err != nil {
 		return err
 	}
-	chain, closers, err := cfg.Auth.BuildWith(auth.BuildDeps{Logger: a.log.Named("auth")})
+	chain, closers, err := cfg.Auth.BuildWith(a.authDeps())
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vtk/dispenser/internal/audit"
-
 	"github.com/vtk/dispenser/internal/testenv"
 )
 
@@ -42,30 +40,19 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 		_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 		_ = c.Close(ctx)
 	})
-	// Each replica appends to its own audit log (its replica_id), signs
-	// checkpoints with the trail's key and anchors them outside the database.
-	keyFile := filepath.Join(t.TempDir(), "checkpoint-key")
-	if _, err := audit.GenerateKey(keyFile, "dispenser-test"); err != nil {
+	keyDir := t.TempDir()
+	key := filepath.Join(keyDir, "checkpoint.key")
+	if _, err := audit.GenerateKey(key, "dispenser-audit"); err != nil {
 		t.Fatal(err)
 	}
-	replica := func(id string) *httptest.Server {
-		dir := t.TempDir()
-		auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema +
-			"\n  checkpoint:\n    signing_key_file: " + keyFile + "\n  anchor_dir: " + filepath.Join(dir, "anchors") +
+	// Each replica appends to its own log of the shared trail.
+	auditYAML := func(log string) string {
+		return "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema + "\n  log: " + log +
+			"\n  anchor_dir: " + filepath.Join(keyDir, "anchors") + "\n  checkpoint:\n    signing_key_file: " + key +
 			"\nrevocation:\n  poll_interval: 200ms\n"
-		path := opsTestConfig(t, dir, auditYAML, "")
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = []byte(strings.Replace(string(b), "  min_remaining: 20m\n", "  min_remaining: 20m\n  replica_id: "+id+"\n", 1))
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, srv := startOpsApp(t, path)
-		return srv
 	}
-	srvA, srvB := replica("replica-a"), replica("replica-b")
+	_, srvA := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML("replica-a"), ""))
+	_, srvB := startOpsApp(t, opsTestConfig(t, t.TempDir(), auditYAML("replica-b"), ""))
 	tok := token(t, "worker-1", "acme")
 	creds := "/credentials?operation=get&location=s3://media/acme/in/&job_id=job-42"
 	if code, _ := opsCall(t, srvB, "GET", creds, tok, ""); code != 200 {
@@ -106,6 +93,17 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	}
 	srvB, srvA = srvA, srvB
 	waitStatus(200)
+
+	// The add is in replica A's log, the delete in B's; both are found
+	// through either replica.
+	for _, q := range []struct{ outcome, log string }{{"revoked", "replica-a"}, {"unrevoked", "replica-b"}} {
+		code, body := opsCall(t, srvA, "GET", "/v1/audit?outcome="+q.outcome, adminToken, "")
+		var p audit.Page
+		if code != 200 || json.Unmarshal([]byte(body), &p) != nil || len(p.Records) != 1 ||
+			!strings.HasPrefix(p.Records[0].ID, q.log+":") || p.Records[0].JobID != "job-42" {
+			t.Fatalf("%s records: %d %s", q.outcome, code, body)
+		}
+	}
 }
 
 func writeCert(t *testing.T, dir string, notAfter time.Time) (certFile, keyFile string) {

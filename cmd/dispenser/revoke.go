@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/revoke"
 )
@@ -57,7 +58,17 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	reg := revoke.NewRegistry(revoke.Options{Store: store, Kill: kill, Logger: log.Named("revoke")})
+	var journal revoke.Journal = revoke.LogJournal{Logger: log.Named("revoke")}
+	if sub == "add" || sub == "delete" {
+		j, closeTrail, err := cliJournal(ctx, c, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "revoke:", err)
+			return 1
+		}
+		defer closeTrail()
+		journal = revoke.MultiJournal{j, journal}
+	}
+	reg := revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke")})
 	actor := "cli"
 	if u, err := user.Current(); err == nil {
 		actor = "cli:" + u.Username
@@ -116,4 +127,52 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "revoke: unknown subcommand %q (add, list, delete)\n", sub)
 	return 2
+}
+
+// cliLog is the audit log the revoke CLI appends to. It is its own log, so
+// the CLI never races a running server for the head of the server's log
+// (on PostgreSQL a second CLI run at the same moment waits for nothing: it
+// fails to claim the log and changes nothing).
+const cliLog = "revoke-cli"
+
+// cliJournal records the CLI's changes in the audit trail like the admin
+// API does, in log cliLog, and anchors a checkpoint after each one so
+// `audit verify` covers them. It needs the checkpoint signing key.
+func cliJournal(ctx context.Context, c *config.Config, log *zap.Logger) (revoke.Journal, func(), error) {
+	cc := *c
+	cc.Audit.Log = cliLog
+	trail, err := openTrail(ctx, &cc, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit trail (revocation changes are recorded there): %w", err)
+	}
+	signer, _, err := checkpointSigner(&cc, log)
+	if err != nil {
+		_ = trail.Close()
+		return nil, nil, fmt.Errorf("audit checkpoint key: %w", err)
+	}
+	cp := &audit.Checkpointer{Source: trail, Log: cliLog, Origin: audit.Origin(cc.Audit.Checkpoint.Origin, cliLog), Signer: signer,
+		Anchors: anchors(&cc), Logger: log.Named("audit")}
+	j := revoke.AuditJournal{Recorder: anchoredAppend{trail: trail, cp: cp, log: log}, ReplicaID: cc.Server.ReplicaID}
+	return j, func() { _ = trail.Close() }, nil
+}
+
+// anchoredAppend appends one record and then signs and anchors a
+// checkpoint of the CLI's log.
+type anchoredAppend struct {
+	trail audit.Trail
+	cp    *audit.Checkpointer
+	log   *zap.Logger
+}
+
+// Record implements revoke.Recorder. It fails only when the record is not
+// durable; a failed checkpoint is a warning (the record is in the trail,
+// and `audit verify` reports the unanchored tail).
+func (r anchoredAppend) Record(ctx context.Context, rec audit.Record) error {
+	if _, err := r.trail.Append(ctx, []audit.Record{rec}); err != nil {
+		return err
+	}
+	if _, err := r.cp.Checkpoint(ctx, true); err != nil {
+		r.log.Warn("revocation recorded, but its audit checkpoint was not signed or anchored", zap.Error(err))
+	}
+	return nil
 }

@@ -52,6 +52,22 @@ type app struct {
 
 	trail        audit.Trail
 	checkpointer *audit.Checkpointer
+	deps         appDeps
+}
+
+// appDeps are collaborators newApp builds itself in production and tests
+// replace: the zero value is production.
+type appDeps struct {
+	// STSClient is the HTTP client of the auth.iam method (default: one
+	// built from its configuration). Tests point it at a local STS while
+	// requests keep naming the real STS hosts, so the endpoint allow-list
+	// is exercised as in production.
+	STSClient *http.Client
+}
+
+// authDeps are the authenticator dependencies of a build or a reload.
+func (a *app) authDeps() auth.BuildDeps {
+	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient}
 }
 
 func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
@@ -60,7 +76,12 @@ func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, e
 
 // newApp wires the dispenser from cfg. It does not listen.
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
-	a := &app{log: log, metrics: metrics.New(version)}
+	return newAppWith(cfg, log, appDeps{})
+}
+
+// newAppWith is newApp with replaced collaborators (tests).
+func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (*app, error) {
+	a := &app{log: log, metrics: metrics.New(version), deps: deps}
 	a.current.Store(cfg)
 	var p validate.Problems
 	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log, Metrics: a.metrics}, &p)
@@ -79,7 +100,7 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, closers, err := cfg.Auth.BuildWith(auth.BuildDeps{Logger: log.Named("auth")})
+	chain, closers, err := cfg.Auth.BuildWith(a.authDeps())
 	if err != nil {
 		return nil, err
 	}
@@ -116,14 +137,18 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 		a.close()
 		return nil, err
 	}
-	// The revocation journal is the log until the audit store implements
-	// revoke.Journal; then pass it here.
-	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
 	recorder, err := a.wireAudit(context.Background())
 	if err != nil {
 		a.close()
 		return nil, err
 	}
+	// Every revocation change is a durable record in the audit trail
+	// (outcome revoked/unrevoked), then a log line.
+	journal := revoke.MultiJournal{
+		revoke.AuditJournal{Recorder: recorder, RequestID: api.RequestID, ReplicaID: cfg.Server.ReplicaID},
+		revoke.LogJournal{Logger: log.Named("revoke")},
+	}
+	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/revoke"
@@ -31,7 +32,10 @@ type RevocationChecker interface {
 
 // RevocationAdmin changes the revocation list. Errors are *fault.Error:
 // InvalidRequest for a bad revocation, NotFound for an unknown id,
-// BackendUnavailable when the store (or the AWS kill switch) fails.
+// BackendUnavailable when the store (or the AWS kill switch) fails,
+// AuditUnavailable when a deletion cannot be recorded. Add returns a
+// stored revocation together with a *revoke.Incomplete when it is in
+// force but unrecorded or without its AWS deny.
 type RevocationAdmin interface {
 	Add(ctx context.Context, r revoke.Revocation, actor string) (revoke.Revocation, error)
 	List(ctx context.Context) ([]revoke.Revocation, error)
@@ -56,6 +60,9 @@ type RevocationRequest struct {
 type RevocationView struct {
 	revoke.Revocation
 	Active bool `json:"active"`
+	// Warnings name what did not happen for a revocation that is in force
+	// regardless: audit_unrecorded, aws_kill_switch_failed.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // RevocationList is the answer of GET /v1/revocations.
@@ -86,16 +93,26 @@ func (s *Server) addRevocation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// A failed kill switch still leaves the revocation in force for new
-	// requests: answer 201 with the revocation, but say so in a header and
-	// the log so the operator knows issued credentials remain valid.
+	// A stored revocation is in force for new requests even when a
+	// follow-up step failed (the audit record, the AWS kill switch): answer
+	// 201 with the revocation, and name each failure in a warning header,
+	// the body and the log, so the operator is never told it all went well.
+	var view RevocationView
 	if err != nil {
-		w.Header().Set("X-Dispenser-Warning", "aws_kill_switch_failed")
-		fe := fault.From(err)
-		s.log(r).Error("revocation added without its AWS deny", errorFields(fe)...)
+		var inc *revoke.Incomplete
+		if errors.As(err, &inc) {
+			view.Warnings = inc.Warnings
+		} else {
+			view.Warnings = []string{"incomplete"}
+		}
+		for _, w8 := range view.Warnings {
+			w.Header().Add("X-Dispenser-Warning", w8)
+		}
+		s.log(r).Error("revocation added, but incomplete", zap.Strings("warnings", view.Warnings), zap.String("revocation_id", rev.ID), zap.Error(err))
 	}
 	w.Header().Set("Location", "/v1/revocations/"+rev.ID)
-	writeJSON(w, http.StatusCreated, RevocationView{Revocation: rev, Active: rev.Active(s.opt.Now())})
+	view.Revocation, view.Active = rev, rev.Active(s.opt.Now())
+	writeJSON(w, http.StatusCreated, view)
 }
 
 func (s *Server) listRevocations(w http.ResponseWriter, r *http.Request) {

@@ -149,10 +149,8 @@ func (f *Filter) Normalize() error {
 	if f.Limit < 1 || f.Limit > MaxLimit {
 		return fmt.Errorf("limit must be between 1 and %d", MaxLimit)
 	}
-	switch f.Outcome {
-	case "", Issued, Denied, Failed:
-	default:
-		return fmt.Errorf("outcome must be issued, denied or failed")
+	if f.Outcome != "" && !f.Outcome.Known() {
+		return fmt.Errorf("outcome must be issued, denied, failed, revoked or unrevoked")
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return fmt.Errorf("until must be after since")

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,8 +24,8 @@ type Metrics struct {
 	BackendLatency    *prometheus.HistogramVec // backend, type
 	BackendErrors     *prometheus.CounterVec   // backend, code
 	CacheEvents       *prometheus.CounterVec   // event: hit, miss, eviction, refresh, refresh_error
-	CacheSize         prometheus.Gauge
-	CacheOldestLeft   prometheus.Gauge // seconds until the soonest cached entry falls under the floor
+	CacheSize         prometheus.GaugeFunc     // entries in every credential cache, read at scrape time
+	CacheOldestLeft   prometheus.GaugeFunc     // seconds until the soonest cached entry falls under the floor, at scrape time
 	AuditWriteLatency prometheus.Histogram
 	AuditBatchSize    prometheus.Histogram
 	AuditFailures     *prometheus.CounterVec // kind: write, vended_unrecorded, anchor
@@ -39,7 +40,15 @@ type Metrics struct {
 	TLSCertExpiry     prometheus.Gauge       // unix seconds
 	ConfigReloads     *prometheus.CounterVec // result: ok, rejected
 	BuildInfo         *prometheus.GaugeVec
+
+	cacheMu   sync.Mutex
+	caches    map[int]CacheSource
+	cacheNext int
 }
+
+// CacheSource reports one credential cache's state: its size and how long
+// until its soonest entry falls under the serving floor.
+type CacheSource func() (size int, soonestFloor time.Duration)
 
 // New registers every collector on a fresh registry, with the Go and
 // process collectors.
@@ -53,8 +62,12 @@ func New(version string) *Metrics {
 	m.BackendLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_call_duration_seconds", Help: "Backend (STS, static, mock) call latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"backend", "type"})
 	m.BackendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total", Help: "Backend errors by error code."}, []string{"backend", "code"})
 	m.CacheEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "credential_cache_events_total", Help: "Credential cache hits, misses, evictions and refreshes."}, []string{"event"})
-	m.CacheSize = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_entries", Help: "Credentials held in the cache."})
-	m.CacheOldestLeft = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_soonest_floor_seconds", Help: "Seconds until the soonest cached credential falls under the serving floor (how long an STS outage can be ridden out)."})
+	// The cache gauges are computed at scrape time: the time left shrinks
+	// while nothing happens in the cache (an outage is when it matters).
+	m.CacheSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_entries", Help: "Credentials held in the cache."},
+		func() float64 { n, _ := m.cacheState(); return float64(n) })
+	m.CacheOldestLeft = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "credential_cache_soonest_floor_seconds", Help: "Seconds until the soonest cached credential falls under the serving floor (how long an STS outage can be ridden out)."},
+		func() float64 { _, d := m.cacheState(); return d.Seconds() })
 	m.AuditWriteLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_write_duration_seconds", Help: "Time until a decision record is durable.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)})
 	m.AuditBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_batch_records", Help: "Records per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
 	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind (write, vended_unrecorded, anchor)."}, []string{"kind"})
@@ -116,14 +129,45 @@ func (m *Metrics) Cache(event string) {
 	m.CacheEvents.WithLabelValues(event).Inc()
 }
 
-// CacheState sets the cache size and the seconds until the soonest entry
-// falls under the floor.
-func (m *Metrics) CacheState(size int, soonestFloor time.Duration) {
+// AddCache makes a credential cache's state part of the cache gauges,
+// read at every scrape, and returns the function that removes it. Several
+// caches (one per backend) add up: their sizes sum and the soonest floor
+// is the least among non-empty caches (0 when every cache is empty).
+func (m *Metrics) AddCache(src CacheSource) (remove func()) {
 	if m == nil {
-		return
+		return func() {}
 	}
-	m.CacheSize.Set(float64(size))
-	m.CacheOldestLeft.Set(soonestFloor.Seconds())
+	m.cacheMu.Lock()
+	defer m.cacheMu.Unlock()
+	if m.caches == nil {
+		m.caches = map[int]CacheSource{}
+	}
+	id := m.cacheNext
+	m.cacheNext++
+	m.caches[id] = src
+	return func() {
+		m.cacheMu.Lock()
+		defer m.cacheMu.Unlock()
+		delete(m.caches, id)
+	}
+}
+
+func (m *Metrics) cacheState() (size int, soonest time.Duration) {
+	m.cacheMu.Lock()
+	srcs := make([]CacheSource, 0, len(m.caches))
+	for _, s := range m.caches {
+		srcs = append(srcs, s)
+	}
+	m.cacheMu.Unlock()
+	soonest = -1
+	for _, src := range srcs {
+		n, d := src()
+		size += n
+		if n > 0 && (soonest < 0 || d < soonest) {
+			soonest = d
+		}
+	}
+	return size, max(soonest, 0)
 }
 
 // AuditWrite records one group commit.

@@ -111,8 +111,10 @@ type Event struct {
 }
 
 // Journal records revocation changes in the audit trail. Note returns an
-// error when the event is not durable; the change has happened regardless
-// (a revocation is never held back for want of a log line).
+// error when the event is not durable. The Registry notes an added
+// revocation after storing it (a cut-off is never held back for want of a
+// record: the caller is told it is unrecorded) and a deletion before
+// deleting (access is never restored unrecorded).
 type Journal interface {
 	Note(ctx context.Context, e Event) error
 }
@@ -324,7 +326,13 @@ func (g *Registry) Add(ctx context.Context, r Revocation, actor string) (Revocat
 	if err := g.o.Store.Add(ctx, r); err != nil {
 		return Revocation{}, fault.Wrap(err, fault.BackendUnavailable, "revocation_store", "the revocation store is unavailable").WithRetryAfter(2 * time.Second)
 	}
-	g.note(ctx, Event{Time: now, Action: "add", Actor: actor, Revocation: r})
+	var warnings []string
+	var causes []error
+	if err := g.note(ctx, Event{Time: now, Action: "add", Actor: actor, Revocation: r}); err != nil {
+		warnings = append(warnings, "audit_unrecorded")
+		causes = append(causes, fault.Wrap(err, fault.AuditUnavailable, "audit_unrecorded",
+			"revocation %s is in force, but the audit trail could not record it", r.ID))
+	}
 	if err := g.Refresh(ctx); err != nil {
 		g.o.Logger.Warn("revocation stored; local refresh failed (the poll will pick it up)", zap.Error(err))
 	}
@@ -332,9 +340,13 @@ func (g *Registry) Add(ctx context.Context, r Revocation, actor string) (Revocat
 		if err := g.o.Kill.Apply(ctx, r); err != nil {
 			g.o.Logger.Error("revocation stored but the AWS kill switch failed; credentials already issued stay valid until they expire",
 				zap.String("revocation_id", r.ID), zap.Error(err))
-			return r, fault.Wrap(err, fault.BackendUnavailable, "kill_switch_failed",
-				"revocation %s is in force for new requests, but the AWS deny policy could not be attached", r.ID)
+			warnings = append(warnings, "aws_kill_switch_failed")
+			causes = append(causes, fault.Wrap(err, fault.BackendUnavailable, "kill_switch_failed",
+				"revocation %s is in force for new requests, but the AWS deny policy could not be attached", r.ID))
 		}
+	}
+	if len(warnings) > 0 {
+		return r, &Incomplete{Warnings: warnings, Err: errors.Join(causes...)}
 	}
 	return r, nil
 }
@@ -349,32 +361,46 @@ func (g *Registry) List(ctx context.Context) ([]Revocation, error) {
 	return list, nil
 }
 
-// Delete removes a revocation (and its AWS deny).
+// Delete removes a revocation (and its AWS deny). The deletion is
+// recorded in the audit trail first: when the trail cannot record it, the
+// revocation stays in force and Delete returns AuditUnavailable.
 func (g *Registry) Delete(ctx context.Context, id, actor string) error {
-	var found *Revocation
-	list, err := g.o.Store.List(ctx)
-	if err == nil {
-		for i := range list {
-			if list[i].ID == id {
-				found = &list[i]
-			}
-		}
-	}
-	if err := g.o.Store.Delete(ctx, id); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return fault.New(fault.NotFound, "no_such_revocation", "no revocation with id %q", truncate(id, 64))
-		}
+	unavailable := func(err error) error {
 		return fault.Wrap(err, fault.BackendUnavailable, "revocation_store", "the revocation store is unavailable").WithRetryAfter(2 * time.Second)
 	}
-	ev := Event{Time: g.o.Now(), Action: "delete", Actor: actor, Revocation: Revocation{ID: id}}
-	if found != nil {
-		ev.Revocation = *found
+	notFound := fault.New(fault.NotFound, "no_such_revocation", "no revocation with id %q", truncate(id, 64))
+	list, err := g.o.Store.List(ctx)
+	if err != nil {
+		return unavailable(err)
 	}
-	g.note(ctx, ev)
+	var found *Revocation
+	for i := range list {
+		if list[i].ID == id {
+			found = &list[i]
+		}
+	}
+	if found == nil {
+		return notFound
+	}
+	ev := Event{Time: g.o.Now(), Action: "delete", Actor: actor, Revocation: *found}
+	if err := g.note(ctx, ev); err != nil {
+		return fault.Wrap(err, fault.AuditUnavailable, "audit_unavailable",
+			"the audit trail cannot record this change; revocation %s stays in force", found.ID).WithRetryAfter(2 * time.Second)
+	}
+	if err := g.o.Store.Delete(ctx, id); err != nil {
+		// The trail already says "unrevoked": follow it with the failure so
+		// a reader does not take the first record for the result.
+		ev.Time, ev.Action = g.o.Now(), "delete_failed"
+		_ = g.note(ctx, ev)
+		if errors.Is(err, ErrNotFound) {
+			return notFound
+		}
+		return unavailable(err)
+	}
 	if err := g.Refresh(ctx); err != nil {
 		g.o.Logger.Warn("revocation deleted; local refresh failed (the poll will pick it up)", zap.Error(err))
 	}
-	if g.o.Kill != nil && found != nil {
+	if g.o.Kill != nil {
 		if err := g.o.Kill.Remove(ctx, *found); err != nil {
 			return fault.Wrap(err, fault.BackendUnavailable, "kill_switch_failed", "revocation %s is deleted, but its AWS deny policy could not be removed", id)
 		}
@@ -382,11 +408,14 @@ func (g *Registry) Delete(ctx context.Context, id, actor string) error {
 	return nil
 }
 
-func (g *Registry) note(ctx context.Context, e Event) {
-	if err := g.o.Journal.Note(ctx, e); err != nil {
-		g.o.Logger.Error("revocation change not recorded in the audit trail", zap.String("revocation_id", e.Revocation.ID), zap.Error(err))
+func (g *Registry) note(ctx context.Context, e Event) error {
+	err := g.o.Journal.Note(ctx, e)
+	if err != nil {
+		g.o.Logger.Error("revocation change not recorded in the audit trail", zap.String("action", e.Action),
+			zap.String("revocation_id", e.Revocation.ID), zap.Error(err))
 		g.o.Metrics.AuditFailure("revocation")
 	}
+	return err
 }
 
 func truncate(s string, n int) string {

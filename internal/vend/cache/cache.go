@@ -119,10 +119,11 @@ type Cache struct {
 	floor time.Duration
 	d     Deps
 
-	stop     context.Context
-	stopFunc context.CancelFunc
-	bg       sync.WaitGroup
-	sf       singleflight.Group
+	stop      context.Context
+	stopFunc  context.CancelFunc
+	unpublish func() // removes the cache from the metrics
+	bg        sync.WaitGroup
+	sf        singleflight.Group
 
 	mu    sync.Mutex
 	ll    *list.List // front = most recently used
@@ -160,6 +161,7 @@ func New(next vend.Vendor, opt Options, serverFloor time.Duration, d Deps) *Cach
 	c := &Cache{next: next, opt: opt, floor: max(opt.MinRemaining.D(), serverFloor), d: d,
 		ll: list.New(), items: map[string]*list.Element{}}
 	c.stop, c.stopFunc = context.WithCancel(context.Background())
+	c.unpublish = d.Metrics.AddCache(func() (int, time.Duration) { st := c.Stats(); return st.Size, st.SoonestFloor })
 	return c
 }
 
@@ -380,10 +382,10 @@ func (c *Cache) publishLocked(now time.Time) {
 	}
 	c.st.Size = c.ll.Len()
 	c.st.SoonestFloor = max(soonest, 0)
-	c.d.Metrics.CacheState(c.st.Size, c.st.SoonestFloor)
 }
 
-// Stats returns a snapshot (and refreshes the size and soonest-floor gauges).
+// Stats returns a snapshot at the current time (the size and soonest-floor
+// gauges read it at every scrape).
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -442,6 +444,7 @@ func (c *Cache) Reload() error {
 // Close cancels in-flight upstream fetches and waits for background
 // refreshes to finish.
 func (c *Cache) Close() error {
+	c.unpublish()
 	c.stopFunc()
 	c.bg.Wait()
 	return nil
