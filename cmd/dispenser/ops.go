@@ -15,6 +15,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
@@ -202,8 +203,10 @@ func restartOnly(old, cur *config.Config) []string {
 			out = append(out, field)
 		}
 	}
-	check("server.listen", old.Server.Listen, cur.Server.Listen)
-	check("server.admin_listen", old.Server.AdminListen, cur.Server.AdminListen)
+	// The server section (listeners, timeouts, floor, hosts, body limit,
+	// mTLS client auth mode) and logging are read once at start.
+	check("server", serverSansTLS(old.Server), serverSansTLS(cur.Server))
+	check("log", old.Log, cur.Log)
 	check("audit", old.Audit, cur.Audit)
 	check("rate_limits.redis", old.RateLimits.Redis, cur.RateLimits.Redis)
 	check("revocation", old.Revocation, cur.Revocation)
@@ -215,7 +218,26 @@ func restartOnly(old, cur *config.Config) []string {
 		return m
 	}
 	check("backends", types(old), types(cur))
+	// Backend options (region, endpoint, cache, budget) are built once;
+	// static backends re-read their credentials file, not their options.
+	for n, spec := range cur.Backends {
+		if o, ok := old.Backends[n]; ok && o.Type == spec.Type && !reflect.DeepEqual(yamlOf(o.Options), yamlOf(spec.Options)) {
+			out = append(out, "backends."+n)
+		}
+	}
 	return out
+}
+
+// serverSansTLS is the server section without the certificate paths, which
+// a reload does apply.
+func serverSansTLS(s config.ServerConfig) config.ServerConfig {
+	s.TLS = config.TLSConfig{}
+	return s
+}
+
+func yamlOf(n yaml.Node) string {
+	b, _ := yaml.Marshal(&n)
+	return string(b)
 }
 
 // watchConfig reloads when the configuration file changes. It watches the
