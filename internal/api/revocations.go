@@ -132,8 +132,17 @@ func (s *Server) listRevocations(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteRevocation(w http.ResponseWriter, r *http.Request) {
 	admin, _ := IdentityFrom(r.Context())
 	if err := s.opt.RevocationAdmin.Delete(r.Context(), chi.URLParam(r, "id"), admin.Principal); err != nil {
-		s.writeError(w, r, err)
-		return
+		var inc *revoke.Incomplete
+		if !errors.As(err, &inc) {
+			s.writeError(w, r, err)
+			return
+		}
+		// Deleted, but a follow-up step failed (the AWS deny stays): 204
+		// with the warning, so a retry does not meet a 404.
+		for _, w8 := range inc.Warnings {
+			w.Header().Add("X-Dispenser-Warning", w8)
+		}
+		s.log(r).Error("revocation deleted, but incomplete", zap.Strings("warnings", inc.Warnings), zap.Error(err))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)

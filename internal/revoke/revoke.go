@@ -402,7 +402,9 @@ func (g *Registry) Delete(ctx context.Context, id, actor string) error {
 	}
 	if g.o.Kill != nil {
 		if err := g.o.Kill.Remove(ctx, *found); err != nil {
-			return fault.Wrap(err, fault.BackendUnavailable, "kill_switch_failed", "revocation %s is deleted, but its AWS deny policy could not be removed", id)
+			// The deletion happened: report what did not, rather than an
+			// error a client would retry into a 404.
+			return &Incomplete{Warnings: []string{"kill_switch_not_removed"}, Err: err}
 		}
 	}
 	return nil

@@ -130,3 +130,37 @@ func TestStoreDownKeepsLastList(t *testing.T) {
 		t.Fatal("a registry that never loaded the list reports ready")
 	}
 }
+
+// failingKill applies revocations on the AWS side but cannot remove them.
+type failingKill struct{}
+
+var _ revoke.KillSwitch = failingKill{}
+
+func (failingKill) Apply(context.Context, revoke.Revocation) error { return nil }
+func (failingKill) Remove(context.Context, revoke.Revocation) error {
+	return errors.New("iam: AccessDenied on DeleteRolePolicy")
+}
+
+// TestDeleteWithFailedKillSwitchIsIncomplete: the revocation is deleted
+// even when its AWS deny cannot be removed; Delete says so with an
+// Incomplete (answered 204 + warning), not an error a client would retry
+// into a 404.
+func TestDeleteWithFailedKillSwitchIsIncomplete(t *testing.T) {
+	ctx := context.Background()
+	g := revoke.NewRegistry(revoke.Options{Store: &revoketest.Mem{}, Kill: failingKill{}})
+	rv, err := g.Add(ctx, revoke.Revocation{Kind: revoke.KindJob, Value: "job-1", Reason: "test"}, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Delete(ctx, rv.ID, "ops")
+	var inc *revoke.Incomplete
+	if !errors.As(err, &inc) || len(inc.Warnings) != 1 || inc.Warnings[0] != "kill_switch_not_removed" {
+		t.Fatalf("Delete = %v, want Incomplete{kill_switch_not_removed}", err)
+	}
+	if _, ok := g.Check(revoke.Subject{JobID: "job-1"}); ok {
+		t.Fatal("the revocation is still in force after Delete")
+	}
+	if err := g.Delete(ctx, rv.ID, "ops"); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("second Delete = %v, want NotFound", err)
+	}
+}
