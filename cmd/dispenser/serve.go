@@ -80,12 +80,19 @@ func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 }
 
 // newAppWith is newApp with replaced collaborators (tests).
-func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (*app, error) {
+func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err error) {
 	a := &app{log: log, metrics: metrics.New(version), deps: deps}
+	// Whatever was opened before a failure (caches, key stores, the
+	// limiter, stores) is closed again.
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
 	a.current.Store(cfg)
 	var p validate.Problems
 	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log, Metrics: a.metrics}, &p)
-	if err := p.Err(); err != nil {
+	if err = p.Err(); err != nil {
 		return nil, err
 	}
 	// Backends whose options enable the credential cache (assume-role:
@@ -128,18 +135,15 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (*app, error)
 	defer cancel()
 	store, closeStore, err := openRevocationStore(ctx, cfg.Audit)
 	if err != nil {
-		a.close()
 		return nil, err
 	}
 	a.closer = append(a.closer, closeStore)
 	kill, err := newKillSwitch(ctx, cfg.Revocation.AWSKillSwitch, a.current.Load)
 	if err != nil {
-		a.close()
 		return nil, err
 	}
 	recorder, err := a.wireAudit(context.Background())
 	if err != nil {
-		a.close()
 		return nil, err
 	}
 	// Every revocation change is a durable record in the audit trail
