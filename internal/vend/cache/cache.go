@@ -308,7 +308,7 @@ func (c *Cache) store(key string, creds vend.Credentials) {
 		if el, ok := c.items[key]; ok {
 			c.removeLocked(el)
 		}
-		c.publishLocked(now)
+		c.st.Size = c.ll.Len()
 		return
 	}
 	// Refresh past half-life, but early enough to finish before the entry
@@ -327,7 +327,7 @@ func (c *Cache) store(key string, creds vend.Credentials) {
 			c.d.Metrics.Cache("eviction")
 		}
 	}
-	c.publishLocked(now)
+	c.st.Size = c.ll.Len()
 }
 
 // failed handles an upstream failure for key: a definite refusal
@@ -350,12 +350,12 @@ func (c *Cache) failed(key string, err error) {
 	if fault.Is(err, fault.AccessDenied) || fault.Is(err, fault.InvalidRequest) {
 		c.removeLocked(el)
 		c.d.Metrics.Cache("dropped")
-		c.publishLocked(now)
+		c.st.Size = c.ll.Len()
 		return
 	}
 	e.refreshing = false
 	e.refreshAt = now.Add(30*time.Second + time.Duration(float64(30*time.Second)*c.d.Jitter()))
-	c.publishLocked(now)
+	c.st.Size = c.ll.Len()
 }
 
 func (c *Cache) removeLocked(el *list.Element) {
@@ -365,7 +365,9 @@ func (c *Cache) removeLocked(el *list.Element) {
 }
 
 // publishLocked drops entries under the floor and reports size and the
-// soonest floor crossing.
+// soonest floor crossing. It walks every entry, so it runs at scrape time
+// (Stats), never on the request path; entries under the floor are never
+// served meanwhile (lookup checks) and the LRU bound holds memory.
 func (c *Cache) publishLocked(now time.Time) {
 	soonest := time.Duration(-1)
 	for el := c.ll.Front(); el != nil; {
@@ -406,7 +408,7 @@ func (c *Cache) Forget(g scope.Grant) {
 	defer c.mu.Unlock()
 	if el, ok := c.items[Key(g)]; ok {
 		c.removeLocked(el)
-		c.publishLocked(c.d.Now())
+		c.st.Size = c.ll.Len()
 	}
 }
 
