@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/audit"
 )
@@ -46,17 +43,7 @@ func localConfig(t *testing.T, dir string) string {
 // startApp wires the dispenser from path and serves it with httptest.
 func startAuditApp(t *testing.T, path string) (*app, *httptest.Server) {
 	t.Helper()
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	a := testApp(t, path)
 	return a, httptest.NewServer(a.server.Handler())
 }
 

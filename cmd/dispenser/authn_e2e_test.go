@@ -20,7 +20,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/api"
 	"github.com/vtk/dispenser/internal/auth"
@@ -66,19 +65,8 @@ audit:
 // startApp wires the dispenser through newApp exactly as serve does.
 func startAuthnApp(t *testing.T, path string) (*app, *config.Config) {
 	t.Helper()
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.close)
-	if err := a.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return a, cfg
+	a := testApp(t, path)
+	return a, a.current.Load()
 }
 
 type vended struct {

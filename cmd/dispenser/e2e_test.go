@@ -91,12 +91,7 @@ func must(t *testing.T, err error) {
 // startApp wires the real app from path and serves it on 127.0.0.1.
 func startApp(t *testing.T, path string) *httptest.Server {
 	t.Helper()
-	cfg, err := loadConfig(path)
-	must(t, err)
-	a, err := newApp(cfg, zap.NewNop())
-	must(t, err)
-	t.Cleanup(a.close)
-	must(t, a.start(context.Background()))
+	a := testApp(t, path)
 	srv := httptest.NewServer(a.server.Handler())
 	t.Cleanup(srv.Close)
 	return srv

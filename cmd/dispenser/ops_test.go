@@ -18,7 +18,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/metrics"
@@ -75,20 +74,9 @@ tenants:
 func startOpsApp(t *testing.T, path string) (*app, *httptest.Server) {
 	t.Helper()
 	t.Setenv("DISPENSER_TEST_ADMIN_TOKEN", adminToken)
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.close)
+	a := testApp(t, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := a.start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	a.run(ctx)
 	srv := httptest.NewServer(a.server.Handler())
 	t.Cleanup(srv.Close)

@@ -200,6 +200,7 @@ func (a *app) close() {
 			a.log.Warn("close", zap.Error(err))
 		}
 	}
+	a.closer = nil // close is idempotent
 }
 
 func newLogger(c config.LogConfig) (*zap.Logger, error) {
