@@ -123,28 +123,33 @@ func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	for p := first; ; {
+		// An export may outlast server.write_timeout: each page gets its
+		// own write deadline instead.
+		_ = rc.SetWriteDeadline(time.Now().Add(exportPageTimeout))
 		for _, rec := range p.Records {
 			if err := enc.Encode(rec); err != nil {
 				return // client went away
 			}
 		}
-		if flusher != nil {
-			flusher.Flush()
-		}
+		_ = rc.Flush()
 		if p.Next == "" {
 			return
 		}
 		f.Cursor = p.Next
 		if p, err = s.opt.Audit.Query(r.Context(), f); err != nil {
-			// The status is sent; a truncated stream ends without a newline
-			// after the last complete record, and the error is logged.
-			s.log(r).Error("audit export interrupted", zap.Error(err))
-			return
+			// The 200 is already sent, and every line so far is a complete
+			// record: ending the stream cleanly would look like a complete
+			// export. Abort the connection so the client sees a failure.
+			s.log(r).Error("audit export interrupted; aborting the stream", zap.Error(err))
+			panic(http.ErrAbortHandler)
 		}
 	}
 }
+
+// exportPageTimeout bounds writing one page of an NDJSON export.
+const exportPageTimeout = 30 * time.Second
 
 func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
 	rc, err := s.opt.Audit.Receipt(r.Context(), chi.URLParam(r, "id"))

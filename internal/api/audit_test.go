@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -118,5 +119,39 @@ func TestAuditRoutesErrors(t *testing.T) {
 		if rec.Code == 503 && rec.Header().Get("Retry-After") == "" {
 			t.Errorf("%s: 503 without Retry-After", c.path)
 		}
+	}
+}
+
+// TestAuditExportAbortsOnStoreFailure: once a 200 NDJSON stream has
+// started, a store failure on a later page must not end the stream cleanly
+// (it would look like a complete export): the connection is aborted.
+func TestAuditExportAbortsOnStoreFailure(t *testing.T) {
+	calls := 0
+	s := New(Options{
+		AdminAuthenticator: &fakeAuthenticator{authenticate: func(r *http.Request) (auth.Identity, error) {
+			return auth.Identity{Principal: "admin", Method: auth.MethodAdmin}, nil
+		}},
+		Audit: &fakeAuditLog{query: func(ctx context.Context, f audit.Filter) (audit.Page, error) {
+			calls++
+			if calls == 1 {
+				return audit.Page{Records: []audit.Record{{ID: "main:2", Outcome: audit.Issued}}, Next: "cursor-1"}, nil
+			}
+			return audit.Page{}, errors.New("connection refused")
+		}},
+	})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/audit", nil)
+	req.Header.Set("Accept", "application/x-ndjson")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("the interrupted export ended like a complete one")
 	}
 }
