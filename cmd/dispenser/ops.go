@@ -209,6 +209,7 @@ func restartOnly(old, cur *config.Config) []string {
 	check("log", old.Log, cur.Log)
 	check("audit", old.Audit, cur.Audit)
 	check("rate_limits.redis", old.RateLimits.Redis, cur.RateLimits.Redis)
+	check("rate_limits.auth_failures_per_client", old.RateLimits.AuthFailuresPerClient, cur.RateLimits.AuthFailuresPerClient)
 	check("revocation", old.Revocation, cur.Revocation)
 	types := func(c *config.Config) map[string]string {
 		m := map[string]string{}

@@ -169,6 +169,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		Metrics:            a.metrics,
 		Limiter:            a.limiter,
 		Revocations:        a.revocations,
+		AuthFailures:       authFailureGuard(cfg),
 		RevocationAdmin:    a.revocations,
 	})
 	return a, nil
@@ -218,6 +219,16 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	return zc.Build()
+}
+
+// authFailureGuard builds the per-client budget of failed authentications,
+// or returns nil (no guard) when it is turned off.
+func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
+	l := cfg.RateLimits.AuthFailuresPerClient
+	if l == nil || !l.Enabled() {
+		return nil
+	}
+	return ratelimit.NewFailureGuard(*l, 100000, nil)
 }
 
 // serverTLSConfig is the listener's TLS configuration: the server

@@ -22,6 +22,13 @@ type Limiter interface {
 	Allow(ctx context.Context, principal, org string) error
 }
 
+// AuthFailureGuard budgets failed authentications per client address.
+// Blocked is asked before authenticating; Failed is told after a failure.
+type AuthFailureGuard interface {
+	Blocked(client string) (retryAfter time.Duration, blocked bool)
+	Failed(client string)
+}
+
 // RevocationChecker answers from a replica's in-memory revocation list.
 type RevocationChecker interface {
 	// Check returns the active revocation matching the caller, if any.

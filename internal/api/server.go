@@ -56,6 +56,10 @@ type Options struct {
 	// Limiter, when set, throttles issuance (after scope decides, before
 	// vending; a grant the vendor serves from cache skips it).
 	Limiter Limiter
+	// AuthFailures, when set, refuses a client address that keeps failing
+	// authentication before authenticating it (and before writing another
+	// audit record for it).
+	AuthFailures AuthFailureGuard
 	// Revocations, when set, refuses revoked callers, jobs, tasks and keys.
 	Revocations RevocationChecker
 	// RevocationAdmin, when set with AdminAuthenticator, serves the
@@ -341,8 +345,23 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		start := s.opt.Now()
+		client := clientAddr(r)
+		if g := s.opt.AuthFailures; g != nil {
+			if wait, blocked := g.Blocked(client); blocked {
+				// Not authenticated and not a credential decision: refused
+				// without an audit record, counted and logged (sampled).
+				s.opt.Metrics.Limited("auth_failures")
+				s.log(r).Info("client over its failed-authentication budget", zap.String("client", client))
+				s.writeError(w, r, fault.New(fault.Throttled, "rate_limited_auth_failures",
+					"too many failed authentications from this address; retry later").WithRetryAfter(max(wait, time.Second)))
+				return
+			}
+		}
 		id, err := s.authn.Load().worker.Authenticate(r)
 		if err != nil {
+			if g := s.opt.AuthFailures; g != nil && !fault.Is(err, fault.BackendUnavailable) {
+				g.Failed(client)
+			}
 			fe := fault.From(err)
 			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
 			s.opt.Metrics.AuthFailure(authMethodOf(fe), fe.Reason)

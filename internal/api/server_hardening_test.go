@@ -3,11 +3,13 @@ package api
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vtk/dispenser/internal/metrics"
+	"github.com/vtk/dispenser/internal/ratelimit"
 )
 
 // TestMethodNotAllowedNamesAllow: a 405 carries Allow (RFC 9110) listing
@@ -67,4 +69,36 @@ func TestPanicAfterWriteAbortsConnection(t *testing.T) {
 	}()
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 	t.Fatal("panic was swallowed after a partial write")
+}
+
+// TestAuthFailureBudget: a client that keeps failing authentication is
+// refused with 429 before authentication, with no further audit records,
+// while a valid caller from another address is unaffected.
+func TestAuthFailureBudget(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.AuthFailures = ratelimit.NewFailureGuard(ratelimit.Limit{Rate: 0.001, Burst: 3}, 100, nil)
+	})
+	target := "/credentials?operation=get&location=s3://media/acme/in/"
+	for i := 0; i < 3; i++ {
+		if w := h.do("GET", target, "Bearer not-a-jwt", "", nil); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: status %d", i, w.Code)
+		}
+	}
+	recorded := len(h.rec.records)
+	w := h.do("GET", target, "Bearer not-a-jwt", "", nil)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), `"code":"Throttled"`) {
+		t.Fatalf("over the budget: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	if len(h.rec.records) != recorded {
+		t.Fatal("a refused flood request still wrote an audit record")
+	}
+	// httptest requests come from 192.0.2.1; another address is unaffected.
+	r := httptest.NewRequest("GET", target, nil)
+	r.RemoteAddr = "198.51.100.7:1234"
+	r.Header.Set("Authorization", "Bearer "+h.token("w1", "acme", nil))
+	rec := httptest.NewRecorder()
+	h.h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("valid caller from another address: %d %s", rec.Code, rec.Body)
+	}
 }

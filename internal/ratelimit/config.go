@@ -55,6 +55,11 @@ type Config struct {
 	PerOrg       Limit                `yaml:"per_org"`
 	Tenants      map[string]Overrides `yaml:"tenants"`
 	Redis        *RedisConfig         `yaml:"redis"`
+	// AuthFailuresPerClient is a bucket per client address charged only by
+	// failed authentications (default 5/s, burst 50; rate 0 turns it off).
+	// A client over it is refused before authentication, so a flood of bad
+	// credentials cannot grow the audit trail or crowd out issuance.
+	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
 }
 
 // Enabled reports whether any limit is configured.
@@ -78,6 +83,10 @@ func defBurst(l *Limit) {
 
 // ApplyDefaults fills unset fields: a burst defaults to one second of rate.
 func (c *Config) ApplyDefaults() {
+	if c.AuthFailuresPerClient == nil {
+		c.AuthFailuresPerClient = &Limit{Rate: 5, Burst: 50}
+	}
+	defBurst(c.AuthFailuresPerClient)
 	defBurst(&c.PerPrincipal)
 	defBurst(&c.PerOrg)
 	for org, o := range c.Tenants {
@@ -114,6 +123,7 @@ func checkLimit(p *validate.Problems, path string, l *Limit) {
 func (c *Config) Validate(p *validate.Problems, path string) {
 	checkLimit(p, validate.Join(path, "per_principal"), &c.PerPrincipal)
 	checkLimit(p, validate.Join(path, "per_org"), &c.PerOrg)
+	checkLimit(p, validate.Join(path, "auth_failures_per_client"), c.AuthFailuresPerClient)
 	orgs := make([]string, 0, len(c.Tenants))
 	for org := range c.Tenants {
 		orgs = append(orgs, org)
