@@ -304,7 +304,7 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	defer trail.Close()
 	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
-		Anchor: anchors(cfg)[0], Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
+		Anchors: anchors(cfg), Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit verify:", err)
 		return 3

@@ -90,7 +90,7 @@ func TestAuditEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
 	mirror := filepath.Join(dir, "mirror.jsonl")
-	appendFile(t, path, "  mirror: "+mirror+"\n")
+	addToAudit(t, path, "  mirror: "+mirror+"\n")
 	a, srv := startAuditApp(t, path)
 	closed := false
 	defer func() {
@@ -246,14 +246,18 @@ func TestAuditEndToEnd(t *testing.T) {
 	}
 }
 
-func appendFile(t *testing.T, path, text string) {
+// addToAudit adds a line to the audit section of the configuration file.
+func addToAudit(t *testing.T, path, line string) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(text); err != nil {
+	s := strings.Replace(string(b), "\naudit:\n", "\naudit:\n"+line, 1)
+	if s == string(b) {
+		t.Fatal("no audit section")
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

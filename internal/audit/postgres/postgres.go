@@ -295,16 +295,22 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 
 // Scan implements audit.LogReader.
 func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
-	rows, err := s.pool.Query(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq`, log, from)
+	rows, err := s.pool.Query(ctx, `SELECT seq, body, hash, time_ns, outcome, org, principal, job_id, task_id, access_key_id, bucket
+		FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq`, log, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r audit.Row
-		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
+		// The indexed columns are copies a query trusts: verify compares them.
+		c := audit.IndexCopy{Where: "audit_records"}
+		f := &c.Fields
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash, &f.TimeNs, &f.Outcome, &f.Org, &f.Principal, &f.JobID, &f.TaskID, &f.AccessKeyID, &f.Bucket); err != nil {
 			return err
 		}
+		f.Log, f.Seq = log, r.Seq
+		r.Copies = []audit.IndexCopy{c}
 		if err := fn(r); err != nil {
 			return err
 		}

@@ -536,17 +536,40 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 	return readHead(ctx, s.r, log)
 }
 
-// Scan implements audit.LogReader.
+// Scan implements audit.LogReader. Each row carries both copies of its
+// query columns: audit_records' own and its audit_index row (reported
+// missing when the indexer has passed the entry but its row is gone).
 func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq`, log, from)
+	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.body, r.hash,
+		r.time_ns, r.outcome, r.org, r.principal, r.job_id, r.task_id, r.access_key_id, r.bucket,
+		i.id IS NOT NULL, r.id <= (SELECT COALESCE(MAX(id), 0) FROM audit_index),
+		COALESCE(i.log, ''), COALESCE(i.seq, -1), COALESCE(i.time_ns, 0), COALESCE(i.outcome, ''), COALESCE(i.org, ''),
+		COALESCE(i.principal, ''), COALESCE(i.job_id, ''), COALESCE(i.task_id, ''), COALESCE(i.access_key_id, ''), COALESCE(i.bucket, '')
+		FROM audit_records r LEFT JOIN audit_index i ON i.id = r.id WHERE r.log = ? AND r.seq >= ? ORDER BY r.seq`, log, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r audit.Row
-		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
+		rec := audit.IndexCopy{Where: "audit_records"}
+		idx := audit.IndexCopy{Where: "audit_index"}
+		var indexed, due bool
+		rf, xf := &rec.Fields, &idx.Fields
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash,
+			&rf.TimeNs, &rf.Outcome, &rf.Org, &rf.Principal, &rf.JobID, &rf.TaskID, &rf.AccessKeyID, &rf.Bucket,
+			&indexed, &due,
+			&xf.Log, &xf.Seq, &xf.TimeNs, &xf.Outcome, &xf.Org, &xf.Principal, &xf.JobID, &xf.TaskID, &xf.AccessKeyID, &xf.Bucket); err != nil {
 			return err
+		}
+		rf.Log, rf.Seq = log, r.Seq // the row's own key columns
+		r.Copies = []audit.IndexCopy{rec}
+		switch {
+		case indexed:
+			r.Copies = append(r.Copies, idx)
+		case due:
+			idx.Missing = true
+			r.Copies = append(r.Copies, idx)
 		}
 		if err := fn(r); err != nil {
 			return err
