@@ -380,7 +380,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols 
 	rows := len(args) / cols
 	for _, n := range rowChunks {
 		for rows >= n {
-			st, err := s.stmt(ctx, tx, prefix+valuesList(n, cols))
+			st, err := s.stmt(ctx, tx, prefix+valuesLists[valuesKey{n, cols}])
 			if err != nil {
 				return err
 			}
@@ -392,6 +392,19 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols 
 	}
 	return nil
 }
+
+type valuesKey struct{ rows, cols int }
+
+// valuesLists holds the VALUES lists of every multi-row statement.
+var valuesLists = func() map[valuesKey]string {
+	m := map[valuesKey]string{}
+	for _, n := range rowChunks {
+		for _, c := range []int{recordCols, 3} {
+			m[valuesKey{n, c}] = valuesList(n, c)
+		}
+	}
+	return m
+}()
 
 func valuesList(rows, cols int) string {
 	row := "(" + strings.Repeat("?, ", cols-1) + "?)"
