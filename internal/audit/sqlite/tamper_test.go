@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -311,6 +312,58 @@ func mustTreeHash(t *testing.T, f *fixture, n int64) tlog.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestCheckpointerRefusesToAnchorAFork: after the anchored entries are
+// rewritten and the log grown past the anchored size, the next checkpoint
+// is not an extension of the anchored one; the checkpointer (with its
+// memory of what it anchored, or reading the anchor afresh after a
+// restart) refuses to replace the evidence, and verify still finds it.
+func TestCheckpointerRefusesToAnchorAFork(t *testing.T) {
+	for _, restarted := range []bool{false, true} {
+		f := newFixture(t)
+		ctx := context.Background()
+		last := f.entry(t, 9)
+		_, h := encode(t, last)
+		f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+		f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+		f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+		f.exec(t, `DELETE FROM audit_checkpoints`)
+		f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+		var recs []audit.Record
+		for i := 10; i < 25; i++ {
+			r := audittest.Sample(i)
+			r.Principal = "someone-else"
+			recs = append(recs, r)
+		}
+		if _, err := f.s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		cp := f.cp
+		if restarted {
+			cp = &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+		}
+		if _, err := cp.Checkpoint(ctx, true); !errors.Is(err, audit.ErrAnchorFork) {
+			t.Fatalf("restarted=%v: Checkpoint of a rewritten log = %v, want ErrAnchorFork", restarted, err)
+		}
+		if r := f.verify(t); r.Anchored != 20 || !strings.Contains(strings.Join(r.Problems, "\n"), "first 20 entries do not match the anchored checkpoint") {
+			t.Fatalf("restarted=%v: after the refused anchor: %+v", restarted, r)
+		}
+	}
+	// An honest log keeps being anchored (the check passes).
+	f := newFixture(t)
+	f.append(t, 20, 3)
+	if _, err := f.cp.Checkpoint(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+	f.append(t, 23, 2)
+	if _, err := cp.Checkpoint(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 {
+		t.Fatalf("honest log: %+v", r)
+	}
 }
 
 func TestAnchorRefusesRollback(t *testing.T) {
