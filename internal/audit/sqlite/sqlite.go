@@ -77,8 +77,8 @@ type Options struct {
 	IndexIdle time.Duration
 	// IndexBacklog is how many unindexed records make the indexer run even
 	// while appends continue (default 20,000; it bounds how much a query
-	// may have to index before it answers). 1 indexes right behind every
-	// append.
+	// may have to index before it answers). With 1 the indexer follows
+	// the log on every tick (at most 50ms behind) whatever the load.
 	IndexBacklog int64
 }
 
