@@ -134,7 +134,7 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 		}
 		a.closer = append(a.closer, func() error { _ = mirror.Sync(); return nil })
 	}
-	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics, Mirror: mirror})
+	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.Wait(), Metrics: a.metrics, Mirror: mirror})
 	cp := &audit.Checkpointer{
 		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
 		Anchors:  anchors(cfg),
