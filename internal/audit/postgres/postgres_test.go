@@ -229,7 +229,14 @@ func TestLostLockConnection(t *testing.T) {
 	}
 	// 3. b goes away: a claims the log again and continues b's chain.
 	_ = b.Close()
-	if err := appendN(a, 30); err != nil {
+	// b's backend releases the lock when it has processed the disconnect:
+	// until then a's appends keep failing closed.
+	err = appendN(a, 30)
+	for i := 0; i < 500 && errors.Is(err, ErrLogInUse); i++ {
+		time.Sleep(10 * time.Millisecond)
+		err = appendN(a, 30)
+	}
+	if err != nil {
 		t.Fatalf("append after the other replica released the log: %v", err)
 	}
 	var prev [audit.HashSize]byte
