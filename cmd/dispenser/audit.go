@@ -134,7 +134,7 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 		}
 		a.closer = append(a.closer, func() error { _ = mirror.Sync(); return nil })
 	}
-	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.BatchWait.D(), Metrics: a.metrics, Mirror: mirror})
+	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.Wait(), Metrics: a.metrics, Mirror: mirror})
 	cp := &audit.Checkpointer{
 		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
 		Anchors:  anchors(cfg),
@@ -304,7 +304,7 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	defer trail.Close()
 	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
-		Anchor: anchors(cfg)[0], Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
+		Anchors: anchors(cfg), Incremental: *incremental, Retention: cfg.Audit.Retention.D()})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit verify:", err)
 		return 3

@@ -80,17 +80,7 @@ func TestAuditEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	path := localConfig(t, dir)
 	mirror := filepath.Join(dir, "mirror.jsonl")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dbLine := "  path: " + filepath.Join(dir, "audit.db") + "\n"
-	if !strings.Contains(string(b), dbLine) {
-		t.Fatal("audit path line not found in the test configuration")
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(b), dbLine, dbLine+"  mirror: "+mirror+"\n", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addToAudit(t, path, "  mirror: "+mirror+"\n")
 	a, srv := startAuditApp(t, path)
 	closed := false
 	defer func() {
@@ -246,14 +236,18 @@ func TestAuditEndToEnd(t *testing.T) {
 	}
 }
 
-func appendFile(t *testing.T, path, text string) {
+// addToAudit adds a line to the audit section of the configuration file.
+func addToAudit(t *testing.T, path, line string) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(text); err != nil {
+	s := strings.Replace(string(b), "\naudit:\n", "\naudit:\n"+line, 1)
+	if s == string(b) {
+		t.Fatal("no audit section")
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

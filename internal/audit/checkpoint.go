@@ -128,6 +128,44 @@ type Checkpointer struct {
 	lastSize   int64
 	lastSigned []byte
 	lastAnchor time.Time
+	anchored   map[int]treeHead // per anchor: what it holds, once known
+}
+
+// treeHead is the size and root of a checkpoint.
+type treeHead struct {
+	size int64
+	root tlog.Hash
+}
+
+// ErrAnchorFork is returned by Checkpoint when the log is not an extension
+// of the checkpoint an anchor already holds: the entries it covered were
+// rewritten (or the log forked). Nothing is anchored; verify reports where.
+var ErrAnchorFork = errors.New("audit: the log does not extend the anchored checkpoint (entries rewritten or forked); refusing to anchor")
+
+// anchoredHead reads the checkpoint an anchor holds (signature not
+// checked: the anchor is trusted to hold what this process wrote, and
+// verify checks signatures), or ok=false when it holds none.
+func anchoredHead(ctx context.Context, a Anchor, origin string) (treeHead, bool, error) {
+	signed, err := a.Latest(ctx, origin)
+	if err != nil || signed == nil {
+		return treeHead{}, false, err
+	}
+	var text string
+	if _, err := note.Open(signed, note.VerifierList()); err != nil {
+		var u *note.UnverifiedNoteError
+		if !errors.As(err, &u) {
+			return treeHead{}, false, fmt.Errorf("anchored checkpoint: %w", err)
+		}
+		text = u.Note.Text
+	}
+	var cp tlogfmt.Checkpoint
+	if _, err := cp.Unmarshal([]byte(text)); err != nil || cp.Origin != origin || len(cp.Hash) != HashSize || cp.Size > 1<<62 {
+		return treeHead{}, false, fmt.Errorf("anchored checkpoint of %s is malformed", origin)
+	}
+	var h treeHead
+	h.size = int64(cp.Size)
+	copy(h.root[:], cp.Hash)
+	return h, true, nil
 }
 
 // Checkpoint signs and anchors the current head now (unless it is already
@@ -161,10 +199,46 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 		return signed, nil
 	}
 	var errs []error
-	for _, a := range c.Anchors {
-		if err := a.Put(ctx, c.Origin, h.Size, signed); err != nil {
-			errs = append(errs, err)
+	hashes := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return c.Source.ReadHashes(ctx, c.Log, idx) })
+	if c.anchored == nil {
+		c.anchored = map[int]treeHead{}
+	}
+	for i, a := range c.Anchors {
+		// Successive anchored checkpoints must be consistent: the tree
+		// being anchored must contain the one the anchor holds as a
+		// prefix, or a rewritten log would replace the evidence of its
+		// old contents.
+		prev, ok := c.anchored[i]
+		if !ok {
+			var err error
+			if prev, ok, err = anchoredHead(ctx, a, c.Origin); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
+		if ok && prev.size <= h.Size {
+			root, err := tlog.TreeHash(prev.size, hashes)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if root != prev.root {
+				c.Metrics.AuditFailure("anchor_fork")
+				errs = append(errs, fmt.Errorf("%w: anchored size %d", ErrAnchorFork, prev.size))
+				continue
+			}
+		}
+		if err := a.Put(ctx, c.Origin, h.Size, signed); err != nil {
+			delete(c.anchored, i)
+			errs = append(errs, err)
+			continue
+		}
+		root, err := tlog.TreeHash(h.Size, hashes)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.anchored[i] = treeHead{h.Size, root}
 	}
 	if err := errors.Join(errs...); err != nil {
 		c.Metrics.AuditFailure("anchor")

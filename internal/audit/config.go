@@ -23,9 +23,11 @@ type Config struct {
 	// BatchSize bounds the records of one group commit (default 256).
 	BatchSize int `yaml:"batch_size"`
 	// BatchWait is how long a commit waits for more records once the first
-	// is in (default 0: commit as soon as the store is free; records that
-	// arrive during a commit share the next one).
-	BatchWait duration.Duration `yaml:"batch_wait"`
+	// is in, applied only while the previous commit held more than one
+	// record (so an idle dispenser commits at once). Default 2ms: under
+	// load, fewer and larger commits cost less CPU per record. 0s commits
+	// as soon as the store is free.
+	BatchWait *duration.Duration `yaml:"batch_wait"`
 
 	generatedKey bool
 	// Checkpoint configures the signed checkpoints.
@@ -77,6 +79,10 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 256
+	}
+	if c.BatchWait == nil {
+		d := duration.Duration(2 * time.Millisecond)
+		c.BatchWait = &d
 	}
 	cp := &c.Checkpoint
 	if cp.Origin == "" {
@@ -145,7 +151,15 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	if r := c.Retention.D(); r != 0 && r < time.Hour {
 		p.Addf(validate.Join(path, "retention"), "must be 0 (keep forever) or at least 1h")
 	}
-	if c.BatchWait.D() < 0 || c.BatchWait.D() > time.Second {
+	if w := c.Wait(); w < 0 || w > time.Second {
 		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")
 	}
+}
+
+// Wait is the configured batch wait (0 when unset).
+func (c Config) Wait() time.Duration {
+	if c.BatchWait == nil {
+		return 0
+	}
+	return c.BatchWait.D()
 }

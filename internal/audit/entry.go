@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"regexp"
@@ -66,14 +67,27 @@ const maxField = 1<<24 - 1
 // Encode returns the canonical, versioned, length-prefixed encoding of e.
 // Every field has a fixed position and an explicit length, so two different
 // entries never share an encoding and decoding needs no canonicalization.
+// The layout is the one golang.org/x/crypto/cryptobyte builds (uint8
+// version; strings with a big-endian uint24 length; integers and times as
+// big-endian uint64; the previous hash as 32 raw bytes); it is written
+// directly because Encode runs on the commit path for every record.
 func Encode(e Entry) ([]byte, error) {
 	r := e.Record
-	b := cryptobyte.NewBuilder(make([]byte, 0, 512+len(r.Policy)))
-	b.AddUint8(EncodingVersion)
-	str := func(s string) {
-		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
+	n := 1 + HashSize + 8*7
+	for _, s := range [...]string{e.Log, r.RequestID, string(r.Outcome), r.Reason, r.Principal, r.AuthMethod, r.Org, r.JobID,
+		r.TaskID, r.Operation, r.Bucket, r.Prefix, r.RoleARN, r.Backend, r.SessionName, r.SourceIdentity, r.AccessKeyID,
+		r.PolicySHA256, r.Policy, r.ClientAddr, r.UserAgent, r.ReplicaID} {
+		if len(s) > maxField {
+			return nil, fmt.Errorf("audit: a record field is longer than %d bytes", maxField)
+		}
+		n += 3 + len(s)
 	}
-	i64 := func(v int64) { b.AddUint64(uint64(v)) }
+	b := make([]byte, 0, n)
+	str := func(s string) {
+		b = append(b, byte(len(s)>>16), byte(len(s)>>8), byte(len(s)))
+		b = append(b, s...)
+	}
+	i64 := func(v int64) { b = binary.BigEndian.AppendUint64(b, uint64(v)) }
 	tm := func(t time.Time) {
 		if t.IsZero() {
 			i64(0)
@@ -81,16 +95,10 @@ func Encode(e Entry) ([]byte, error) {
 		}
 		i64(t.UnixNano())
 	}
-	for _, s := range []string{e.Log, r.RequestID, string(r.Outcome), r.Reason, r.Principal, r.AuthMethod, r.Org, r.JobID,
-		r.TaskID, r.Operation, r.Bucket, r.Prefix, r.RoleARN, r.Backend, r.SessionName, r.SourceIdentity, r.AccessKeyID,
-		r.PolicySHA256, r.Policy, r.ClientAddr, r.UserAgent, r.ReplicaID} {
-		if len(s) > maxField {
-			return nil, fmt.Errorf("audit: a record field is longer than %d bytes", maxField)
-		}
-	}
+	b = append(b, EncodingVersion)
 	str(e.Log)
 	i64(e.Seq)
-	b.AddBytes(e.PrevHash[:])
+	b = append(b, e.PrevHash[:]...)
 	tm(r.Time)
 	str(r.RequestID)
 	str(string(r.Outcome))
@@ -118,7 +126,7 @@ func Encode(e Entry) ([]byte, error) {
 	str(r.UserAgent)
 	i64(int64(r.Latency))
 	str(r.ReplicaID)
-	return b.Bytes()
+	return b, nil
 }
 
 // ErrMalformed is returned by Decode for bytes that are not an entry.

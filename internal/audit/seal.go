@@ -39,8 +39,11 @@ func Seal(log string, head Head, recs []Record, r tlog.HashReader) (*Sealed, err
 	if !ValidLogName(log) {
 		return nil, fmt.Errorf("audit: invalid log name %q", log)
 	}
-	s := &Sealed{Head: head}
-	ov := &overlay{base: r, m: map[int64]tlog.Hash{}}
+	// A leaf adds 1 + (trailing ones of its index) stored hashes: under 2
+	// per record on average.
+	s := &Sealed{Head: head, Entries: make([]Entry, 0, len(recs)), Bodies: make([][]byte, 0, len(recs)),
+		Hashes: make([][HashSize]byte, 0, len(recs)), Tree: make([]StoredHash, 0, 2*len(recs)+8)}
+	ov := &overlay{base: r, m: make(map[int64]tlog.Hash, 2*len(recs)+8)}
 	for _, rec := range recs {
 		e := Entry{Log: log, Seq: s.Head.Size, PrevHash: s.Head.Hash, Record: rec}
 		body, err := Encode(e)

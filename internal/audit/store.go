@@ -82,6 +82,59 @@ type Row struct {
 	Seq  int64
 	Body []byte // the encoded entry, verbatim
 	Hash []byte // the stored chain hash column (SHA-256 of Body when intact)
+	// Copies are the query columns the store keeps for this entry outside
+	// Body. Queries select rows by them, so an edited copy can hide an
+	// entry from a query; verify compares each with the entry's bytes.
+	Copies []IndexCopy
+}
+
+// IndexCopy is one stored copy of an entry's query columns.
+type IndexCopy struct {
+	Where string // which copy, for reports ("audit_records", "audit_index")
+	// Missing reports that the entry has no row in this copy although it
+	// should (it would not be found by a query).
+	Missing bool
+	Fields  IndexFields
+}
+
+// IndexFields are the query columns of an entry.
+type IndexFields struct {
+	Log         string
+	Seq         int64
+	TimeNs      int64
+	Outcome     string
+	Org         string
+	Principal   string
+	JobID       string
+	TaskID      string
+	AccessKeyID string
+	Bucket      string
+}
+
+// FieldsOf returns the query columns of e as every store copies them.
+func FieldsOf(e Entry) IndexFields {
+	r := e.Record
+	return IndexFields{Log: e.Log, Seq: e.Seq, TimeNs: TimeKey(r.Time), Outcome: string(r.Outcome), Org: r.Org,
+		Principal: r.Principal, JobID: r.JobID, TaskID: r.TaskID, AccessKeyID: r.AccessKeyID, Bucket: r.Bucket}
+}
+
+// diff names the fields of got that differ from want.
+func (want IndexFields) diff(got IndexFields) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		eq   bool
+	}{
+		{"log", want.Log == got.Log}, {"seq", want.Seq == got.Seq}, {"time_ns", want.TimeNs == got.TimeNs},
+		{"outcome", want.Outcome == got.Outcome}, {"org", want.Org == got.Org}, {"principal", want.Principal == got.Principal},
+		{"job_id", want.JobID == got.JobID}, {"task_id", want.TaskID == got.TaskID},
+		{"access_key_id", want.AccessKeyID == got.AccessKeyID}, {"bucket", want.Bucket == got.Bucket},
+	} {
+		if !f.eq {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // ErrNotFound is returned for a record that does not exist.

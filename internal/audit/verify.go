@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -21,6 +23,10 @@ type VerifyOptions struct {
 	// Anchor holds the checkpoints kept outside the database; nil means
 	// none, so every entry is reported as unanchored.
 	Anchor Anchor
+	// Anchors are further anchors (every configured one): each is checked
+	// the same way, and the largest valid anchored checkpoint bounds the
+	// unanchored tail.
+	Anchors []Anchor
 	// Incremental starts each log at its newest anchored checkpoint
 	// (checking the stored tree and the last entry against it) instead of
 	// re-hashing every entry.
@@ -82,8 +88,12 @@ func Verify(ctx context.Context, src CheckpointSource, o VerifyOptions) (Report,
 	for _, l := range logs {
 		known[l] = true
 	}
-	// A log whose every row was deleted is still named by its anchor.
-	if lister, ok := o.Anchor.(interface{ Origins() ([]string, error) }); ok {
+	// A log whose every row was deleted is still named by its anchors.
+	for _, a := range o.anchors() {
+		lister, ok := a.(interface{ Origins() ([]string, error) })
+		if !ok {
+			continue
+		}
 		origins, err := lister.Origins()
 		if err != nil {
 			return Report{}, err
@@ -107,6 +117,39 @@ func Verify(ctx context.Context, src CheckpointSource, o VerifyOptions) (Report,
 	return rep, nil
 }
 
+// anchors lists Anchor and Anchors.
+func (o VerifyOptions) anchors() []Anchor {
+	var out []Anchor
+	if o.Anchor != nil {
+		out = append(out, o.Anchor)
+	}
+	for _, a := range o.Anchors {
+		if a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// anchorName names an anchor in reports.
+func anchorName(a Anchor, i, n int) string {
+	switch a := a.(type) {
+	case *DirAnchor:
+		return "anchored checkpoint in " + a.Dir
+	case *HTTPAnchor:
+		u, err := url.Parse(a.URL)
+		if err != nil {
+			return "anchored checkpoint at the HTTP anchor"
+		}
+		u.User = nil // never report credentials
+		return "anchored checkpoint at " + u.String()
+	}
+	if n == 1 {
+		return "anchored checkpoint"
+	}
+	return fmt.Sprintf("anchored checkpoint (anchor %d)", i+1)
+}
+
 func cutOrigin(origin, base string) (string, bool) {
 	if len(origin) <= len(base)+1 || origin[:len(base)] != base || origin[len(base)] != '/' {
 		return "", false
@@ -128,20 +171,26 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	origin := Origin(o.OriginBase, log)
 	var cps []checkpointAt
 	var anchored *checkpointAt
-	if o.Anchor != nil {
-		signed, err := o.Anchor.Latest(ctx, origin)
+	as := o.anchors()
+	for i, a := range as {
+		name := anchorName(a, i, len(as))
+		signed, err := a.Latest(ctx, origin)
 		if err != nil {
-			return lr, err
+			return lr, fmt.Errorf("%s: %w", name, err)
 		}
-		if signed != nil {
-			size, root, err := OpenCheckpoint(signed, origin, o.Verifier)
-			if err != nil {
-				bad("anchored checkpoint is not valid for this log's key and origin (forged or altered): %v", err)
-			} else {
-				anchored = &checkpointAt{"anchored checkpoint", size, root}
-				cps = append(cps, *anchored)
-				lr.Anchored = size
-			}
+		if signed == nil {
+			continue
+		}
+		size, root, err := OpenCheckpoint(signed, origin, o.Verifier)
+		if err != nil {
+			bad("%s is not valid for this log's key and origin (forged or altered): %v", name, err)
+			continue
+		}
+		c := checkpointAt{name, size, root}
+		cps = append(cps, c)
+		if anchored == nil || size > anchored.size {
+			anchored = &c
+			lr.Anchored = size
 		}
 	}
 	if signed, err := src.LatestCheckpoint(ctx, log); err != nil {
@@ -236,6 +285,9 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		case e.PrevHash != prev:
 			bad("entry %d: prev_hash does not match entry %d (an entry was edited, removed or reordered)", r.Seq, r.Seq-1)
 		}
+		if err == nil {
+			checkCopies(r, FieldsOf(e), bad)
+		}
 		ch := ChainHash(r.Body)
 		if !bytes.Equal(r.Hash, ch[:]) {
 			bad("entry %d: stored hash is not the hash of its bytes (entry edited)", r.Seq)
@@ -270,6 +322,21 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		lr.Unanchored = next
 	}
 	return lr, nil
+}
+
+// checkCopies compares the query columns a store copied out of an entry
+// with the entry's bytes: an edited copy hides the entry from (or misfiles
+// it under) a query even though the entry itself is intact.
+func checkCopies(r Row, want IndexFields, bad func(string, ...any)) {
+	for _, c := range r.Copies {
+		if c.Missing {
+			bad("entry %d is missing from %s, so queries do not find it (row deleted)", r.Seq, c.Where)
+			continue
+		}
+		if d := want.diff(c.Fields); len(d) > 0 {
+			bad("entry %d: %s of %s differ from the entry's bytes (edited; queries would miss or misfile it)", r.Seq, strings.Join(d, ", "), c.Where)
+		}
+	}
 }
 
 // resume rebuilds the verifier's state at an anchored checkpoint from the

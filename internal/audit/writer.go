@@ -17,8 +17,9 @@ var ErrClosed = errors.New("audit: writer closed")
 // Writer group-commits records: concurrent Record calls share one Append
 // (one transaction, one fsync) of at most BatchSize records. A batch starts
 // as soon as a record arrives and takes whatever else is already waiting,
-// then waits at most MaxWait for more, so an idle dispenser adds no delay
-// and a busy one amortizes each commit over many requests.
+// then, if the previous batch held more than one record, waits at most
+// MaxWait for more, so an idle dispenser adds no delay and a busy one
+// amortizes each commit over many requests.
 type Writer struct {
 	store   Store
 	max     int
@@ -27,6 +28,7 @@ type Writer struct {
 	mirror  *zap.Logger
 	timeout time.Duration
 
+	last    int // records in the previous batch (loop goroutine only)
 	reqs    chan *pending
 	mu      sync.RWMutex // guards closed against concurrent sends
 	closed  bool
@@ -114,6 +116,7 @@ func (w *Writer) loop() {
 		}
 		batch = append(batch[:0], p)
 		open := w.fill(&batch)
+		w.last = len(batch)
 		w.commit(batch)
 		if !open {
 			return
@@ -124,7 +127,9 @@ func (w *Writer) loop() {
 // fill adds waiting records to batch; it reports false once reqs is closed.
 func (w *Writer) fill(batch *[]*pending) bool {
 	var timer <-chan time.Time
-	if w.wait > 0 {
+	// Waiting pays only under concurrency: after a batch of one record
+	// (an idle dispenser) the next commit starts at once.
+	if w.wait > 0 && w.last > 1 {
 		t := time.NewTimer(w.wait)
 		defer t.Stop()
 		timer = t.C

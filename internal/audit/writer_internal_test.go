@@ -3,9 +3,11 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 type funcStore func(ctx context.Context, recs []Record) ([]Entry, error)
@@ -62,5 +64,65 @@ func TestWriterGroupsAndPropagatesErrors(t *testing.T) {
 	_ = w.Close()
 	if err := w.Record(context.Background(), Record{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Record after Close = %v", err)
+	}
+}
+
+// TestWriterWaitsOnlyUnderConcurrency: MaxWait is waited only after a
+// shared commit. With an hour's MaxWait, lone records still commit at once
+// (the test would hang otherwise), and after a shared commit the writer
+// gathers the next records into one batch instead of committing the
+// first alone.
+func TestWriterWaitsOnlyUnderConcurrency(t *testing.T) {
+	var mu sync.Mutex
+	var batches []int
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	s := funcStore(func(_ context.Context, recs []Record) ([]Entry, error) {
+		if recs[0].RequestID == "hold" {
+			held <- struct{}{}
+			<-hold
+		}
+		mu.Lock()
+		batches = append(batches, len(recs))
+		mu.Unlock()
+		return make([]Entry, len(recs)), nil
+	})
+	w := NewWriter(s, WriterOptions{BatchSize: 3, MaxWait: time.Hour})
+	defer w.Close()
+	for i := 0; i < 3; i++ { // idle: each lone record commits at once
+		if err := w.Record(context.Background(), Record{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A shared commit (2 records queued behind a held one) ...
+	var wg sync.WaitGroup
+	rec := func(id string) {
+		defer wg.Done()
+		if err := w.Record(context.Background(), Record{RequestID: id}); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Add(1)
+	go rec("hold")
+	<-held
+	wg.Add(2)
+	go rec("a")
+	go rec("b")
+	for len(w.reqs) < 2 {
+		runtime.Gosched()
+	}
+	close(hold)
+	wg.Wait()
+	// ... makes the writer wait for company: three records sent one after
+	// another fill one batch (BatchSize 3 ends the wait).
+	wg.Add(3)
+	for _, id := range []string{"c", "d", "e"} {
+		go rec(id)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{1, 1, 1, 1, 2, 3}; fmt.Sprint(batches) != fmt.Sprint(want) {
+		t.Fatalf("batches = %v, want %v", batches, want)
 	}
 }

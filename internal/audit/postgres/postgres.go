@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,10 +37,18 @@ var ErrFenced = errors.New("audit postgres: the log head changed under this repl
 
 // Store is a PostgreSQL audit trail; it appends to one log and reads all.
 type Store struct {
-	pool *pgxpool.Pool
-	lock *pgxpool.Conn // holds the log's advisory lock
-	log  string
-	now  func() time.Time
+	pool     *pgxpool.Pool
+	log      string
+	now      func() time.Time
+	readOnly bool
+
+	// lockMu guards lock, the connection holding the log's session-level
+	// advisory lock. Appends run on that connection: while it is alive the
+	// lock is held, and when it dies (network cut, backend terminated,
+	// server restart) the append fails instead of writing unlocked, and the
+	// next append claims the lock again or fails with ErrLogInUse.
+	lockMu sync.Mutex
+	lock   *pgxpool.Conn
 }
 
 var _ audit.Trail = (*Store)(nil)
@@ -66,7 +75,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: o.Log, now: time.Now}
+	s := &Store{pool: pool, log: o.Log, now: time.Now, readOnly: o.ReadOnly}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("audit postgres: migrate: %w", err)
@@ -74,34 +83,66 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.ReadOnly {
 		return s, nil
 	}
-	c, err := pool.Acquire(ctx)
+	s.lockMu.Lock()
+	err = s.claim(ctx)
+	s.lockMu.Unlock()
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("audit postgres: %w", err)
+		return nil, err
+	}
+	return s, nil
+}
+
+// claim takes a connection and the log's advisory lock on it. lockMu held.
+func (s *Store) claim(ctx context.Context) error {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("audit postgres: %w", err)
 	}
 	var ok bool
-	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('dispenser-audit:' || current_schema() || ':' || $1, 0))`, o.Log).Scan(&ok); err != nil {
-		c.Release()
-		pool.Close()
-		return nil, fmt.Errorf("audit postgres: %w", err)
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('dispenser-audit:' || current_schema() || ':' || $1, 0))`, s.log).Scan(&ok); err != nil {
+		dropConn(c)
+		return fmt.Errorf("audit postgres: %w", err)
 	}
 	if !ok {
 		c.Release()
-		pool.Close()
-		return nil, fmt.Errorf("%w: %s", ErrLogInUse, o.Log)
+		return fmt.Errorf("%w: %s", ErrLogInUse, s.log)
 	}
 	s.lock = c
-	return s, nil
+	return nil
+}
+
+// dropConn closes c (ending its session and so any advisory lock it held)
+// and returns it to the pool, which discards closed connections.
+func dropConn(c *pgxpool.Conn) {
+	_ = c.Conn().Close(context.Background())
+	c.Release()
+}
+
+// lockedConn returns the connection holding the log's lock, claiming the
+// lock again when the previous connection was lost. lockMu held.
+func (s *Store) lockedConn(ctx context.Context) (*pgxpool.Conn, error) {
+	if s.lock != nil && s.lock.Conn().IsClosed() {
+		dropConn(s.lock)
+		s.lock = nil
+	}
+	if s.lock == nil {
+		if err := s.claim(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.lock, nil
 }
 
 // Close releases the log and the pool.
 func (s *Store) Close() error {
+	s.lockMu.Lock()
 	if s.lock != nil {
 		// Closing the connection drops its session-level advisory lock.
-		_ = s.lock.Conn().Close(context.Background())
-		s.lock.Release()
+		dropConn(s.lock)
 		s.lock = nil
 	}
+	s.lockMu.Unlock()
 	s.pool.Close()
 	return nil
 }
@@ -212,14 +253,40 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	if s.lock == nil {
+	if s.readOnly {
 		return nil, errors.New("audit postgres: opened read-only")
 	}
-	tx, err := s.pool.Begin(ctx)
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	c, err := s.lockedConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil && c.Conn().IsClosed() {
+		// The lock's connection died while idle (nothing of this batch is
+		// written yet): claim the lock on a new connection and go on, or
+		// fail with ErrLogInUse if another replica holds the log now.
+		dropConn(c)
+		s.lock = nil
+		if c, err = s.lockedConn(ctx); err != nil {
+			return nil, err
+		}
+		tx, err = c.Begin(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit postgres: begin: %w", err)
 	}
-	defer func() { _ = tx.Rollback(ctx) }()
+	entries, err := s.appendTx(ctx, tx, recs)
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, err
+	}
+	return entries, nil
+}
+
+// appendTx writes recs in tx and commits it.
+func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, recs []audit.Record) ([]audit.Entry, error) {
 	head, exists, err := readHead(ctx, tx, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("audit postgres: read head: %w", err)
@@ -295,16 +362,22 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 
 // Scan implements audit.LogReader.
 func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
-	rows, err := s.pool.Query(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq`, log, from)
+	rows, err := s.pool.Query(ctx, `SELECT seq, body, hash, time_ns, outcome, org, principal, job_id, task_id, access_key_id, bucket
+		FROM audit_records WHERE log = $1 AND seq >= $2 ORDER BY seq`, log, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r audit.Row
-		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
+		// The indexed columns are copies a query trusts: verify compares them.
+		c := audit.IndexCopy{Where: "audit_records"}
+		f := &c.Fields
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash, &f.TimeNs, &f.Outcome, &f.Org, &f.Principal, &f.JobID, &f.TaskID, &f.AccessKeyID, &f.Bucket); err != nil {
 			return err
 		}
+		f.Log, f.Seq = log, r.Seq
+		r.Copies = []audit.IndexCopy{c}
 		if err := fn(r); err != nil {
 			return err
 		}

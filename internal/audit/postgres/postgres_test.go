@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -157,4 +158,100 @@ func TestAppendOnlyTriggers(t *testing.T) {
 	// Migrations are idempotent: opening again applies nothing twice.
 	_ = s.Close()
 	openTemp(t, dsn, "r")
+}
+
+// TestLostLockConnection terminates the backend holding a replica's
+// advisory lock. While no one else holds the log, the replica claims it
+// again and appends on; while another replica holds it, the replica's
+// appends fail with ErrLogInUse (503 upstream) and never touch the log.
+func TestLostLockConnection(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	a := openTemp(t, dsn, "r1")
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	kill := func() {
+		t.Helper()
+		a.lockMu.Lock()
+		pid := a.lock.Conn().PgConn().PID()
+		a.lockMu.Unlock()
+		var ok bool
+		if err := admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, ok, err)
+		}
+		// Wait until the backend is gone, so its lock is released.
+		for i := 0; i < 500; i++ {
+			var n int
+			if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("terminated backend did not exit")
+	}
+	appendN := func(s *Store, from int) error {
+		_, err := s.Append(ctx, []audit.Record{audittest.Sample(from), audittest.Sample(from + 1)})
+		return err
+	}
+	if err := appendN(a, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. Nobody else wants the log: the next append claims it again.
+	kill()
+	if err := appendN(a, 2); err != nil {
+		t.Fatalf("append after the lock connection died: %v", err)
+	}
+	if _, err := Open(ctx, Options{DSN: dsn, Log: "r1"}); !errors.Is(err, ErrLogInUse) {
+		t.Fatalf("the re-claimed lock is not held: Open = %v", err)
+	}
+
+	// 2. Another replica takes the log while a's lock is gone: a fails
+	// closed, b appends, and the log stays one chain.
+	kill()
+	b, err := Open(ctx, Options{DSN: dsn, Log: "r1"})
+	if err != nil {
+		t.Fatalf("claim of the released log: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := appendN(a, 10+2*i); !errors.Is(err, ErrLogInUse) {
+			t.Fatalf("append while another replica holds the log = %v, want ErrLogInUse", err)
+		}
+	}
+	if err := appendN(b, 20); err != nil {
+		t.Fatal(err)
+	}
+	// 3. b goes away: a claims the log again and continues b's chain.
+	_ = b.Close()
+	// b's backend releases the lock when it has processed the disconnect:
+	// until then a's appends keep failing closed.
+	err = appendN(a, 30)
+	for i := 0; i < 500 && errors.Is(err, ErrLogInUse); i++ {
+		time.Sleep(10 * time.Millisecond)
+		err = appendN(a, 30)
+	}
+	if err != nil {
+		t.Fatalf("append after the other replica released the log: %v", err)
+	}
+	var prev [audit.HashSize]byte
+	next := int64(0)
+	if err := a.Scan(ctx, "r1", 0, func(row audit.Row) error {
+		e, err := audit.Decode(row.Body)
+		if err != nil || row.Seq != next || e.PrevHash != prev {
+			t.Fatalf("entry %d breaks the chain (%v)", row.Seq, err)
+		}
+		prev, next = audit.ChainHash(row.Body), next+1
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if next != 8 {
+		t.Fatalf("log holds %d entries, want 8 (2+2 by a, 2 by b, 2 by a; none of the refused ones)", next)
+	}
 }

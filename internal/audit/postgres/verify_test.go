@@ -71,4 +71,16 @@ func TestVerifyShards(t *testing.T) {
 	if rep.Logs[0].Problems != nil || !strings.Contains(strings.Join(rep.Logs[1].Problems, "\n"), "entry 3") {
 		t.Fatalf("edited replica-b entry 3: %+v", rep)
 	}
+	// An edited query column leaves the entry intact but hides it from an
+	// access key query: verify compares the copy with the entry's bytes.
+	if _, err := c.Exec(ctx, `UPDATE audit_records SET access_key_id = 'ASIAOTHER' WHERE log = 'replica-a' AND seq = 1`); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = audit.Verify(ctx, reader, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(rep.Logs[0].Problems, "\n"), "entry 1: access_key_id of audit_records differ") {
+		t.Fatalf("edited replica-a access_key_id column: %+v", rep)
+	}
 }

@@ -1,6 +1,13 @@
 // Package sqlite is the embedded audit store: one SQLite file in WAL mode
 // with synchronous=FULL (a commit is on disk before Append returns), created
 // and migrated on first start. It needs no cgo (modernc.org/sqlite).
+//
+// An append commits only what durability and tamper evidence need: the
+// entry bytes, their chain hash, the Merkle nodes and the head. The query
+// index (audit_index and its seven indexes) is built from the committed
+// entries by an indexer when the writer is idle or has a backlog, and every
+// query first brings it up to date, so queries see every durable record
+// while the commit path stays short.
 package sqlite
 
 import (
@@ -14,6 +21,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -32,7 +41,28 @@ type Store struct {
 	r   *sql.DB // readers
 	log string
 	now func() time.Time
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared once on w, reused by every transaction
+
+	idx indexer
 }
+
+// indexer tracks how far audit_index lags behind audit_records.
+type indexer struct {
+	mu         sync.Mutex   // one catch-up at a time
+	appended   atomic.Int64 // records appended through this Store
+	indexed    atomic.Int64 // appended as of the last complete catch-up
+	lastAppend atomic.Int64 // unix nanoseconds
+	idle       time.Duration
+	backlog    int64
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+// indexChunk bounds one index transaction, so an append never waits long
+// behind the indexer for the one writer connection.
+const indexChunk = 512
 
 var _ audit.Trail = (*Store)(nil)
 
@@ -42,6 +72,14 @@ type Options struct {
 	Path string
 	// Log names the log this store appends to (default "main").
 	Log string
+	// IndexIdle is how long appends must pause before the indexer brings
+	// the query index up to date in the background (default 100ms).
+	IndexIdle time.Duration
+	// IndexBacklog is how many unindexed records make the indexer run even
+	// while appends continue (default 20,000; it bounds how much a query
+	// may have to index before it answers). With 1 the indexer follows
+	// the log on every tick (at most 50ms behind) whatever the load.
+	IndexBacklog int64
 }
 
 func dsn(path string, extra ...string) string {
@@ -70,9 +108,21 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{w: w, log: o.Log, now: time.Now}
+	if o.IndexIdle <= 0 {
+		o.IndexIdle = 100 * time.Millisecond
+	}
+	if o.IndexBacklog <= 0 {
+		o.IndexBacklog = 20000
+	}
+	s := &Store{w: w, log: o.Log, now: time.Now, stmts: map[string]*sql.Stmt{}}
+	s.idx.idle, s.idx.backlog = o.IndexIdle, o.IndexBacklog
+	s.idx.indexed.Store(-1) // unknown: catch up once at the first idle moment
 	if err := s.migrate(ctx); err != nil {
 		_ = w.Close()
+		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
+	}
+	if err := s.prepare(ctx); err != nil {
+		_ = s.Close()
 		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
 	}
 	r, err := sql.Open("sqlite", dsn(o.Path, "_txlock", "deferred"))
@@ -82,14 +132,59 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	s.r = r
+	s.idx.stop, s.idx.done = make(chan struct{}), make(chan struct{})
+	go s.indexLoop()
 	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return errors.Join(s.w.Close(), s.r.Close()) }
+// Close stops the indexer and closes the database.
+func (s *Store) Close() error {
+	if s.idx.stop != nil {
+		close(s.idx.stop)
+		<-s.idx.done
+	}
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		_ = st.Close()
+	}
+	s.stmtMu.Unlock()
+	errs := []error{s.w.Close()}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	return errors.Join(errs...)
+}
 
-// Log is the name of the log this store appends to.
-func (s *Store) Log() string { return s.log }
+// stmt returns q, prepared once on the writer connection, bound to tx:
+// preparing once instead of per batch keeps the SQL parser off the commit
+// path. Every statement the writer uses is prepared by Open (the one
+// connection is busy inside a transaction); one that is not is prepared
+// on the transaction.
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	st, ok := s.stmts[q]
+	s.stmtMu.Unlock()
+	if !ok {
+		return tx.PrepareContext(ctx, q)
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
+// prepare prepares the writer's statements while its connection is free.
+func (s *Store) prepare(ctx context.Context) error {
+	qs := []string{selectHash, selectHead, upsertHead, indexSQL}
+	for _, n := range rowChunks {
+		qs = append(qs, insertRecords+valuesList(n, recordCols), insertHashes+valuesList(n, 3))
+	}
+	for _, q := range qs {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		s.stmts[q] = st
+	}
+	return nil
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS audit_schema (version INTEGER NOT NULL)`); err != nil {
@@ -143,11 +238,43 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
+const (
+	selectHash = `SELECT hash FROM audit_hashes WHERE log = ? AND idx = ?`
+	selectHead = `SELECT size, hash FROM audit_heads WHERE log = ?`
+	upsertHead = `INSERT INTO audit_heads (log, size, hash) VALUES (?, ?, ?)
+		ON CONFLICT (log) DO UPDATE SET size = excluded.size, hash = excluded.hash`
+)
+
+// stmtQueryer runs the store's fixed queries through prepared statements.
+type stmtQueryer struct {
+	ctx context.Context
+	s   *Store
+	tx  *sql.Tx
+}
+
+func (q stmtQueryer) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := q.s.stmt(ctx, q.tx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (q stmtQueryer) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := q.s.stmt(ctx, q.tx, query)
+	if err != nil {
+		// database/sql offers no *sql.Row carrying an error; the unprepared
+		// query reports the same failure.
+		return q.tx.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
 func readHashes(ctx context.Context, q queryer, log string, idx []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(idx))
 	for i, x := range idx {
 		var b []byte
-		if err := q.QueryRowContext(ctx, `SELECT hash FROM audit_hashes WHERE log = ? AND idx = ?`, log, x).Scan(&b); err != nil {
+		if err := q.QueryRowContext(ctx, selectHash, log, x).Scan(&b); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil, fmt.Errorf("audit sqlite: stored hash %d of log %s is missing", x, log)
 			}
@@ -164,7 +291,7 @@ func readHashes(ctx context.Context, q queryer, log string, idx []int64) ([]tlog
 func readHead(ctx context.Context, q queryer, log string) (audit.Head, error) {
 	var h audit.Head
 	var b []byte
-	err := q.QueryRowContext(ctx, `SELECT size, hash FROM audit_heads WHERE log = ?`, log).Scan(&h.Size, &b)
+	err := q.QueryRowContext(ctx, selectHead, log).Scan(&h.Size, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return audit.Head{}, nil
 	}
@@ -177,6 +304,7 @@ func readHead(ctx context.Context, q queryer, log string) (audit.Head, error) {
 
 // Append implements audit.Store: one IMMEDIATE transaction, committed with
 // a full fsync, holding the records, their Merkle nodes and the new head.
+// Rows go in as multi-row INSERTs through statements prepared once.
 func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry, error) {
 	if len(recs) == 0 {
 		return nil, nil
@@ -186,46 +314,187 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 		return nil, fmt.Errorf("audit sqlite: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	head, err := readHead(ctx, tx, s.log)
+	q := stmtQueryer{ctx: ctx, s: s, tx: tx}
+	head, err := readHead(ctx, q, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: read head: %w", err)
 	}
 	sealed, err := audit.Seal(s.log, head, recs, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		return readHashes(ctx, tx, s.log, idx)
+		return readHashes(ctx, q, s.log, idx)
 	}))
 	if err != nil {
 		return nil, err
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO audit_records (log, seq, `+strings.Join(auditsql.Columns, ", ")+`, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("audit sqlite: prepare: %w", err)
-	}
-	defer ins.Close()
+	args := make([]any, 0, recordCols*len(sealed.Entries))
 	for i, e := range sealed.Entries {
-		args := append([]any{s.log, e.Seq}, auditsql.Values(e.Record)...)
-		args = append(args, sealed.Bodies[i], sealed.Hashes[i][:])
-		if _, err := ins.ExecContext(ctx, args...); err != nil {
-			return nil, fmt.Errorf("audit sqlite: insert record: %w", err)
-		}
+		r := e.Record
+		args = append(args, s.log, e.Seq, audit.TimeKey(r.Time), string(r.Outcome), r.Org, r.Principal, r.JobID, r.TaskID,
+			r.AccessKeyID, r.Bucket, sealed.Bodies[i], sealed.Hashes[i][:])
 	}
-	hins, err := tx.PrepareContext(ctx, `INSERT INTO audit_hashes (log, idx, hash) VALUES (?, ?, ?)`)
+	if err := s.insertRows(ctx, tx, insertRecords, recordCols, args); err != nil {
+		return nil, fmt.Errorf("audit sqlite: insert record: %w", err)
+	}
+	args = args[:0]
+	for _, h := range sealed.Tree {
+		args = append(args, s.log, h.Index, h.Hash[:])
+	}
+	if err := s.insertRows(ctx, tx, insertHashes, 3, args); err != nil {
+		return nil, fmt.Errorf("audit sqlite: insert hash: %w", err)
+	}
+	up, err := s.stmt(ctx, tx, upsertHead)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: prepare: %w", err)
 	}
-	defer hins.Close()
-	for _, h := range sealed.Tree {
-		if _, err := hins.ExecContext(ctx, s.log, h.Index, h.Hash[:]); err != nil {
-			return nil, fmt.Errorf("audit sqlite: insert hash: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (log, size, hash) VALUES (?, ?, ?)
-		ON CONFLICT (log) DO UPDATE SET size = excluded.size, hash = excluded.hash`, s.log, sealed.Head.Size, sealed.Head.Hash[:]); err != nil {
+	if _, err := up.ExecContext(ctx, s.log, sealed.Head.Size, sealed.Head.Hash[:]); err != nil {
 		return nil, fmt.Errorf("audit sqlite: update head: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("audit sqlite: commit: %w", err)
 	}
+	s.idx.appended.Add(int64(len(sealed.Entries)))
+	s.idx.lastAppend.Store(time.Now().UnixNano())
 	return sealed.Entries, nil
+}
+
+var (
+	insertRecords = `INSERT INTO audit_records (log, seq, ` + strings.Join(auditsql.Columns, ", ") + `, body, hash) VALUES `
+	insertHashes  = `INSERT INTO audit_hashes (log, idx, hash) VALUES `
+	// indexSQL indexes the next entries in id order; MAX(id) of audit_index
+	// is how far indexing got.
+	indexSQL = `INSERT INTO audit_index (id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + `)
+		SELECT id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + ` FROM audit_records
+		WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_index) ORDER BY id LIMIT ` + strconv.Itoa(indexChunk)
+)
+
+// recordCols is the number of values per audit_records row: log, seq, the
+// indexed columns, body, hash.
+const recordCols = 12
+
+// rowChunks are the multi-row statement sizes insertRows uses: few
+// distinct statements to prepare, few executions per batch.
+var rowChunks = []int{64, 16, 4, 1}
+
+// insertRows executes prefix + "(?, ...), (?, ...)" over args, cols values
+// per row, in as few statements as rowChunks allow.
+func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols int, args []any) error {
+	rows := len(args) / cols
+	for _, n := range rowChunks {
+		for rows >= n {
+			st, err := s.stmt(ctx, tx, prefix+valuesLists[valuesKey{n, cols}])
+			if err != nil {
+				return err
+			}
+			if _, err := st.ExecContext(ctx, args[:n*cols]...); err != nil {
+				return err
+			}
+			args, rows = args[n*cols:], rows-n
+		}
+	}
+	return nil
+}
+
+type valuesKey struct{ rows, cols int }
+
+// valuesLists holds the VALUES lists of every multi-row statement.
+var valuesLists = func() map[valuesKey]string {
+	m := map[valuesKey]string{}
+	for _, n := range rowChunks {
+		for _, c := range []int{recordCols, 3} {
+			m[valuesKey{n, c}] = valuesList(n, c)
+		}
+	}
+	return m
+}()
+
+func valuesList(rows, cols int) string {
+	row := "(" + strings.Repeat("?, ", cols-1) + "?)"
+	return strings.Repeat(row+", ", rows-1) + row
+}
+
+// indexLoop keeps audit_index close behind the log: it indexes when
+// appends pause (so a burst pays nothing for the index while it lasts)
+// and when the backlog passes IndexBacklog (so a query never has much to
+// catch up).
+func (s *Store) indexLoop() {
+	defer close(s.idx.done)
+	tick := s.idx.idle / 2
+	if tick > 50*time.Millisecond {
+		tick = 50 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.idx.stop:
+			return
+		case <-t.C:
+		}
+		for {
+			behind := s.idx.appended.Load() - s.idx.indexed.Load()
+			idle := time.Since(time.Unix(0, s.idx.lastAppend.Load())) >= s.idx.idle
+			if behind <= 0 || (!idle && behind < s.idx.backlog) {
+				break
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			done, err := s.indexStep(ctx)
+			cancel()
+			if err != nil || done {
+				break // an error is retried on the next tick; queries report it
+			}
+			select {
+			case <-s.idx.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// CatchUp brings the query index up to date with every committed entry.
+// Query calls it; it is exported for tools and tests.
+func (s *Store) CatchUp(ctx context.Context) error {
+	for {
+		done, err := s.indexStep(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// indexStep indexes up to indexChunk entries past the newest indexed one
+// and reports whether the index was then complete.
+func (s *Store) indexStep(ctx context.Context) (bool, error) {
+	s.idx.mu.Lock()
+	defer s.idx.mu.Unlock()
+	// Every record counted here was committed before the SELECT below runs.
+	appended := s.idx.appended.Load()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("audit sqlite: index: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	st, err := s.stmt(ctx, tx, indexSQL)
+	if err != nil {
+		return false, fmt.Errorf("audit sqlite: index: %w", err)
+	}
+	res, err := st.ExecContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("audit sqlite: index: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	if n > 0 {
+		if err := tx.Commit(); err != nil {
+			return false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+	}
+	if n < indexChunk {
+		s.idx.indexed.Store(appended)
+		return true, nil
+	}
+	return false, nil
 }
 
 // Query implements audit.Querier.
@@ -233,13 +502,28 @@ func (s *Store) Query(ctx context.Context, f audit.Filter) (audit.Page, error) {
 	if err := f.Normalize(); err != nil {
 		return audit.Page{}, err
 	}
-	where, args := auditsql.Where(f, func(int) string { return "?" })
-	rows, err := s.r.QueryContext(ctx, `SELECT body FROM audit_records WHERE `+where+` `+auditsql.OrderBy+` LIMIT `+strconv.Itoa(f.Limit+1), args...)
+	if err := s.CatchUp(ctx); err != nil {
+		return audit.Page{}, err
+	}
+	rows, err := s.r.QueryContext(ctx, querySQL(f), queryArgs(f)...)
 	if err != nil {
 		return audit.Page{}, fmt.Errorf("audit sqlite: query: %w", err)
 	}
 	defer rows.Close()
 	return auditsql.ReadPage(rows, f.Limit)
+}
+
+// querySQL selects from audit_index (through one of its indexes) and reads
+// each result's body from audit_records by id.
+func querySQL(f audit.Filter) string {
+	where, _ := auditsql.Where(f, func(int) string { return "?" })
+	return `SELECT (SELECT body FROM audit_records r WHERE r.id = audit_index.id) FROM audit_index WHERE ` + where + ` ` +
+		auditsql.OrderBy + ` LIMIT ` + strconv.Itoa(f.Limit+1)
+}
+
+func queryArgs(f audit.Filter) []any {
+	_, args := auditsql.Where(f, func(int) string { return "?" })
+	return args
 }
 
 // Logs implements audit.LogReader.
@@ -265,17 +549,40 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 	return readHead(ctx, s.r, log)
 }
 
-// Scan implements audit.LogReader.
+// Scan implements audit.LogReader. Each row carries both copies of its
+// query columns: audit_records' own and its audit_index row (reported
+// missing when the indexer has passed the entry but its row is gone).
 func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, body, hash FROM audit_records WHERE log = ? AND seq >= ? ORDER BY seq`, log, from)
+	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.body, r.hash,
+		r.time_ns, r.outcome, r.org, r.principal, r.job_id, r.task_id, r.access_key_id, r.bucket,
+		i.id IS NOT NULL, r.id <= (SELECT COALESCE(MAX(id), 0) FROM audit_index),
+		COALESCE(i.log, ''), COALESCE(i.seq, -1), COALESCE(i.time_ns, 0), COALESCE(i.outcome, ''), COALESCE(i.org, ''),
+		COALESCE(i.principal, ''), COALESCE(i.job_id, ''), COALESCE(i.task_id, ''), COALESCE(i.access_key_id, ''), COALESCE(i.bucket, '')
+		FROM audit_records r LEFT JOIN audit_index i ON i.id = r.id WHERE r.log = ? AND r.seq >= ? ORDER BY r.seq`, log, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r audit.Row
-		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash); err != nil {
+		rec := audit.IndexCopy{Where: "audit_records"}
+		idx := audit.IndexCopy{Where: "audit_index"}
+		var indexed, due bool
+		rf, xf := &rec.Fields, &idx.Fields
+		if err := rows.Scan(&r.Seq, &r.Body, &r.Hash,
+			&rf.TimeNs, &rf.Outcome, &rf.Org, &rf.Principal, &rf.JobID, &rf.TaskID, &rf.AccessKeyID, &rf.Bucket,
+			&indexed, &due,
+			&xf.Log, &xf.Seq, &xf.TimeNs, &xf.Outcome, &xf.Org, &xf.Principal, &xf.JobID, &xf.TaskID, &xf.AccessKeyID, &xf.Bucket); err != nil {
 			return err
+		}
+		rf.Log, rf.Seq = log, r.Seq // the row's own key columns
+		r.Copies = []audit.IndexCopy{rec}
+		switch {
+		case indexed:
+			r.Copies = append(r.Copies, idx)
+		case due:
+			idx.Missing = true
+			r.Copies = append(r.Copies, idx)
 		}
 		if err := fn(r); err != nil {
 			return err
@@ -328,8 +635,12 @@ func (s *Store) CheckpointAt(ctx context.Context, log string, size int64) ([]byt
 
 // FirstSeqSince implements audit.Pruner.
 func (s *Store) FirstSeqSince(ctx context.Context, log string, t time.Time) (int64, error) {
+	// The time index lives in audit_index.
+	if err := s.CatchUp(ctx); err != nil {
+		return 0, err
+	}
 	var n int64
-	err := s.r.QueryRowContext(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM audit_records WHERE log = ? AND time_ns >= ?),
+	err := s.r.QueryRowContext(ctx, `SELECT COALESCE((SELECT MIN(seq) FROM audit_index WHERE log = ? AND time_ns >= ?),
 		(SELECT size FROM audit_heads WHERE log = ?), 0)`, log, t.UnixNano(), log).Scan(&n)
 	return n, err
 }
@@ -343,6 +654,12 @@ func (s *Store) Prune(ctx context.Context, log string, p int64) (int64, error) {
 	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_prune (log, before) VALUES (?, ?)
 		ON CONFLICT (log) DO UPDATE SET before = excluded.before WHERE excluded.before > audit_prune.before`, log, p); err != nil {
+		return 0, err
+	}
+	// The index rows of the pruned entries go too; the kept boundary
+	// entry's id bounds them so the delete walks the rowid range.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_index WHERE id <= COALESCE((SELECT id FROM audit_records WHERE log = ? AND seq = ?), 9223372036854775807)
+		AND log = ? AND seq < ?`, log, p-1, log, p-1); err != nil {
 		return 0, err
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM audit_records WHERE log = ? AND seq < ?`, log, p-1)

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,6 +61,9 @@ func (f *fixture) append(t *testing.T, from, n int) {
 		recs = append(recs, audittest.Sample(i))
 	}
 	if _, err := f.s.Append(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.CatchUp(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -201,7 +206,22 @@ func TestVerifyFindsTampering(t *testing.T) {
 			if err := f.anchor.Put(context.Background(), audit.Origin(origin, "main"), 20, signed); err != nil {
 				t.Fatal(err)
 			}
-		}, "anchored checkpoint is not valid"},
+		}, "is not valid for this log's key and origin"},
+		{"edit an indexed column (hides the entry from an org query)", func(t *testing.T, f *fixture) {
+			f.exec(t, `UPDATE audit_index SET org = 'other' WHERE seq = 5`)
+			if p, err := f.s.Query(context.Background(), audit.Filter{Org: "other"}); err != nil || len(p.Records) != 1 {
+				t.Fatalf("query by the edited column: %+v, %v", p, err)
+			}
+		}, "entry 5: org of audit_index differ from the entry's bytes"},
+		{"edit the copied access key id", func(t *testing.T, f *fixture) {
+			f.exec(t, `UPDATE audit_records SET access_key_id = 'ASIAOTHER' WHERE seq = 6`)
+		}, "entry 6: access_key_id of audit_records differ"},
+		{"point an index row elsewhere", func(t *testing.T, f *fixture) {
+			f.exec(t, `UPDATE audit_index SET seq = 9 WHERE seq = 8`)
+		}, "entry 8: seq of audit_index differ"},
+		{"delete an index row", func(t *testing.T, f *fixture) {
+			f.exec(t, `DELETE FROM audit_index WHERE seq = 7`)
+		}, "entry 7 is missing from audit_index"},
 		{"delete everything", func(t *testing.T, f *fixture) {
 			f.exec(t, `DELETE FROM audit_records`)
 			f.exec(t, `DELETE FROM audit_hashes`)
@@ -221,6 +241,128 @@ func TestVerifyFindsTampering(t *testing.T) {
 				t.Fatalf("problems %q\ndo not mention %q", r.Problems, c.want)
 			}
 		})
+	}
+}
+
+// TestVerifyChecksEveryAnchor: a log rolled back below what only the second
+// anchor saw is found when verify is given every anchor, and a forged
+// checkpoint in any anchor is reported.
+func TestVerifyChecksEveryAnchor(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t) // anchor A holds a checkpoint at 20
+	b := &audit.DirAnchor{Dir: filepath.Join(t.TempDir(), "anchor-b")}
+	f.cp.Anchors = []audit.Anchor{f.anchor, b}
+	f.append(t, 20, 5)
+	if _, err := f.cp.Checkpoint(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 {
+		t.Fatalf("two anchors, clean: %+v", r)
+	}
+	f.opts.Anchors = []audit.Anchor{b}
+	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 || r.Unanchored != 0 {
+		t.Fatalf("two anchors, clean: %+v", r)
+	}
+	// Put A back at 20 (its writer was cut off), then roll the log back to
+	// 20 entries: A alone agrees with the log, B does not.
+	a20, err := audit.SignCheckpoint(audit.Origin(origin, "main"), 20, mustTreeHash(t, f, 20), f.cp.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(f.anchor.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.anchor.Put(ctx, audit.Origin(origin, "main"), 20, a20); err != nil {
+		t.Fatal(err)
+	}
+	last := f.entry(t, 19)
+	_, h := encode(t, last)
+	f.exec(t, `DELETE FROM audit_records WHERE seq >= 20`)
+	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 20))
+	f.exec(t, `DELETE FROM audit_checkpoints WHERE size > 20`)
+	f.exec(t, `UPDATE audit_heads SET size = 20, hash = ?`, h)
+	f.opts.Anchors = nil
+	if r := f.verify(t); len(r.Problems) > 0 {
+		t.Fatalf("anchor A alone should not see the rollback: %+v", r)
+	}
+	f.opts.Anchors = []audit.Anchor{b}
+	r := f.verify(t)
+	if want := "anchored checkpoint in " + b.Dir + " covers 25 entries but the log holds 20"; !strings.Contains(strings.Join(r.Problems, "\n"), want) {
+		t.Fatalf("rollback below anchor B: %q, want %q", r.Problems, want)
+	}
+	// A forged checkpoint in the second anchor is refused.
+	skey, _, _ := note.GenerateKey(rand.Reader, "dispenser-test")
+	forger, _ := note.NewSigner(skey)
+	forged, _ := audit.SignCheckpoint(audit.Origin(origin, "main"), 30, tlog.Hash{1}, forger)
+	if err := b.Put(ctx, audit.Origin(origin, "main"), 30, forged); err != nil {
+		t.Fatal(err)
+	}
+	r = f.verify(t)
+	if want := "anchored checkpoint in " + b.Dir + " is not valid"; !strings.Contains(strings.Join(r.Problems, "\n"), want) {
+		t.Fatalf("forged checkpoint in anchor B: %q, want %q", r.Problems, want)
+	}
+}
+
+func mustTreeHash(t *testing.T, f *fixture, n int64) tlog.Hash {
+	t.Helper()
+	h, err := tlog.TreeHash(n, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return f.s.ReadHashes(context.Background(), "main", idx)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestCheckpointerRefusesToAnchorAFork: after the anchored entries are
+// rewritten and the log grown past the anchored size, the next checkpoint
+// is not an extension of the anchored one; the checkpointer (with its
+// memory of what it anchored, or reading the anchor afresh after a
+// restart) refuses to replace the evidence, and verify still finds it.
+func TestCheckpointerRefusesToAnchorAFork(t *testing.T) {
+	for _, restarted := range []bool{false, true} {
+		f := newFixture(t)
+		ctx := context.Background()
+		last := f.entry(t, 9)
+		_, h := encode(t, last)
+		f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+		f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+		f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+		f.exec(t, `DELETE FROM audit_checkpoints`)
+		f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+		var recs []audit.Record
+		for i := 10; i < 25; i++ {
+			r := audittest.Sample(i)
+			r.Principal = "someone-else"
+			recs = append(recs, r)
+		}
+		if _, err := f.s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		cp := f.cp
+		if restarted {
+			cp = &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+		}
+		if _, err := cp.Checkpoint(ctx, true); !errors.Is(err, audit.ErrAnchorFork) {
+			t.Fatalf("restarted=%v: Checkpoint of a rewritten log = %v, want ErrAnchorFork", restarted, err)
+		}
+		if r := f.verify(t); r.Anchored != 20 || !strings.Contains(strings.Join(r.Problems, "\n"), "first 20 entries do not match the anchored checkpoint") {
+			t.Fatalf("restarted=%v: after the refused anchor: %+v", restarted, r)
+		}
+	}
+	// An honest log keeps being anchored (the check passes).
+	f := newFixture(t)
+	f.append(t, 20, 3)
+	if _, err := f.cp.Checkpoint(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+	f.append(t, 23, 2)
+	if _, err := cp.Checkpoint(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 {
+		t.Fatalf("honest log: %+v", r)
 	}
 }
 
