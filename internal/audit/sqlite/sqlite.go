@@ -46,6 +46,9 @@ type Store struct {
 	stmts  map[string]*sql.Stmt // prepared once on w, reused by every transaction
 
 	idx indexer
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // indexer tracks how far audit_index lags behind audit_records.
@@ -137,8 +140,13 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops the indexer and closes the database.
+// Close stops the indexer and closes the database. It is idempotent.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
 	if s.idx.stop != nil {
 		close(s.idx.stop)
 		<-s.idx.done

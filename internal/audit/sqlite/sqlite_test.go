@@ -94,3 +94,18 @@ func TestIndexRebuiltFromTheLog(t *testing.T) {
 		t.Fatalf("index rows = %d, %v; want %d", n, err, len(recs))
 	}
 }
+
+// TestCloseTwice: the app closes the trail at exit even when a fault path
+// (or a test) closed it before; a second Close must be harmless.
+func TestCloseTwice(t *testing.T) {
+	s, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "audit.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
