@@ -216,7 +216,15 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 				continue
 			}
 		}
-		if ok && prev.size <= h.Size {
+		if ok && prev.size > h.Size {
+			// The log is shorter than what was anchored: truncation or a
+			// rollback. Never overwrite the evidence with a smaller tree,
+			// whatever the sink itself would accept.
+			c.Metrics.AuditFailure("anchor_rollback")
+			errs = append(errs, fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorRollback, prev.size, h.Size))
+			continue
+		}
+		if ok {
 			root, err := tlog.TreeHash(prev.size, hashes)
 			if err != nil {
 				errs = append(errs, err)

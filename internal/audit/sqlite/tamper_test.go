@@ -482,3 +482,47 @@ func TestRetentionKeepsTheTrailVerifiable(t *testing.T) {
 		t.Fatalf("floor without checkpoint: %+v", r)
 	}
 }
+
+// overwritingAnchor is a naive sink (a plain object store, a careless
+// witness) that accepts any checkpoint, smaller ones included.
+type overwritingAnchor struct{ latest map[string][]byte }
+
+var _ audit.Anchor = (*overwritingAnchor)(nil)
+
+func (a *overwritingAnchor) Put(_ context.Context, origin string, _ int64, signed []byte) error {
+	a.latest[origin] = append([]byte(nil), signed...)
+	return nil
+}
+
+func (a *overwritingAnchor) Latest(_ context.Context, origin string) ([]byte, error) {
+	return a.latest[origin], nil
+}
+
+// TestCheckpointerRefusesRollbackOnAnySink: after the newest rows are
+// deleted (truncation), the checkpointer must not anchor the shorter tree,
+// even on a sink that would accept it; the anchor keeps the evidence.
+func TestCheckpointerRefusesRollbackOnAnySink(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	naive := &overwritingAnchor{latest: map[string][]byte{}}
+	orig := audit.Origin(origin, "main")
+	held, err := f.anchor.Latest(ctx, orig)
+	if err != nil || held == nil {
+		t.Fatalf("fixture anchor: %v", err)
+	}
+	naive.latest[orig] = held // the naive sink holds the 20-entry checkpoint
+	last := f.entry(t, 9)
+	_, h := encode(t, last)
+	f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+	f.exec(t, `DELETE FROM audit_checkpoints`)
+	f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: orig, Signer: f.cp.Signer, Anchors: []audit.Anchor{naive}}
+	if _, err := cp.Checkpoint(ctx, true); !errors.Is(err, audit.ErrAnchorRollback) {
+		t.Fatalf("Checkpoint of a truncated log = %v, want ErrAnchorRollback", err)
+	}
+	if string(naive.latest[orig]) != string(held) {
+		t.Fatal("the naive sink's evidence was replaced by a smaller tree")
+	}
+}
