@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/ratelimit"
 )
 
 // TestRestartOnlyNamesIgnoredChanges: a reload must say which changed
@@ -52,5 +53,27 @@ tenants:
 	}
 	if got := restartOnly(old, cur); !slices.Contains(got, "backends.sts") {
 		t.Errorf("backend option change not named: %v", got)
+	}
+}
+
+// TestAuthFailureGuardDefault: on by default for direct callers, off by
+// default behind a proxy or gateway, explicit settings win.
+func TestAuthFailureGuardDefault(t *testing.T) {
+	direct := &config.Config{}
+	if authFailureGuard(direct) == nil {
+		t.Error("direct callers: want the default guard")
+	}
+	proxied := &config.Config{}
+	proxied.Server.BehindTLSProxy = true
+	if authFailureGuard(proxied) != nil {
+		t.Error("behind a proxy: the guard must be off by default")
+	}
+	proxied.RateLimits.AuthFailuresPerClient = &ratelimit.Limit{Rate: 1, Burst: 5}
+	if authFailureGuard(proxied) == nil {
+		t.Error("an explicit setting must win")
+	}
+	direct.RateLimits.AuthFailuresPerClient = &ratelimit.Limit{}
+	if authFailureGuard(direct) != nil {
+		t.Error("rate 0 must turn it off")
 	}
 }

@@ -223,9 +223,19 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 
 // authFailureGuard builds the per-client budget of failed authentications,
 // or returns nil (no guard) when it is turned off.
+//
+// Unset, it is on by default only when callers connect directly: behind a
+// TLS-terminating proxy or a gateway every caller has the proxy's address,
+// and one misbehaving worker would get every worker refused.
 func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
 	l := cfg.RateLimits.AuthFailuresPerClient
-	if l == nil || !l.Enabled() {
+	if l == nil {
+		if cfg.Server.BehindTLSProxy || cfg.Auth.Gateway != nil {
+			return nil
+		}
+		l = &ratelimit.DefaultAuthFailures
+	}
+	if !l.Enabled() {
 		return nil
 	}
 	return ratelimit.NewFailureGuard(*l, 100000, nil)

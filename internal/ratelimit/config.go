@@ -56,11 +56,17 @@ type Config struct {
 	Tenants      map[string]Overrides `yaml:"tenants"`
 	Redis        *RedisConfig         `yaml:"redis"`
 	// AuthFailuresPerClient is a bucket per client address charged only by
-	// failed authentications (default 5/s, burst 50; rate 0 turns it off).
-	// A client over it is refused before authentication, so a flood of bad
-	// credentials cannot grow the audit trail or crowd out issuance.
+	// failed authentications; rate 0 turns it off. A client over it is
+	// refused before authentication, so a flood of bad credentials cannot
+	// grow the audit trail or crowd out issuance. Unset, it defaults to
+	// DefaultAuthFailures, except behind a proxy or gateway, where every
+	// caller shares the proxy's address (see the README).
 	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
 }
+
+// DefaultAuthFailures is the failed-authentication budget per client
+// address when none is configured and callers connect directly.
+var DefaultAuthFailures = Limit{Rate: 5, Burst: 50}
 
 // Enabled reports whether any limit is configured.
 func (c *Config) Enabled() bool {
@@ -83,9 +89,6 @@ func defBurst(l *Limit) {
 
 // ApplyDefaults fills unset fields: a burst defaults to one second of rate.
 func (c *Config) ApplyDefaults() {
-	if c.AuthFailuresPerClient == nil {
-		c.AuthFailuresPerClient = &Limit{Rate: 5, Burst: 50}
-	}
 	defBurst(c.AuthFailuresPerClient)
 	defBurst(&c.PerPrincipal)
 	defBurst(&c.PerOrg)
