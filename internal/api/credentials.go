@@ -202,7 +202,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		if rec.Outcome == audit.Failed {
 			outcome = "error"
 		}
-		s.opt.Metrics.Decision(rec.Org, rec.Operation, rec.Backend, outcome, rec.Reason, rec.Latency)
+		s.opt.Metrics.Decision(s.tenantLabel(rec.Org), rec.Operation, rec.Backend, outcome, rec.Reason, rec.Latency)
 		s.writeError(w, r, err)
 	}
 
@@ -338,6 +338,15 @@ func forgetterFor(v vend.Vendor, g scope.Grant) Forgetter {
 		}
 	}
 	return nil
+}
+
+// tenantLabel bounds the tenant metric label to configured tenants: the org
+// of a refused caller comes from its credential and could be anything.
+func (s *Server) tenantLabel(org string) string {
+	if _, ok := s.rules.Load().Tenant(org); ok {
+		return org
+	}
+	return "unknown"
 }
 
 func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {

@@ -102,3 +102,22 @@ func TestAuthFailureBudget(t *testing.T) {
 		t.Fatalf("valid caller from another address: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestTenantLabelIsBounded: an org no tenant serves (taken from the
+// caller's credential) must not become a metric label value.
+func TestTenantLabelIsBounded(t *testing.T) {
+	m := metrics.New("test")
+	h := newHarness(t, func(o *Options) { o.Metrics = m })
+	for _, org := range []string{"evil-1", "evil-2", "evil-3"} {
+		w := h.do("GET", "/credentials?operation=get&location=s3://media/acme/in/", "Bearer "+h.token("w1", org, nil), "", nil)
+		if w.Code != http.StatusForbidden {
+			t.Fatalf("org %s: %d", org, w.Code)
+		}
+	}
+	if got := testutil.ToFloat64(m.Issuances.WithLabelValues("unknown", "get", "", "denied", "unknown_org")); got != 3 {
+		t.Fatalf(`issuances{tenant="unknown",reason="unknown_org"} = %v, want 3`, got)
+	}
+	if n := testutil.CollectAndCount(m.Issuances); n != 1 {
+		t.Fatalf("%d issuance series, want 1", n)
+	}
+}
