@@ -173,21 +173,22 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/credentials", s.credentials)
 		r.Get("/v1/whoami", s.whoami)
 	})
-	if s.opt.AdminAuthenticator != nil {
-		r.Group(func(r chi.Router) {
-			r.Use(s.authenticateAdmin)
-			// Admin routes (audit query, revocations) are added here.
-			if s.opt.RevocationAdmin != nil {
-				r.Post("/v1/revocations", s.addRevocation)
-				r.Get("/v1/revocations", s.listRevocations)
-				r.Delete("/v1/revocations/{id}", s.deleteRevocation)
-			}
-			if s.opt.Audit != nil {
-				r.Get("/v1/audit", s.auditQuery)
-				r.Get("/v1/audit/{id}/proof", s.auditProof)
-			}
-		})
-	}
+	// The admin group is always mounted: an admin section added by a
+	// reload takes effect, and without one every admin route is a 404.
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticateAdmin)
+		// Admin routes (audit query, revocations) are added here.
+		if s.opt.RevocationAdmin != nil {
+			r.Post("/v1/revocations", s.addRevocation)
+			r.Get("/v1/revocations", s.listRevocations)
+			r.Delete("/v1/revocations/{id}", s.deleteRevocation)
+		}
+		if s.opt.Audit != nil {
+			r.Get("/v1/audit", s.auditQuery)
+			r.Get("/v1/audit/{id}/proof", s.auditProof)
+		}
+	})
+
 	return r
 }
 

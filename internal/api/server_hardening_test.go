@@ -121,3 +121,16 @@ func TestTenantLabelIsBounded(t *testing.T) {
 		t.Fatalf("%d issuance series, want 1", n)
 	}
 }
+
+// TestAdminRoutesFollowReload: without an admin section the admin routes
+// are 404; an admin section added by a reload makes them answer.
+func TestAdminRoutesFollowReload(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.RevocationAdmin = fakeRevocationAdmin{} })
+	if w := h.do("GET", "/v1/revocations", "", "", nil); w.Code != http.StatusNotFound {
+		t.Fatalf("no admin section: %d, want 404", w.Code)
+	}
+	h.srv.SetAuthenticator(h.srv.authn.Load().worker, fakeAdmin{})
+	if w := h.do("GET", "/v1/revocations", "", "", nil); w.Code != http.StatusOK {
+		t.Fatalf("after the reload added admin: %d %s", w.Code, w.Body)
+	}
+}
