@@ -166,3 +166,16 @@ func TestReloadKeepsRunningConfigOnBadFile(t *testing.T) {
 		t.Fatal("good reload did not swap the rules")
 	}
 }
+
+// TestAdminListenOverrideIsValidated: --admin-listen goes through the same
+// validation as the file's server.admin_listen.
+func TestAdminListenOverrideIsValidated(t *testing.T) {
+	path := testConfig(t, false)
+	if _, err := loadConfigWithListen(path, "", "not-an-address"); err == nil || !strings.Contains(err.Error(), "server.admin_listen") {
+		t.Fatalf("--admin-listen not-an-address: %v", err)
+	}
+	c, err := loadConfigWithListen(path, "", "127.0.0.1:19")
+	if err != nil || c.Server.AdminListen != "127.0.0.1:19" {
+		t.Fatalf("--admin-listen 127.0.0.1:19: %v %v", c, err)
+	}
+}

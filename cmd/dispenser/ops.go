@@ -138,7 +138,7 @@ func (a *app) reload() (err error) {
 	old := a.current.Load()
 	// The listener is not rebuilt on reload: judge the file with the
 	// address actually in use (which may come from --listen).
-	cfg, err := loadConfig(old.Path, func(c *config.Config) { c.Server.Listen = old.Server.Listen })
+	cfg, err := loadConfig(old.Path, listenOverride(old.Server.Listen, old.Server.AdminListen))
 	if err != nil {
 		return err
 	}

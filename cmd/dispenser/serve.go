@@ -289,13 +289,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "serve: --config is required")
 		return 2
 	}
-	cfg, err := loadConfigWithListen(*path, *listen)
+	cfg, err := loadConfigWithListen(*path, *listen, *adminListen)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
-	}
-	if *adminListen != "" {
-		cfg.Server.AdminListen = *adminListen
 	}
 	log, err := newLogger(cfg.Log)
 	if err != nil {
@@ -434,9 +431,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 
 // loadConfigWithListen applies --listen before validation, so the
 // loopback-without-TLS rule judges the address actually used.
-func loadConfigWithListen(path, listen string) (*config.Config, error) {
-	if listen == "" {
-		return loadConfig(path)
+func loadConfigWithListen(path, listen string, adminListen ...string) (*config.Config, error) {
+	return loadConfig(path, listenOverride(listen, adminListen...))
+}
+
+// listenOverride applies --listen and --admin-listen before validation (so
+// the checks judge the addresses actually used) and again on every reload.
+func listenOverride(listen string, adminListen ...string) func(*config.Config) {
+	return func(c *config.Config) {
+		if listen != "" {
+			c.Server.Listen = listen
+		}
+		if len(adminListen) > 0 && adminListen[0] != "" {
+			c.Server.AdminListen = adminListen[0]
+		}
 	}
-	return loadConfig(path, func(c *config.Config) { c.Server.Listen = listen })
 }
