@@ -89,8 +89,8 @@ func trimSpace(s string) string {
 	return s
 }
 
-// anchors returns the configured checkpoint anchors; verify checks the
-// first (the directory when one is configured).
+// anchors returns the configured checkpoint anchors; the checkpointer
+// writes to each and verify checks each.
 func anchors(cfg *config.Config) []audit.Anchor {
 	var out []audit.Anchor
 	if cfg.Audit.AnchorDir != "" {
@@ -145,15 +145,17 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	cctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cp.Run(cctx) }()
+	rdone := make(chan struct{})
 	if keep := cfg.Audit.Retention.D(); keep > 0 {
 		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Keep: keep, Logger: cp.Logger}
-		rdone := make(chan struct{})
 		go func() { defer close(rdone); rt.Run(cctx, time.Hour) }()
-		a.closer = append(a.closer, func() error { <-rdone; return nil })
+	} else {
+		close(rdone)
 	}
 	// a.close runs these in reverse: the writer commits what is queued, the
-	// checkpointer signs and anchors a last checkpoint, the store closes.
-	a.closer = append(a.closer, trail.Close, func() error { cancel(); <-done; return nil }, w.Close)
+	// checkpointer signs and anchors a last checkpoint and retention stops
+	// (both before the store closes under them), the store closes.
+	a.closer = append(a.closer, trail.Close, func() error { cancel(); <-done; <-rdone; return nil }, w.Close)
 	return w, nil
 }
 
