@@ -154,11 +154,20 @@ func (a *app) reload() (err error) {
 	if err != nil {
 		return err
 	}
-	// The previous chain may still serve in-flight requests, so what it
-	// opened (a SQL key store) is closed at exit, not now.
-	for _, c := range closers {
-		a.closer = append(a.closer, c.Close)
-	}
+	defer func() {
+		if err != nil {
+			// A rejected reload keeps nothing it opened.
+			for _, c := range closers {
+				_ = c.Close()
+			}
+			return
+		}
+		// The previous chain may still serve in-flight requests, so what
+		// it opened (a SQL key store) is closed at exit, not now.
+		for _, c := range closers {
+			a.closer = append(a.closer, c.Close)
+		}
+	}()
 	admin, err := cfg.Admin.Build(auth.WithLogger(a.log))
 	if err != nil {
 		return err
