@@ -258,15 +258,25 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := w.Add(dir); err != nil {
-		_ = w.Close()
-		return err
+	// The configuration file and the files it names that a reload re-reads
+	// (TLS certificate and key, the mTLS CA bundle): a renewed certificate
+	// mounted beside the configuration or elsewhere is picked up too.
+	// Watching directories catches editor renames and Kubernetes' "..data"
+	// symlink swaps.
+	files := watchedFiles(path, a.current.Load())
+	dirs := map[string]bool{}
+	for f := range files {
+		dirs[filepath.Dir(f)] = true
+	}
+	for d := range dirs {
+		if err := w.Add(d); err != nil {
+			_ = w.Close()
+			return err
+		}
 	}
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
-		base := filepath.Base(path)
 		for {
 			select {
 			case <-ctx.Done():
@@ -275,7 +285,8 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 				if !ok {
 					return
 				}
-				if n := filepath.Base(ev.Name); n == base || n == "..data" {
+				name := filepath.Clean(ev.Name)
+				if files[name] || (filepath.Base(name) == "..data" && dirs[filepath.Dir(name)]) {
 					debounce = time.After(300 * time.Millisecond)
 				}
 			case err, ok := <-w.Errors:
@@ -290,6 +301,22 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 		}
 	}()
 	return nil
+}
+
+// watchedFiles lists, cleaned, the files whose change triggers a reload.
+func watchedFiles(path string, cfg *config.Config) map[string]bool {
+	out := map[string]bool{filepath.Clean(path): true}
+	add := func(f string) {
+		if f != "" {
+			out[filepath.Clean(f)] = true
+		}
+	}
+	add(cfg.Server.TLS.CertFile)
+	add(cfg.Server.TLS.KeyFile)
+	if m := cfg.Auth.MTLS; m != nil {
+		add(m.CAFile)
+	}
+	return out
 }
 
 func (a *app) logReload(err error) {

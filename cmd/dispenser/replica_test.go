@@ -165,3 +165,34 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 	}
 	return strings.Replace(s, old, new, 1)
 }
+
+// TestWatchPicksUpRenewedCertificate: with watch_config, a certificate
+// renewed in its own directory (as cert-manager does, apart from the
+// configuration) is installed without a signal.
+func TestWatchPicksUpRenewedCertificate(t *testing.T) {
+	cfgDir, certDir := t.TempDir(), t.TempDir()
+	first := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	certFile, keyFile := writeCert(t, certDir, first)
+	path := opsTestConfig(t, cfgDir, "", "")
+	cfg := replaceOnce(t, readFile(t, path), "  min_remaining: 20m\n",
+		"  min_remaining: 20m\n  watch_config: true\n  tls:\n    cert_file: "+certFile+"\n    key_file: "+keyFile+"\n")
+	writeFile(t, path, cfg)
+	a, _ := startOpsApp(t, path)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := a.watchConfig(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	second := first.Add(60 * 24 * time.Hour)
+	writeCert(t, certDir, second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if leaf, _ := a.certs.get(nil); leaf.Leaf != nil && leaf.Leaf.NotAfter.Equal(second) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not picked up by the watch")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
