@@ -152,7 +152,10 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		revoke.AuditJournal{Recorder: recorder, RequestID: api.RequestID, ReplicaID: cfg.Server.ReplicaID},
 		revoke.LogJournal{Logger: log.Named("revoke")},
 	}
-	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics})
+	// Past five missed polls (at least 10s) the list is stale and issuance
+	// stops, so a replica cut off from the store never ignores revocations.
+	maxAge := max(5*cfg.Revocation.PollInterval.D(), 10*time.Second)
+	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics, MaxAge: maxAge})
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,

@@ -160,6 +160,14 @@ func (s *Server) checkRevoked(sub revoke.Subject) error {
 	if s.opt.Revocations == nil {
 		return nil
 	}
+	// A list that has not been refreshed for too long may miss a new
+	// revocation: fail closed (503, retried by SDKs) rather than vend.
+	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok {
+		if err := f.Fresh(); err != nil {
+			return fault.Wrap(err, fault.BackendUnavailable, "revocations_stale",
+				"the revocation list cannot be refreshed; retry shortly").WithRetryAfter(2 * time.Second)
+		}
+	}
 	if rv, ok := s.opt.Revocations.Check(sub); ok {
 		return revokedFault(rv)
 	}

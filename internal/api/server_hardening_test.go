@@ -10,6 +10,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/ratelimit"
+	"github.com/vtk/dispenser/internal/revoke"
 )
 
 // TestMethodNotAllowedNamesAllow: a 405 carries Allow (RFC 9110) listing
@@ -132,5 +133,28 @@ func TestAdminRoutesFollowReload(t *testing.T) {
 	h.srv.SetAuthenticator(h.srv.authn.Load().worker, fakeAdmin{})
 	if w := h.do("GET", "/v1/revocations", "", "", nil); w.Code != http.StatusOK {
 		t.Fatalf("after the reload added admin: %d %s", w.Code, w.Body)
+	}
+}
+
+// staleRevocations is a revocation list that could not be refreshed.
+type staleRevocations struct{}
+
+func (staleRevocations) Check(revoke.Subject) (revoke.Revocation, bool) {
+	return revoke.Revocation{}, false
+}
+func (staleRevocations) CheckAccessKey(string) (revoke.Revocation, bool) {
+	return revoke.Revocation{}, false
+}
+func (staleRevocations) Fresh() error { return revoke.ErrStale }
+
+var _ RevocationChecker = staleRevocations{}
+
+// TestStaleRevocationsFailClosed: a replica whose revocation list is stale
+// answers 503 with Retry-After and vends nothing.
+func TestStaleRevocationsFailClosed(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Revocations = staleRevocations{} })
+	w := h.do("GET", "/credentials?operation=get&location=s3://media/acme/in/", "Bearer "+h.token("w1", "acme", nil), "", nil)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || strings.Contains(w.Body.String(), "AccessKeyId") {
+		t.Fatalf("stale revocations: %d %v %s", w.Code, w.Header(), w.Body)
 	}
 }

@@ -188,7 +188,15 @@ type Options struct {
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	Now     func() time.Time
+	// MaxAge, when set, is how old the last successful refresh may be
+	// before Fresh reports the list stale: a replica that cannot see new
+	// revocations must stop vending rather than ignore them.
+	MaxAge time.Duration
 }
+
+// ErrStale is returned by Fresh when the list has not been refreshed for
+// longer than MaxAge.
+var ErrStale = errors.New("the revocation list is stale")
 
 // Registry is a replica's view of the revocation list: writes go to the
 // store, reads come from a snapshot refreshed by polling.
@@ -202,6 +210,7 @@ type Registry struct {
 type snapshot struct {
 	list  []Revocation
 	index map[Kind]map[string][]Revocation
+	at    time.Time // when it was read from the store
 }
 
 // NewRegistry returns a registry with an empty snapshot; call Refresh (or
@@ -230,7 +239,7 @@ func (g *Registry) Refresh(ctx context.Context) error {
 		return err
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].CreatedAt.Before(list[j].CreatedAt) })
-	s := &snapshot{list: list, index: map[Kind]map[string][]Revocation{}}
+	s := &snapshot{list: list, index: map[Kind]map[string][]Revocation{}, at: g.o.Now()}
 	for _, r := range list {
 		if s.index[r.Kind] == nil {
 			s.index[r.Kind] = map[string][]Revocation{}
@@ -239,6 +248,22 @@ func (g *Registry) Refresh(ctx context.Context) error {
 	}
 	g.snap.Store(s)
 	g.loaded.Store(true)
+	return nil
+}
+
+// Fresh returns ErrStale (wrapped with the list's age) when the last
+// successful refresh is older than MaxAge.
+func (g *Registry) Fresh() error {
+	if g.o.MaxAge <= 0 {
+		return nil
+	}
+	s := g.snap.Load()
+	if s == nil || s.at.IsZero() {
+		return nil // not loaded yet: Ready keeps the replica out of service
+	}
+	if age := g.o.Now().Sub(s.at); age > g.o.MaxAge {
+		return fmt.Errorf("%w: last refreshed %s ago", ErrStale, age.Truncate(time.Second))
+	}
 	return nil
 }
 

@@ -164,3 +164,46 @@ func TestDeleteWithFailedKillSwitchIsIncomplete(t *testing.T) {
 		t.Fatalf("second Delete = %v, want NotFound", err)
 	}
 }
+
+// unreachable is a store whose reads fail after it is cut off.
+type unreachable struct {
+	revoke.Store
+	down bool
+}
+
+func (u *unreachable) List(ctx context.Context) ([]revoke.Revocation, error) {
+	if u.down {
+		return nil, errors.New("connection refused")
+	}
+	return u.Store.List(ctx)
+}
+
+// TestStaleListIsReported: once refreshes fail for longer than MaxAge, the
+// registry says so (and the api stops vending); a refresh clears it.
+func TestStaleListIsReported(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := &unreachable{Store: &revoketest.Mem{}}
+	g := revoke.NewRegistry(revoke.Options{Store: st, MaxAge: 10 * time.Second, Now: func() time.Time { return now }})
+	if err := g.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st.down = true
+	now = now.Add(9 * time.Second)
+	if err := g.Refresh(context.Background()); err == nil {
+		t.Fatal("refresh of an unreachable store succeeded")
+	}
+	if err := g.Fresh(); err != nil {
+		t.Fatalf("within MaxAge: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if err := g.Fresh(); !errors.Is(err, revoke.ErrStale) {
+		t.Fatalf("past MaxAge: %v, want ErrStale", err)
+	}
+	st.down = false
+	if err := g.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Fresh(); err != nil {
+		t.Fatalf("after a successful refresh: %v", err)
+	}
+}
