@@ -59,8 +59,8 @@ func New(version string) *Metrics {
 	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total", Help: "HTTP requests by route, method and status."}, []string{"route", "method", "status"})
 	m.Issuances = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "issuances_total", Help: "Credential decisions by tenant, operation, backend, outcome (issued/denied/error) and reason."}, []string{"tenant", "operation", "backend", "outcome", "reason"})
 	m.Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds", Help: "End-to-end /credentials latency by outcome.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}, []string{"outcome"})
-	m.BackendLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_call_duration_seconds", Help: "Backend (STS, static, mock) call latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"backend", "type"})
-	m.BackendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total", Help: "Backend errors by error code."}, []string{"backend", "code"})
+	m.BackendLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_call_duration_seconds", Help: "Upstream backend call latency (STS AssumeRole; in-memory backends such as static and mock make no upstream call).", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"backend", "type"})
+	m.BackendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_errors_total", Help: "Upstream backend (STS) call errors by error code."}, []string{"backend", "code"})
 	m.CacheEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "credential_cache_events_total", Help: "Credential cache hits, misses, evictions and refreshes."}, []string{"event"})
 	// The cache gauges are computed at scrape time: the time left shrinks
 	// while nothing happens in the cache (an outage is when it matters).
