@@ -5,6 +5,7 @@
 package vend
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -100,7 +101,7 @@ func (s Spec) Decode(v any) error {
 	if err != nil {
 		return err
 	}
-	dec := yaml.NewDecoder(bytesReader(b))
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
 		return err
