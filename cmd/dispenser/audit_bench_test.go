@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,6 +144,111 @@ func BenchmarkIssuance(b *testing.B) {
 		b.ReportMetric(wall[0].Seconds()/wall[1].Seconds(), "on/off-throughput")
 		b.ReportMetric(cpu[0].Seconds()/cpu[1].Seconds(), "on/off-cpu-efficiency")
 	})
+	// The ceiling: what the on/off ratio could be if the audit trail cost
+	// nothing but the SQLite writes no design can avoid. Rounds alternate
+	// the audit-off path with raw inserts of entries exactly as large as the
+	// trail's, 50 per transaction (the writer's batch under this load),
+	// synchronous=FULL, into (a) a table holding only the entry and its
+	// hash and (b) that table plus the seven query filters as indexed
+	// columns. No sealing, Merkle nodes, group-commit handoff or GC of the
+	// real writer is counted, so the ratio is an upper bound for any store
+	// that keeps each filter indexed per record in SQLite.
+	b.Run("ceiling", func(b *testing.B) {
+		issue(b, hs["sqlite"], 1) // an entry to size the rows by, when run alone
+		body, err := a.trail.Body(context.Background(), "main", 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		floors := []*sqliteFloor{newSQLiteFloor(b, false, len(body)), newSQLiteFloor(b, true, len(body))}
+		var offCPU time.Duration
+		floorCPU := make([]time.Duration, len(floors))
+		for done := 0; done < b.N; done += 1000 {
+			c0 := processCPU()
+			issue(b, hs["off"], 1000)
+			offCPU += processCPU() - c0
+			for i, f := range floors {
+				c0 := processCPU()
+				f.insert(b, 1000)
+				floorCPU[i] += processCPU() - c0
+			}
+		}
+		rounds := float64((b.N + 999) / 1000 * 1000)
+		off := float64(offCPU.Nanoseconds()) / rounds / 1e3
+		b.ReportMetric(off, "off-cpu-µs/issuance")
+		for i, name := range []string{"entries", "indexed"} {
+			fl := float64(floorCPU[i].Nanoseconds()) / rounds / 1e3
+			b.ReportMetric(fl, "floor-"+name+"-cpu-µs/record")
+			b.ReportMetric(off/(off+fl), "ceiling-"+name)
+		}
+	})
+}
+
+// sqliteFloor inserts entry-sized rows into a scratch SQLite file with the
+// audit store's durability settings, and nothing else.
+type sqliteFloor struct {
+	db      *sql.DB
+	stmt    *sql.Stmt
+	indexed bool
+	body    []byte
+	id      int64
+}
+
+const floorBatch = 50
+
+func newSQLiteFloor(b *testing.B, indexed bool, size int) *sqliteFloor {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(b.TempDir(), "floor.db")+
+		"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	db.SetMaxOpenConns(1)
+	schema := `CREATE TABLE r (id INTEGER PRIMARY KEY, body BLOB NOT NULL, hash BLOB NOT NULL)`
+	cols := []string{"id", "body", "hash"}
+	if indexed {
+		schema = `CREATE TABLE r (id INTEGER PRIMARY KEY, body BLOB NOT NULL, hash BLOB NOT NULL, time_ns INTEGER,
+			org TEXT, principal TEXT, job_id TEXT, task_id TEXT, access_key_id TEXT, bucket TEXT)`
+		cols = append(cols, "time_ns", "org", "principal", "job_id", "task_id", "access_key_id", "bucket")
+		for _, c := range cols[4:] {
+			schema += ";CREATE INDEX r_" + c + " ON r (" + c + ", time_ns)"
+		}
+		schema += ";CREATE INDEX r_time ON r (time_ns)"
+	}
+	if _, err := db.Exec(schema); err != nil {
+		b.Fatal(err)
+	}
+	row := "(" + strings.Repeat("?, ", len(cols)-1) + "?)"
+	stmt, err := db.Prepare("INSERT INTO r (" + strings.Join(cols, ", ") + ") VALUES " + strings.Repeat(row+", ", floorBatch-1) + row)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &sqliteFloor{db: db, stmt: stmt, indexed: indexed, body: make([]byte, size)}
+}
+
+func (f *sqliteFloor) insert(b *testing.B, n int) {
+	hash := make([]byte, 32)
+	for ; n > 0; n -= floorBatch {
+		args := make([]any, 0, floorBatch*10)
+		for i := 0; i < floorBatch; i++ {
+			f.id++
+			args = append(args, f.id, f.body, hash)
+			if f.indexed {
+				// Distinct keys, ids and times like real records.
+				args = append(args, time.Now().UnixNano(), "acme", "worker-1", "job-1", fmt.Sprintf("task-%d", f.id),
+					fmt.Sprintf("ASIAFLOOR%011d", f.id), "media")
+			}
+		}
+		tx, err := f.db.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Stmt(f.stmt).Exec(args...); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // processCPU is the user and system CPU time this process has used.
