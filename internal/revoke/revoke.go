@@ -93,12 +93,15 @@ var ErrNotFound = errors.New("revocation not found")
 
 // Store keeps revocations durable and shared between replicas.
 //
-// Add stores r (ID and CreatedAt already set). List returns every stored
+// Add stores r (ID and CreatedAt already set). List returns the stored
+// revocations still in force at activeAt (no expiry, or an expiry after
+// it) — what a replica must enforce, so a poll does not reread every
+// revocation that ever expired; the zero time lists every stored
 // revocation, expired ones included. Delete returns ErrNotFound for an
 // unknown id. Every method returns other errors when the database fails.
 type Store interface {
 	Add(ctx context.Context, r Revocation) error
-	List(ctx context.Context) ([]Revocation, error)
+	List(ctx context.Context, activeAt time.Time) ([]Revocation, error)
 	Delete(ctx context.Context, id string) error
 }
 
@@ -234,12 +237,13 @@ func NewRegistry(o Options) *Registry {
 func (g *Registry) Refresh(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	list, err := g.o.Store.List(ctx)
+	now := g.o.Now()
+	list, err := g.o.Store.List(ctx, now)
 	if err != nil {
 		return err
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].CreatedAt.Before(list[j].CreatedAt) })
-	s := &snapshot{list: list, index: map[Kind]map[string][]Revocation{}, at: g.o.Now()}
+	s := &snapshot{list: list, index: map[Kind]map[string][]Revocation{}, at: now}
 	for _, r := range list {
 		if s.index[r.Kind] == nil {
 			s.index[r.Kind] = map[string][]Revocation{}
@@ -376,9 +380,10 @@ func (g *Registry) Add(ctx context.Context, r Revocation, actor string) (Revocat
 	return r, nil
 }
 
-// List returns the stored revocations, oldest first.
+// List returns every stored revocation, expired ones included, oldest
+// first.
 func (g *Registry) List(ctx context.Context) ([]Revocation, error) {
-	list, err := g.o.Store.List(ctx)
+	list, err := g.o.Store.List(ctx, time.Time{})
 	if err != nil {
 		return nil, fault.Wrap(err, fault.BackendUnavailable, "revocation_store", "the revocation store is unavailable").WithRetryAfter(2 * time.Second)
 	}
@@ -394,7 +399,7 @@ func (g *Registry) Delete(ctx context.Context, id, actor string) error {
 		return fault.Wrap(err, fault.BackendUnavailable, "revocation_store", "the revocation store is unavailable").WithRetryAfter(2 * time.Second)
 	}
 	notFound := fault.New(fault.NotFound, "no_such_revocation", "no revocation with id %q", truncate(id, 64))
-	list, err := g.o.Store.List(ctx)
+	list, err := g.o.Store.List(ctx, time.Time{}) // an expired one can be deleted too
 	if err != nil {
 		return unavailable(err)
 	}

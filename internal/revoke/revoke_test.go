@@ -171,11 +171,11 @@ type unreachable struct {
 	down bool
 }
 
-func (u *unreachable) List(ctx context.Context) ([]revoke.Revocation, error) {
+func (u *unreachable) List(ctx context.Context, activeAt time.Time) ([]revoke.Revocation, error) {
 	if u.down {
 		return nil, errors.New("connection refused")
 	}
-	return u.Store.List(ctx)
+	return u.Store.List(ctx, activeAt)
 }
 
 // TestStaleListIsReported: once refreshes fail for longer than MaxAge, the
@@ -205,5 +205,54 @@ func TestStaleListIsReported(t *testing.T) {
 	}
 	if err := g.Fresh(); err != nil {
 		t.Fatalf("after a successful refresh: %v", err)
+	}
+}
+
+// listSpy records the instants a registry asks its store about.
+type listSpy struct {
+	revoke.Store
+	asked []time.Time
+}
+
+func (l *listSpy) List(ctx context.Context, activeAt time.Time) ([]revoke.Revocation, error) {
+	l.asked = append(l.asked, activeAt)
+	return l.Store.List(ctx, activeAt)
+}
+
+// TestRefreshReadsOnlyRevocationsInForce: a poll asks the store for the
+// revocations in force now, so a table full of expired ones is not reread
+// every interval; the admin list and delete still see expired ones.
+func TestRefreshReadsOnlyRevocationsInForce(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	mem := &revoketest.Mem{}
+	past, future := now.Add(-time.Minute), now.Add(time.Hour)
+	old := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindJob, Value: "job-old", Reason: "expired", CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: &past}
+	live := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindJob, Value: "job-live", Reason: "in force", CreatedAt: now.Add(-time.Hour), ExpiresAt: &future}
+	for _, r := range []revoke.Revocation{old, live} {
+		if err := mem.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spy := &listSpy{Store: mem}
+	g := revoke.NewRegistry(revoke.Options{Store: spy, Journal: &fakeJournal{}, Now: func() time.Time { return now }})
+	if err := g.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(spy.asked) != 1 || !spy.asked[0].Equal(now) {
+		t.Fatalf("Refresh asked the store for %v, want [%v]", spy.asked, now)
+	}
+	if _, hit := g.Check(revoke.Subject{JobID: "job-live"}); !hit {
+		t.Fatal("the revocation in force is not enforced")
+	}
+	if _, hit := g.Check(revoke.Subject{JobID: "job-old"}); hit {
+		t.Fatal("an expired revocation is enforced")
+	}
+	all, err := g.List(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("admin List = %d revocations, %v; want both, the expired one included", len(all), err)
+	}
+	if err := g.Delete(ctx, old.ID, "ops"); err != nil {
+		t.Fatalf("deleting an expired revocation: %v", err)
 	}
 }

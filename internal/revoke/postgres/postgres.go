@@ -26,7 +26,8 @@ const schema = `CREATE TABLE IF NOT EXISTS revocations (
 	created_by TEXT NOT NULL DEFAULT '',
 	created_at TIMESTAMPTZ NOT NULL,
 	expires_at TIMESTAMPTZ
-)`
+);
+CREATE INDEX IF NOT EXISTS revocations_expires_at ON revocations (expires_at)`
 
 // Open connects with dsn and creates the table when needed.
 func Open(ctx context.Context, dsn string) (*Store, error) {
@@ -57,8 +58,12 @@ func (s *Store) Add(ctx context.Context, r revoke.Revocation) error {
 }
 
 // List implements revoke.Store.
-func (s *Store) List(ctx context.Context) ([]revoke.Revocation, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, kind, value, reason, created_by, created_at, expires_at FROM revocations ORDER BY created_at, id`)
+func (s *Store) List(ctx context.Context, activeAt time.Time) ([]revoke.Revocation, error) {
+	q, args := `SELECT id, kind, value, reason, created_by, created_at, expires_at FROM revocations`, []any{}
+	if !activeAt.IsZero() {
+		q, args = q+` WHERE expires_at IS NULL OR expires_at > $1`, append(args, activeAt)
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/vtk/dispenser/internal/revoke"
 )
@@ -35,13 +36,19 @@ func (m *Mem) Add(_ context.Context, r revoke.Revocation) error {
 }
 
 // List implements revoke.Store.
-func (m *Mem) List(context.Context) ([]revoke.Revocation, error) {
+func (m *Mem) List(_ context.Context, activeAt time.Time) ([]revoke.Revocation, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.Fail != nil {
 		return nil, m.Fail
 	}
-	return append([]revoke.Revocation(nil), m.list...), nil
+	var out []revoke.Revocation
+	for _, r := range m.list {
+		if activeAt.IsZero() || r.Active(activeAt) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Delete implements revoke.Store.

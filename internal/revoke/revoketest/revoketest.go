@@ -19,7 +19,9 @@ func RunStore(t *testing.T, s revoke.Store) {
 	exp := now.Add(time.Hour)
 	a := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindJob, Value: "job-1", Reason: "leaked", CreatedBy: "ops", CreatedAt: now}
 	b := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindOrg, Value: "acme", Reason: "unpaid — ünïcode", CreatedAt: now.Add(time.Second), ExpiresAt: &exp}
-	for _, r := range []revoke.Revocation{a, b} {
+	gone := now.Add(-time.Minute)
+	c := revoke.Revocation{ID: revoke.NewID(), Kind: revoke.KindTask, Value: "task-9", Reason: "expired", CreatedAt: now.Add(-time.Hour), ExpiresAt: &gone}
+	for _, r := range []revoke.Revocation{a, b, c} {
 		if err := s.Add(ctx, r); err != nil {
 			t.Fatalf("Add: %v", err)
 		}
@@ -27,12 +29,24 @@ func RunStore(t *testing.T, s revoke.Store) {
 	if err := s.Add(ctx, a); err == nil {
 		t.Fatal("Add with a duplicate id succeeded")
 	}
-	list, err := s.List(ctx)
+	all, err := s.List(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 {
+		t.Fatalf("List(zero time) = %d entries, want 3 (expired ones included)", len(all))
+	}
+	// In force at now: a (no expiry) and b (expires later), not c. At an
+	// instant past b's expiry only a is.
+	list, err := s.List(ctx, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 2 {
-		t.Fatalf("List = %d entries, want 2", len(list))
+		t.Fatalf("List(now) = %+v, want the two unexpired revocations", list)
+	}
+	if later, err := s.List(ctx, exp); err != nil || len(later) != 1 || later[0].ID != a.ID {
+		t.Fatalf("List(at b's expiry) = %+v, %v; want only the revocation without expiry", later, err)
 	}
 	got := map[string]revoke.Revocation{}
 	for _, r := range list {
@@ -53,7 +67,10 @@ func RunStore(t *testing.T, s revoke.Store) {
 	if err := s.Delete(ctx, a.ID); !errors.Is(err, revoke.ErrNotFound) {
 		t.Fatalf("second Delete = %v, want ErrNotFound", err)
 	}
-	list, _ = s.List(ctx)
+	if err := s.Delete(ctx, c.ID); err != nil {
+		t.Fatalf("deleting an expired revocation: %v", err)
+	}
+	list, _ = s.List(ctx, time.Time{})
 	if len(list) != 1 || list[0].ID != b.ID {
 		t.Fatalf("after delete List = %+v", list)
 	}

@@ -27,7 +27,8 @@ const schema = `CREATE TABLE IF NOT EXISTS revocations (
 	created_by TEXT NOT NULL DEFAULT '',
 	created_at INTEGER NOT NULL,
 	expires_at INTEGER
-)`
+);
+CREATE INDEX IF NOT EXISTS revocations_expires_at ON revocations (expires_at)`
 
 // Open opens (creating when needed) the database file at path.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -59,8 +60,12 @@ func (s *Store) Add(ctx context.Context, r revoke.Revocation) error {
 }
 
 // List implements revoke.Store.
-func (s *Store) List(ctx context.Context) ([]revoke.Revocation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, value, reason, created_by, created_at, expires_at FROM revocations ORDER BY created_at, id`)
+func (s *Store) List(ctx context.Context, activeAt time.Time) ([]revoke.Revocation, error) {
+	q, args := `SELECT id, kind, value, reason, created_by, created_at, expires_at FROM revocations`, []any{}
+	if !activeAt.IsZero() {
+		q, args = q+` WHERE expires_at IS NULL OR expires_at > ?`, append(args, activeAt.UnixMicro())
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, err
 	}
