@@ -21,13 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
-	"github.com/vtk/dispenser/internal/api"
-	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/auth/authtest"
 	"github.com/vtk/dispenser/internal/config"
-	"github.com/vtk/dispenser/internal/scope"
-	"github.com/vtk/dispenser/internal/validate"
-	"github.com/vtk/dispenser/internal/vend"
 )
 
 // e2eConfig writes a configuration with the given auth section (and
@@ -269,71 +264,5 @@ func TestE2EMTLS(t *testing.T) {
 	}
 	if _, err := client(nil).Get(srv.URL + credPath); err == nil {
 		t.Fatal("required client certificate not enforced by the listener")
-	}
-}
-
-// TestE2EIAM wires the real chain (built from configuration, STS client
-// pointed at a local STS) with the real scope rules and mock vendor.
-func TestE2EIAM(t *testing.T) {
-	dir := t.TempDir()
-	path := e2eConfig(t, dir, `  iam:
-    server_id: https://dispenser.example.com
-    sts_endpoints: [https://sts.amazonaws.com/, https://sts.eu-west-1.amazonaws.com/]
-    principals:
-      - arn: arn:aws:sts::873682911326:assumed-role/VTKWorker/*
-        org: acme`, "")
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if r.Method != "POST" || string(b) != auth.GetCallerIdentityBody || r.Header.Get("X-Dispenser-Server-Id") == "" || r.Host != "sts.eu-west-1.amazonaws.com" {
-			w.WriteHeader(403)
-			return
-		}
-		fmt.Fprint(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>arn:aws:sts::873682911326:assumed-role/VTKWorker/i-1</Arn><UserId>AROAEXAMPLE000000001:i-1</UserId><Account>873682911326</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></GetCallerIdentityResponse>`)
-	}))
-	defer sts.Close()
-	stsClient := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, sts.Listener.Addr().String())
-		},
-		TLSClientConfig: &tls.Config{RootCAs: sts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, ServerName: "example.com"},
-	}}
-	chain, _, err := cfg.Auth.BuildWith(auth.BuildDeps{STSClient: stsClient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	backends := vend.Build(cfg.Backends, vend.Deps{}, &validate.Problems{})
-	names := map[string]bool{}
-	for n := range backends {
-		names[n] = true
-	}
-	rules, err := scope.Compile(cfg.Tenants, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := api.New(api.Options{Authenticator: chain, Rules: rules, Vendor: vend.Router(backends), MinRemaining: cfg.Server.MinRemaining.D()})
-	s.SetReady(true)
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-
-	creds := aws.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s", SessionToken: "t"}
-	h, err := auth.SignIAMRequest(context.Background(), creds, "https://sts.eu-west-1.amazonaws.com/", "eu-west-1", "https://dispenser.example.com", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest("GET", srv.URL+credPath, nil)
-	req.Header.Set(auth.DefaultIAMRequestHeader, h)
-	if code, v := doJSON(t, srv.Client(), req); code != 200 || v.AccessKeyID == "" {
-		t.Fatalf("iam: %d %+v", code, v)
-	}
-	// Signed for the wrong region: refused before STS is asked.
-	h, _ = auth.SignIAMRequest(context.Background(), creds, "https://sts.eu-west-1.amazonaws.com/", "us-east-1", "https://dispenser.example.com", time.Now())
-	req, _ = http.NewRequest("GET", srv.URL+credPath, nil)
-	req.Header.Set(auth.DefaultIAMRequestHeader, h)
-	if code, v := doJSON(t, srv.Client(), req); code != 401 || v.Code != "Unauthorized" {
-		t.Fatalf("region mismatch: %d %+v", code, v)
 	}
 }

@@ -158,8 +158,12 @@ audit:
 	if code, v := ask("https://sts.amazonaws.com/", "us-east-1"); code != 401 || v.Code != "Unauthorized" {
 		t.Fatalf("unlisted endpoint: %d %+v", code, v)
 	}
+	// Signed for another region than the endpoint's: refused too.
+	if code, v := ask("https://sts.eu-west-1.amazonaws.com/", "us-east-1"); code != 401 || v.Code != "Unauthorized" {
+		t.Fatalf("region mismatch: %d %+v", code, v)
+	}
 	if n := sts.Count("GetCallerIdentity"); n != 1 {
-		t.Fatalf("GetCallerIdentity calls after a refused endpoint = %d, want 1", n)
+		t.Fatalf("GetCallerIdentity calls after refused requests = %d, want 1", n)
 	}
 
 	// A reload rebuilds the chain with the same STS client.
