@@ -9,6 +9,7 @@ package ratelimit
 import (
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vtk/dispenser/internal/duration"
@@ -40,6 +41,11 @@ type RedisConfig struct {
 	PasswordEnv string `yaml:"password_env"`
 	DB          int    `yaml:"db"`
 	TLS         bool   `yaml:"tls"`
+	// Cluster treats Addr as one node of a Redis Cluster: the client learns
+	// the other nodes from it. An org's buckets share one hash slot (the
+	// keys carry a hash tag derived from the org), so the script that takes
+	// from both runs on one node and orgs spread over the cluster.
+	Cluster bool `yaml:"cluster"`
 	// KeyPrefix namespaces the bucket keys (default "dispenser:ratelimit:").
 	KeyPrefix string `yaml:"key_prefix"`
 	// Timeout bounds one limiter call; past it the local limiter decides.
@@ -141,6 +147,12 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	if r := c.Redis; r != nil {
 		if r.Addr == "" {
 			p.Addf(validate.Join(path, "redis", "addr"), "is required when redis is configured")
+		}
+		if r.Cluster && r.DB != 0 {
+			p.Addf(validate.Join(path, "redis", "db"), "must be 0 with cluster: true (Redis Cluster has one database)")
+		}
+		if strings.ContainsAny(r.KeyPrefix, "{}") {
+			p.Addf(validate.Join(path, "redis", "key_prefix"), "must not contain '{' or '}' (the keys' hash tags are the dispenser's)")
 		}
 		if r.Timeout.D() <= 0 || r.Timeout.D() > 5*time.Second {
 			p.Addf(validate.Join(path, "redis", "timeout"), "must be in (0, 5s]")

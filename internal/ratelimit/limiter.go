@@ -37,7 +37,7 @@ type Options struct {
 type Limiter struct {
 	cfg   atomic.Pointer[Config]
 	local *localBuckets
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	rcfg  RedisConfig
 	log   *zap.Logger
 	m     *metrics.Metrics
@@ -63,18 +63,29 @@ func New(cfg Config, o Options) (*Limiter, error) {
 	c := cfg
 	l.cfg.Store(&c)
 	if r := cfg.Redis; r != nil {
-		opt := &redis.Options{
-			Addr: r.Addr, Username: r.Username, DB: r.DB,
-			DialTimeout: r.Timeout.D(), ReadTimeout: r.Timeout.D(), WriteTimeout: r.Timeout.D(),
-			MaxRetries: -1, // a retry doubles the latency; the local fallback is the retry
-		}
+		var password string
 		if r.PasswordEnv != "" {
-			opt.Password = os.Getenv(r.PasswordEnv)
+			password = os.Getenv(r.PasswordEnv)
 		}
+		var tlsConfig *tls.Config
 		if r.TLS {
-			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
-		l.rdb = redis.NewClient(opt)
+		if r.Cluster {
+			l.rdb = redis.NewClusterClient(&redis.ClusterOptions{
+				Addrs: []string{r.Addr}, Username: r.Username, Password: password, TLSConfig: tlsConfig,
+				DialTimeout: r.Timeout.D(), ReadTimeout: r.Timeout.D(), WriteTimeout: r.Timeout.D(),
+				// Redirects (MOVED/ASK while slots migrate) are followed; a
+				// failed node is not retried: the local fallback is the retry.
+				MaxRetries: -1,
+			})
+		} else {
+			l.rdb = redis.NewClient(&redis.Options{
+				Addr: r.Addr, Username: r.Username, Password: password, DB: r.DB, TLSConfig: tlsConfig,
+				DialTimeout: r.Timeout.D(), ReadTimeout: r.Timeout.D(), WriteTimeout: r.Timeout.D(),
+				MaxRetries: -1, // a retry doubles the latency; the local fallback is the retry
+			})
+		}
 		l.rcfg = *r
 		l.onRedis.Store(true)
 		l.setBackend("redis")
@@ -126,12 +137,16 @@ func (l *Limiter) Allow(ctx context.Context, principal, org string) error {
 	cfg := l.cfg.Load()
 	pl, ol := cfg.limitsFor(org)
 	var reqs []bucketReq
+	// Both keys start with the same hash tag, so a Redis Cluster keeps an
+	// org's buckets in one slot and the script can take from both at once.
+	tagSum := sha256.Sum256([]byte(org))
+	tag := "{" + hex.EncodeToString(tagSum[:8]) + "}"
 	if pl.Enabled() {
 		sum := sha256.Sum256([]byte(org + "\x00" + principal))
-		reqs = append(reqs, bucketReq{ScopePrincipal, "p:" + hex.EncodeToString(sum[:16]), pl})
+		reqs = append(reqs, bucketReq{ScopePrincipal, tag + "p:" + hex.EncodeToString(sum[:16]), pl})
 	}
 	if ol.Enabled() {
-		reqs = append(reqs, bucketReq{ScopeOrg, "o:" + org, ol})
+		reqs = append(reqs, bucketReq{ScopeOrg, tag + "o:" + org, ol})
 	}
 	if len(reqs) == 0 {
 		return nil

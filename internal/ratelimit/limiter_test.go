@@ -148,6 +148,18 @@ func TestValidate(t *testing.T) {
 	if p2.Err() != nil {
 		t.Fatal(p2.Err())
 	}
+	// Cluster mode has one database, and the hash tags are the limiter's.
+	cl := Config{Redis: &RedisConfig{Addr: "redis:6379", Cluster: true, DB: 2, KeyPrefix: "app:{x}:"}}
+	cl.ApplyDefaults()
+	var p3 validate.Problems
+	cl.Validate(&p3, "rate_limits")
+	want = map[string]bool{"rate_limits.redis.db": true, "rate_limits.redis.key_prefix": true}
+	for _, pr := range p3.List() {
+		delete(want, pr.Path)
+	}
+	if len(want) != 0 || len(p3.List()) != 2 {
+		t.Fatalf("cluster problems %v, missing %v", p3.List(), want)
+	}
 }
 
 func redisLimiter(t *testing.T, addr, prefix string, cfg Config, m *metrics.Metrics) *Limiter {

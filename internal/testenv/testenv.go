@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -68,4 +69,18 @@ func UniqueName(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return prefix + hex.EncodeToString(b[:])
+}
+
+// Binary returns the path of an executable the test needs (a server it
+// starts itself), skipping the test outside CI when it is missing.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if InCI() {
+			t.Fatalf("%s is required in CI (.ci/run installs it): %v", name, err)
+		}
+		t.Skipf("%s is not installed (%v); set CI=true to make this a failure", name, err)
+	}
+	return p
 }
