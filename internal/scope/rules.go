@@ -300,6 +300,12 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 			}
 		}
 	}
+	if len(g.Tags) < len(t.tags) && len(g.TransitiveTagKeys) > 0 {
+		// STS refuses a transitive key that is not among the tags sent.
+		g.TransitiveTagKeys = slices.DeleteFunc(slices.Clone(g.TransitiveTagKeys), func(k string) bool {
+			return !slices.ContainsFunc(g.Tags, func(tg Tag) bool { return tg.Key == k })
+		})
+	}
 	if t.sourceIdentity != nil {
 		g.SourceIdentity = SanitizeName(t.sourceIdentity.render(&vals))
 	}

@@ -506,3 +506,41 @@ func TestCompiledRulesIgnoreLaterConfigEdits(t *testing.T) {
 		t.Errorf("Tenant() shows the edited config: %+v", tn)
 	}
 }
+
+// STS refuses a TransitiveTagKeys entry that is not among the session tags
+// sent ("The specified transitive tag key must be included in the requested
+// tags"), so a transitive key whose tag was left out for an empty value
+// must be left out too.
+func TestTransitiveKeysOnlyForTagsSent(t *testing.T) {
+	r := testRules(t, Tenant{
+		Org:               "acme",
+		TransitiveTagKeys: []string{"org", "job-id", "task-id"},
+		Grants:            []GrantRule{{Bucket: "media", Prefixes: []string{""}, Operations: []string{"get"}}},
+	})
+	for _, tc := range []struct {
+		job, task string
+		want      []string
+	}{
+		{"", "", []string{"org"}},
+		{"J", "", []string{"org", "job-id"}},
+		{"", "T", []string{"org", "task-id"}},
+		{"J", "T", []string{"org", "job-id", "task-id"}},
+	} {
+		g, err := r.Decide(acme, Request{Operation: "get", Location: "s3://media/", JobID: tc.job, TaskID: tc.task})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := map[string]bool{}
+		for _, tg := range g.Tags {
+			sent[tg.Key] = true
+		}
+		for _, k := range g.TransitiveTagKeys {
+			if !sent[k] {
+				t.Errorf("job %q task %q: transitive key %q is not among the tags %v", tc.job, tc.task, k, g.Tags)
+			}
+		}
+		if !slices.Equal(g.TransitiveTagKeys, tc.want) {
+			t.Errorf("job %q task %q: transitive %v, want %v", tc.job, tc.task, g.TransitiveTagKeys, tc.want)
+		}
+	}
+}

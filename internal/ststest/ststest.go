@@ -253,6 +253,10 @@ func (s *Server) assumeRole(w http.ResponseWriter, r *Request) {
 	s.inputs = append(s.inputs, in)
 	decide := s.AssumeRole
 	s.mu.Unlock()
+	if f, bad := checkTransitive(in); bad {
+		WriteFault(w, f)
+		return
+	}
 	var a Answer
 	if decide != nil {
 		a = decide(in)
@@ -275,6 +279,26 @@ func (s *Server) assumeRole(w http.ResponseWriter, r *Request) {
 		c = s.DefaultCredentials(in)
 	}
 	WriteAssumeRole(w, *c)
+}
+
+// InvalidTransitiveTagKey is STS's answer to a TransitiveTagKeys entry that
+// names no session tag of the request.
+var InvalidTransitiveTagKey = Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue",
+	Message: "The specified transitive tag key must be included in the requested tags."}
+
+// checkTransitive applies STS's rule that every transitive tag key is one
+// of the request's session tags (compared case-insensitively).
+func checkTransitive(in AssumeRoleInput) (Fault, bool) {
+	tags := map[string]bool{}
+	for _, t := range in.Tags {
+		tags[strings.ToLower(t.Key)] = true
+	}
+	for _, k := range in.TransitiveTagKeys {
+		if !tags[strings.ToLower(k)] {
+			return InvalidTransitiveTagKey, true
+		}
+	}
+	return Fault{}, false
 }
 
 // DefaultCredentials mints random credentials for in, valid for its

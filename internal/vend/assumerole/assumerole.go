@@ -394,9 +394,9 @@ func mapError(err error, g scope.Grant, callCtx, parent context.Context) *fault.
 		case "RegionDisabledException":
 			return fault.Wrap(err, fault.BackendUnavailable, "sts_region_disabled",
 				"STS is not activated in the configured region for the account of %s", g.RoleARN)
-		case "ValidationError":
+		case "ValidationError", "InvalidParameterValue":
 			return fault.Wrap(err, fault.BackendUnavailable, "sts_validation_error",
-				"STS rejected the request for %s (for example DurationSeconds above the role's maximum)", g.RoleARN)
+				"STS rejected the request for %s as invalid (%s; for example DurationSeconds above the role's maximum)", g.RoleARN, ae.ErrorCode())
 		case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch":
 			return fault.Wrap(err, fault.BackendUnavailable, "sts_base_credentials",
 				"the dispenser's own AWS credentials were rejected by STS (%s)", ae.ErrorCode()).WithRetryAfter(5 * time.Second)

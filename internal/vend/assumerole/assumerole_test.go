@@ -200,6 +200,7 @@ func TestErrorMapping(t *testing.T) {
 		{"malformed policy", ststest.MalformedPolicyDocument, fault.InvalidRequest, "sts_malformed_policy", 1, false},
 		{"packed policy too large", ststest.PackedPolicyTooLarge, fault.InvalidRequest, "sts_packed_policy_too_large", 1, false},
 		{"region disabled", ststest.RegionDisabled, fault.BackendUnavailable, "sts_region_disabled", 1, false},
+		{"invalid parameter", ststest.InvalidTransitiveTagKey, fault.BackendUnavailable, "sts_validation_error", 1, false},
 		{"throttled throughout", ststest.Throttling, fault.BackendUnavailable, "sts_throttled", 3, true},
 		{"internal failure", ststest.InternalFailure, fault.BackendUnavailable, "sts_unavailable", 3, true},
 		{"service unavailable", ststest.ServiceUnavailable, fault.BackendUnavailable, "sts_unavailable", 3, true},
@@ -425,5 +426,23 @@ func TestEndpointSelection(t *testing.T) {
 				t.Errorf("hosts %v, want %s", rec.hosts, tc.host)
 			}
 		})
+	}
+}
+
+// A transitive tag key whose tag is not sent is refused by STS; the
+// refusal is definite (502, no Retry-After), not a transient 503 that SDKs
+// would retry for ever.
+func TestTransitiveKeyWithoutTagIsADefiniteRefusal(t *testing.T) {
+	fake := ststest.New(t)
+	v := newVendor(t, fake, nil, nil)
+	g := grant()
+	g.TransitiveTagKeys = []string{"org", "session"}
+	_, err := v.Vend(context.Background(), g)
+	fe := fault.From(err)
+	if fe == nil || fe.Reason != "sts_validation_error" || fe.RetryAfter != 0 {
+		t.Fatalf("got %v (%+v)", err, fe)
+	}
+	if n := fake.Count("AssumeRole"); n != 1 {
+		t.Errorf("attempts = %d, want 1", n)
 	}
 }
