@@ -7,8 +7,9 @@
 // IAM evaluates them on every call, so the deny bites within seconds):
 //   - job, task: sessions tagged job-id / task-id = value (aws:PrincipalTag)
 //   - principal: sessions whose source identity is the principal
-//     (aws:SourceIdentity; only when the tenant's source_identity is the
-//     default "{principal}")
+//     (aws:SourceIdentity, the principal sanitised as scope.SanitizeName
+//     does; only when the tenant's source_identity is the default
+//     "{principal}")
 //   - org: every session of the tenant's role issued before the revocation
 //     ("revoke all before T", aws:TokenIssueTime DateLessThan)
 //   - access_key_id: IAM has no condition key for it; nothing is attached.
@@ -29,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam/types"
 
 	"github.com/vtk/dispenser/internal/revoke"
+	"github.com/vtk/dispenser/internal/scope"
 )
 
 // RolePolicyAPI is the part of the IAM client the kill switch uses.
@@ -69,7 +71,10 @@ func (k *KillSwitch) Document(r revoke.Revocation) (string, error) {
 	case revoke.KindTask:
 		cond["StringEquals"] = map[string]string{"aws:PrincipalTag/" + taskKey: r.Value}
 	case revoke.KindPrincipal:
-		cond["StringEquals"] = map[string]string{"aws:SourceIdentity": r.Value}
+		// Sessions carry the principal as sanitised for STS (charset, 64
+		// characters): deny on that, or the deny never matches. Principals
+		// that sanitise alike are denied alike (the safe direction).
+		cond["StringEquals"] = map[string]string{"aws:SourceIdentity": scope.SanitizeName(r.Value)}
 	case revoke.KindOrg:
 		cond["DateLessThan"] = map[string]string{"aws:TokenIssueTime": r.CreatedAt.UTC().Format(time.RFC3339)}
 	default:

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 
 	"github.com/vtk/dispenser/internal/revoke"
+	"github.com/vtk/dispenser/internal/scope"
 )
 
 // fakeIAM speaks IAM's Query protocol: a form body in, XML out.
@@ -157,6 +158,43 @@ func TestRoleName(t *testing.T) {
 		got, err := RoleName(arn)
 		if got != want || (want == "") != (err != nil) {
 			t.Errorf("RoleName(%q) = %q, %v; want %q", arn, got, err, want)
+		}
+	}
+}
+
+// The principal deny must name the source identity the dispenser actually
+// sends for that principal (sanitised to STS's charset and 64 characters),
+// or it never matches a session: principals from mTLS (spiffe://…), IAM
+// (ARNs) or e-mail-like JWT subjects contain ':' and '/'.
+func TestPrincipalDenyMatchesTheSourceIdentitySent(t *testing.T) {
+	rules, err := scope.Compile([]scope.Tenant{{Org: "acme",
+		Grants: []scope.GrantRule{{Bucket: "media", Prefixes: []string{""}, Operations: []string{"get"}}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, _ := newSwitch(t)
+	for _, p := range []string{
+		"worker-1",
+		"spiffe://vtk.example/ns/workers/sa/encoder",
+		"arn:aws:sts::111122223333:assumed-role/vtk-worker/i-0123456789abcdef0-with-a-long-session-name",
+		"user:alice",
+	} {
+		g, err := rules.Decide(scope.Subject{Principal: p, Org: "acme"}, scope.Request{Operation: "get", Location: "s3://media/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := ks.Document(revoke.Revocation{ID: "rev_6", Kind: revoke.KindPrincipal, Value: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Statement []struct{ Condition map[string]map[string]string }
+		}
+		if err := json.Unmarshal([]byte(doc), &d); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Statement[0].Condition["StringEquals"]["aws:SourceIdentity"]; got != g.SourceIdentity {
+			t.Errorf("principal %q: deny on aws:SourceIdentity %q, but sessions carry %q", p, got, g.SourceIdentity)
 		}
 	}
 }
