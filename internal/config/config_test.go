@@ -70,6 +70,13 @@ func TestParseProblems(t *testing.T) {
 		{"half TLS", minimal + "server: {tls: {cert_file: /nonexistent.pem}}\n", []string{"server.tls", "server.tls.cert_file"}},
 		{"tenant default under the floor", strings.Replace(minimal, "  - org: acme\n", "  - org: acme\n    max_duration: 15m\n", 1),
 			[]string{"tenants[0].default_duration"}},
+		// A session exactly as long as the floor (or a few seconds longer)
+		// has less than the floor left once STS (or the mock) answers and
+		// its Expiration is cut to whole seconds: every request would fail.
+		{"tenant default equal to the floor", strings.Replace(minimal, "  - org: acme\n", "  - org: acme\n    default_duration: 20m\n", 1),
+			[]string{"tenants[0].default_duration"}},
+		{"tenant default seconds above the floor", strings.Replace(minimal, "  - org: acme\n", "  - org: acme\n    default_duration: 20m5s\n", 1),
+			[]string{"tenants[0].default_duration"}},
 		{"duplicate org", minimal + "  - org: acme\n    grants: [{bucket: media, prefixes: [\"x/\"], operations: [get]}]\n", []string{"tenants[1].org"}},
 		{"admin audience equals worker audience", minimal + "admin:\n  jwt: {issuer: i, audience: dispenser, keys: [{hmac_secret_env: CONFIG_TEST_HMAC}]}\n",
 			[]string{"admin.jwt.audience"}},
@@ -95,6 +102,13 @@ func TestParseProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseTenantDefaultAboveTheFloor(t *testing.T) {
+	t.Setenv("CONFIG_TEST_HMAC", strings.Repeat("s", 32))
+	if _, err := Parse([]byte(strings.Replace(minimal, "  - org: acme\n", "  - org: acme\n    default_duration: 21m\n", 1))); err != nil {
+		t.Fatal(err)
 	}
 }
 
