@@ -46,7 +46,7 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 			p.Addf(pr.Path, "%s", pr.Message)
 		}
 	}
-	backends := vend.Build(c.Backends, vend.Deps{}, &p)
+	backends := vend.Build(c.Backends, vend.Deps{MinRemaining: c.Server.MinRemaining.D()}, &p)
 	for i, t := range c.Tenants {
 		if tv, ok := backends[t.Backend].(vend.TenantValidator); ok {
 			tv.ValidateTenant(t, &p, validate.Join("tenants", i))

@@ -91,7 +91,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 	}()
 	a.current.Store(cfg)
 	var p validate.Problems
-	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log, Metrics: a.metrics}, &p)
+	backends := vend.Build(cfg.Backends, vend.Deps{Logger: log, Metrics: a.metrics, MinRemaining: cfg.Server.MinRemaining.D()}, &p)
 	if err = p.Err(); err != nil {
 		return nil, err
 	}

@@ -116,6 +116,10 @@ type Deps struct {
 	Now    func() time.Time
 	// Metrics is optional (nil-safe).
 	Metrics *metrics.Metrics
+	// MinRemaining is server.min_remaining, the least lifetime a served
+	// credential has left (zero when unknown); backends with a configured
+	// lifetime check theirs against it.
+	MinRemaining time.Duration
 }
 
 // Constructor builds a Vendor from its spec. It validates its options into

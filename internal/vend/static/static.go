@@ -69,6 +69,10 @@ func init() {
 		}
 		if o.Expiration.D() < 20*time.Minute || o.Expiration.D() > 12*time.Hour {
 			p.Addf(validate.Join(path, "expiration"), "must be between 20m and 12h")
+		} else if d.MinRemaining > 0 && o.Expiration.D() < d.MinRemaining+time.Minute {
+			// Served a moment after minting and cut to whole seconds, an
+			// expiration only as long as the floor is always under it.
+			p.Addf(validate.Join(path, "expiration"), "must be at least server.min_remaining (%s) plus 1m, or no credential could be served", d.MinRemaining)
 		}
 		if o.File == "" {
 			p.Addf(validate.Join(path, "file"), "is required")

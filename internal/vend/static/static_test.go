@@ -2,6 +2,7 @@ package static
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,13 +186,18 @@ func TestReloadUnderLoad(t *testing.T) {
 
 func buildSpec(t *testing.T, y string) (vend.Vendor, *validate.Problems) {
 	t.Helper()
+	return buildSpecFloor(t, y, 0)
+}
+
+func buildSpecFloor(t *testing.T, y string, floor time.Duration) (vend.Vendor, *validate.Problems) {
+	t.Helper()
 	var spec vend.Spec
 	if err := yaml.Unmarshal([]byte(y), &spec); err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.WarnLevel)
 	var p validate.Problems
-	vs := vend.Build(map[string]vend.Spec{"st": spec}, vend.Deps{Logger: zap.New(core)}, &p)
+	vs := vend.Build(map[string]vend.Spec{"st": spec}, vend.Deps{Logger: zap.New(core), MinRemaining: floor}, &p)
 	if v := vs["st"]; v != nil && logs.FilterMessageSnippet("cannot be scoped").Len() != 1 {
 		t.Fatalf("no startup warning that static keys cannot be scoped: %v", logs.All())
 	}
@@ -221,6 +227,29 @@ func TestRegistryConstructor(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%q: no problem at %s (got %v)", y, path, probs.List())
+		}
+	}
+}
+
+// An expiration no longer than server.min_remaining is always under the
+// floor when served (the API answers 503 below_floor to every request):
+// the backend refuses it at check-config time.
+func TestExpirationMustExceedTheServerFloor(t *testing.T) {
+	p := write(t, t.TempDir(), "k.yaml", "credentials:\n  - {access_key_id: A, secret_access_key: s}\n")
+	for _, tc := range []struct {
+		expiration, floor time.Duration
+		ok                bool
+	}{
+		{20 * time.Minute, 20 * time.Minute, false},
+		{30 * time.Minute, 30 * time.Minute, false},
+		{time.Hour, 2 * time.Hour, false},
+		{21 * time.Minute, 20 * time.Minute, true},
+		{time.Hour, 20 * time.Minute, true},
+		{20 * time.Minute, 0, true}, // floor unknown
+	} {
+		_, probs := buildSpecFloor(t, fmt.Sprintf("type: static\nfile: %s\nexpiration: %s\n", p, tc.expiration), tc.floor)
+		if got := probs.Err() == nil; got != tc.ok {
+			t.Errorf("expiration %s, floor %s: valid = %v, want %v (%v)", tc.expiration, tc.floor, got, tc.ok, probs.Err())
 		}
 	}
 }
