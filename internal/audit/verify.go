@@ -258,6 +258,7 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		return lr, err
 	}
 	from := next
+	past := int64(-1) // the first stored entry at or past the head, if any
 	check := func() {
 		for _, c := range cps {
 			if c.size == next && fr.root() != c.root {
@@ -267,6 +268,7 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	}
 	err = src.Scan(ctx, log, from, func(r Row) error {
 		if r.Seq >= head.Size && head.Size >= next {
+			past = r.Seq
 			return errStopScan
 		}
 		if r.Seq != next {
@@ -302,6 +304,18 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		return lr, err
 	}
 	lr.Size, lr.Checked = next, next-from
+	if past >= 0 {
+		// An append writes its entries and the head in one transaction: an
+		// entry the scan saw is covered by the head read after it, unless
+		// it was inserted outside an append (queries would still show it).
+		h, err := src.Head(ctx, log)
+		if err != nil {
+			return lr, err
+		}
+		if past >= h.Size {
+			bad("entry %d is stored past the head (%d entries): inserted outside an append", past, h.Size)
+		}
+	}
 	if head.Size != next || (next > 0 && head.Hash != prev) {
 		bad("head row says %d entries, the log holds %d (rows deleted or head rewritten)", head.Size, next)
 	}

@@ -526,3 +526,50 @@ func TestCheckpointerRefusesRollbackOnAnySink(t *testing.T) {
 		t.Fatal("the naive sink's evidence was replaced by a smaller tree")
 	}
 }
+
+// TestVerifyFindsRowsOutsideTheChain: rows no head covers (past a log's
+// head, or of a log with no head row at all) are shown by queries, so
+// verify must report them instead of stopping at the head.
+func TestVerifyFindsRowsOutsideTheChain(t *testing.T) {
+	forge := func(t *testing.T, f *fixture, log string, seq int64, prev [audit.HashSize]byte) {
+		r := audittest.Sample(int(seq))
+		r.Org = "forged"
+		b, h := encode(t, audit.Entry{Log: log, Seq: seq, PrevHash: prev, Record: r})
+		f.exec(t, `INSERT INTO audit_records (log, seq, time_ns, outcome, org, principal, job_id, task_id, access_key_id, bucket, body, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, log, seq, audit.TimeKey(r.Time), string(r.Outcome), r.Org, r.Principal,
+			r.JobID, r.TaskID, r.AccessKeyID, r.Bucket, b, h)
+		if p, err := f.s.Query(context.Background(), audit.Filter{Org: "forged"}); err != nil || len(p.Records) != 1 {
+			t.Fatalf("the forged row is not found by a query: %+v, %v", p, err)
+		}
+	}
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, f *fixture)
+		want   string
+	}{
+		{"a row past the head", func(t *testing.T, f *fixture) {
+			last, _ := f.s.Body(context.Background(), "main", 19)
+			forge(t, f, "main", 20, audit.ChainHash(last))
+		}, "entry 20 is stored past the head"},
+		{"a log without a head", func(t *testing.T, f *fixture) {
+			forge(t, f, "ghost", 0, [audit.HashSize]byte{})
+		}, "entry 0 is stored past the head"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			c.tamper(t, f)
+			rep, err := audit.Verify(context.Background(), f.s, f.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var problems []string
+			for _, l := range rep.Logs {
+				problems = append(problems, l.Problems...)
+			}
+			if !rep.Tampered() || !strings.Contains(strings.Join(problems, "\n"), c.want) {
+				t.Fatalf("problems %q\ndo not mention %q (report %+v)", problems, c.want, rep)
+			}
+		})
+	}
+}
