@@ -573,3 +573,39 @@ func TestVerifyFindsRowsOutsideTheChain(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyChecksAnchorsBelowThePruneFloor: a log rewritten from its first
+// entry, then pruned past the anchored size (the dispenser's retention signs
+// whatever tree the database holds), must still fail against the anchored
+// checkpoint: the stored tree is checked to extend it.
+func TestVerifyChecksAnchorsBelowThePruneFloor(t *testing.T) {
+	ctx := context.Background()
+	for _, incremental := range []bool{false, true} {
+		f := newFixture(t) // anchored at 20
+		f.exec(t, `DELETE FROM audit_records`)
+		f.exec(t, `DELETE FROM audit_index`)
+		f.exec(t, `DELETE FROM audit_hashes`)
+		f.exec(t, `DELETE FROM audit_checkpoints`)
+		f.exec(t, `DELETE FROM audit_heads`)
+		var recs []audit.Record
+		for i := 0; i < 30; i++ {
+			r := audittest.Sample(i)
+			r.Principal = "someone-else"
+			recs = append(recs, r)
+		}
+		if _, err := f.s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		keep := time.Hour
+		now := func() time.Time { return audittest.T0.Add(keep + 25*time.Second) } // cutoff: entry 25
+		rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+		if n, err := rt.Prune(ctx); err != nil || n != 24 {
+			t.Fatalf("Prune = %d, %v; want 24", n, err)
+		}
+		f.opts.Incremental = incremental
+		r := f.verify(t)
+		if !strings.Contains(strings.Join(r.Problems, "\n"), "first 20 entries do not match the anchored checkpoint") {
+			t.Fatalf("incremental=%v: rewritten log pruned past the anchor: %+v", incremental, r)
+		}
+	}
+}
