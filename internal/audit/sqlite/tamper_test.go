@@ -609,3 +609,37 @@ func TestVerifyChecksAnchorsBelowThePruneFloor(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSignedCheckpointOfAFork: the checkpointer must not sign (and store)
+// a checkpoint of a log that forks from an anchored one, or a receipt for a
+// forged record would verify offline with the real key.
+func TestNoSignedCheckpointOfAFork(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	last := f.entry(t, 9)
+	_, h := encode(t, last)
+	f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+	f.exec(t, `DELETE FROM audit_checkpoints`)
+	f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+	var recs []audit.Record
+	for i := 10; i < 25; i++ {
+		r := audittest.Sample(i)
+		r.Principal = "someone-else"
+		recs = append(recs, r)
+	}
+	if _, err := f.s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+	svc := &audit.Service{Trail: f.s, Checkpointer: cp, OriginBase: origin}
+	if rc, err := svc.Receipt(ctx, "main:12"); err == nil {
+		if audit.VerifyReceipt(rc, f.opts.Verifier) == nil {
+			t.Fatal("a receipt for a forged record verifies with the real key")
+		}
+	}
+	if b, err := f.s.LatestCheckpoint(ctx, "main"); err != nil || b != nil {
+		t.Fatalf("a checkpoint of the forked log was stored: %q, %v", b, err)
+	}
+}
