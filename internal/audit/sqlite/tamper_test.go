@@ -643,3 +643,22 @@ func TestNoSignedCheckpointOfAFork(t *testing.T) {
 		t.Fatalf("a checkpoint of the forked log was stored: %q, %v", b, err)
 	}
 }
+
+// TestRetentionDoesNotTrustTheIndex: retention finds the prune floor with
+// the query index, which is derived data anyone with the file can edit; an
+// edited index must not make the dispenser delete entries within retention.
+func TestRetentionDoesNotTrustTheIndex(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.exec(t, `UPDATE audit_index SET time_ns = 0`) // every entry looks ancient
+	keep := time.Hour
+	now := func() time.Time { return audittest.T0.Add(keep + 5*time.Second) } // cutoff: entry 5
+	rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+	n, err := rt.Prune(ctx)
+	if n != 0 || err == nil {
+		t.Fatalf("Prune with an edited index = %d, %v; want nothing deleted and an error", n, err)
+	}
+	if b, err := f.s.Body(ctx, "main", 5); err != nil || b == nil {
+		t.Fatalf("entry 5 (within retention) is gone: %v", err)
+	}
+}
