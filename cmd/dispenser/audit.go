@@ -297,6 +297,10 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 3
 	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintln(stderr, "audit verify: --format must be text or json")
+		return 3
+	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -55,3 +55,16 @@ func TestAuditQueryReportsWriteErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditVerifyRefusesUnknownFormat: a mistyped --format must not fall
+// back to text (a script parsing JSON would then read the wrong thing).
+func TestAuditVerifyRefusesUnknownFormat(t *testing.T) {
+	path := testConfig(t, true)
+	if _, err := audit.GenerateKey(filepath.Join(filepath.Dir(path), "audit.db.checkpoint-key"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"audit", "verify", "--config", path, "--format", "jsn"}, &out, &errb); code != 3 || !strings.Contains(errb.String(), "--format") {
+		t.Fatalf("--format jsn: exit %d, stdout %q, stderr %q; want exit 3 naming --format", code, out.String(), errb.String())
+	}
+}
