@@ -237,18 +237,23 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "audit query:", err)
 		return 1
 	}
+	// A write error (full disk, closed pipe) fails the command: a cut-off
+	// export must not look complete.
+	var werr error
 	switch *format {
 	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(p)
+		werr = enc.Encode(p)
 	case "ndjson":
 		enc := json.NewEncoder(stdout)
 		for {
 			for _, r := range p.Records {
-				_ = enc.Encode(r)
+				if werr = enc.Encode(r); werr != nil {
+					break
+				}
 			}
-			if p.Next == "" {
+			if werr != nil || p.Next == "" {
 				break
 			}
 			f.Cursor = p.Next
@@ -264,10 +269,14 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\ts3://%s/%s\t%s\n", r.Time.Format(time.RFC3339), r.ID, r.Outcome, dash(r.Reason),
 				dash(r.Org), dash(r.Principal), dash(r.JobID), dash(r.TaskID), dash(r.Operation), r.Bucket, r.Prefix, dash(r.AccessKeyID))
 		}
-		_ = tw.Flush()
-		if p.Next != "" {
+		werr = tw.Flush()
+		if p.Next != "" && werr == nil {
 			fmt.Fprintf(stderr, "more records: --cursor %s\n", p.Next)
 		}
+	}
+	if werr != nil {
+		fmt.Fprintln(stderr, "audit query: writing the output:", werr)
+		return 1
 	}
 	return 0
 }
@@ -286,6 +295,10 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "verifier key (or a file holding it); default: derived from audit.checkpoint.signing_key_file")
 	format := fs.String("format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
+		return 3
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintln(stderr, "audit verify: --format must be text or json")
 		return 3
 	}
 	cfg, err := loadConfig(*path)

@@ -181,21 +181,8 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 		return nil, nil
 	}
 	signed := c.lastSigned
-	if h.Size != c.lastSize || signed == nil {
-		root, err := tlog.TreeHash(h.Size, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-			return c.Source.ReadHashes(ctx, c.Log, idx)
-		}))
-		if err != nil {
-			return nil, err
-		}
-		if signed, err = SignCheckpoint(c.Origin, h.Size, root, c.Signer); err != nil {
-			return nil, err
-		}
-		if err := c.Source.PutCheckpoint(ctx, c.Log, h.Size, signed); err != nil {
-			return nil, err
-		}
-		c.lastSize, c.lastSigned = h.Size, signed
-	} else if !force && time.Since(c.lastAnchor) < c.idle() {
+	fresh := h.Size != c.lastSize || signed == nil
+	if !fresh && !force && time.Since(c.lastAnchor) < c.idle() {
 		return signed, nil
 	}
 	var errs []error
@@ -203,6 +190,11 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 	if c.anchored == nil {
 		c.anchored = map[int]treeHead{}
 	}
+	// Every anchor is checked before anything is signed: a tree that does
+	// not extend what an anchor holds gets no signature at all, so no
+	// checkpoint (and no receipt) of a rewritten log carries the real key.
+	put := make([]bool, len(c.Anchors))
+	diverged := false
 	for i, a := range c.Anchors {
 		// Successive anchored checkpoints must be consistent: the tree
 		// being anchored must contain the one the anchor holds as a
@@ -222,6 +214,7 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 			// whatever the sink itself would accept.
 			c.Metrics.AuditFailure("anchor_rollback")
 			errs = append(errs, fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorRollback, prev.size, h.Size))
+			diverged = true
 			continue
 		}
 		if ok {
@@ -233,8 +226,32 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 			if root != prev.root {
 				c.Metrics.AuditFailure("anchor_fork")
 				errs = append(errs, fmt.Errorf("%w: anchored size %d", ErrAnchorFork, prev.size))
+				diverged = true
 				continue
 			}
+		}
+		put[i] = true
+	}
+	if diverged {
+		c.Metrics.AuditFailure("anchor")
+		return nil, fmt.Errorf("anchor checkpoint: %w", errors.Join(errs...))
+	}
+	if fresh {
+		root, err := tlog.TreeHash(h.Size, hashes)
+		if err != nil {
+			return nil, err
+		}
+		if signed, err = SignCheckpoint(c.Origin, h.Size, root, c.Signer); err != nil {
+			return nil, err
+		}
+		if err := c.Source.PutCheckpoint(ctx, c.Log, h.Size, signed); err != nil {
+			return nil, err
+		}
+		c.lastSize, c.lastSigned = h.Size, signed
+	}
+	for i, a := range c.Anchors {
+		if !put[i] {
+			continue
 		}
 		if err := a.Put(ctx, c.Origin, h.Size, signed); err != nil {
 			delete(c.anchored, i)

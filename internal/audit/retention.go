@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,7 +37,8 @@ func (r *Retention) Prune(ctx context.Context) (int64, error) {
 	if r.Now != nil {
 		now = r.Now
 	}
-	p, err := r.Source.FirstSeqSince(ctx, r.Log, now().Add(-r.Keep))
+	cutoff := now().Add(-r.Keep)
+	p, err := r.Source.FirstSeqSince(ctx, r.Log, cutoff)
 	if err != nil {
 		return 0, err
 	}
@@ -46,6 +48,21 @@ func (r *Retention) Prune(ctx context.Context) (int64, error) {
 	}
 	if p <= 1 || p <= floor {
 		return 0, nil
+	}
+	// p comes from the query columns, copies anyone who can write the
+	// database can edit: the kept boundary entry's own bytes must be past
+	// retention too, or an edited copy would make retention delete entries
+	// still within it.
+	b, err := r.Source.Body(ctx, r.Log, p-1)
+	if err != nil {
+		return 0, err
+	}
+	e, err := Decode(b)
+	if err != nil {
+		return 0, fmt.Errorf("audit retention: entry %d: %w", p-1, err)
+	}
+	if !e.Record.Time.Before(cutoff) {
+		return 0, fmt.Errorf("audit retention: entry %d is within retention but its query columns say otherwise; not pruning (run dispenser audit verify)", p-1)
 	}
 	signed, err := r.Source.CheckpointAt(ctx, r.Log, p)
 	if err != nil {

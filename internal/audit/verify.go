@@ -210,6 +210,7 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	next := int64(0)
 	var err error
 	var floor int64
+	var base *checkpointAt // the checkpoint the scan resumes from, if any
 	if pr, ok := src.(Pruner); ok {
 		if floor, err = pr.PrunedBefore(ctx, log); err != nil {
 			return lr, err
@@ -224,13 +225,14 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		}
 		size, root, cerr := OpenCheckpoint(signed, origin, o.Verifier)
 		start, ph, ok := frontier{}, [HashSize]byte{}, false
+		pc := checkpointAt{"prune checkpoint", size, root}
 		if signed != nil && cerr == nil && size == floor {
-			start, ph, ok = resume(ctx, src, log, stored, checkpointAt{"prune checkpoint", size, root})
+			start, ph, ok = resume(ctx, src, log, stored, pc)
 		}
 		if !ok {
 			bad("entries below %d were removed, but the checkpoint kept at the prune floor is missing or does not match (entries deleted outside retention)", floor)
 		} else {
-			fr, prev, next = start, ph, floor
+			fr, prev, next, base = start, ph, floor, &pc
 			if o.Retention > 0 {
 				now := time.Now
 				if o.Now != nil {
@@ -246,9 +248,24 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	}
 	if o.Incremental && anchored != nil && anchored.size > next {
 		if start, ph, ok := resume(ctx, src, log, stored, *anchored); ok {
-			fr, prev, next = start, ph, anchored.size
+			fr, prev, next, base = start, ph, anchored.size, anchored
 		} else {
 			bad("stored tree or entry %d does not match the anchored checkpoint; re-run without --incremental to locate the change", anchored.size-1)
+		}
+	}
+	if base != nil {
+		// The entries before the resume point are not re-hashed (pruned, or
+		// skipped by --incremental): every checkpoint at or below it must be
+		// a prefix of the tree the resume checkpoint signs, or a log
+		// rewritten from its start and then pruned past an anchor would pass.
+		for _, c := range cps {
+			if c.size < 1 || c.size > base.size {
+				continue
+			}
+			p, err := tlog.ProveTree(base.size, c.size, stored)
+			if err != nil || tlog.CheckTree(p, base.size, base.root, c.size, c.root) != nil {
+				bad("the first %d entries do not match the %s of that size (entries rewritten, reordered or forked)", c.size, c.what)
+			}
 		}
 	}
 	// The head is read before the scan and bounds it, so entries appended
@@ -258,6 +275,7 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		return lr, err
 	}
 	from := next
+	past := int64(-1) // the first stored entry at or past the head, if any
 	check := func() {
 		for _, c := range cps {
 			if c.size == next && fr.root() != c.root {
@@ -267,6 +285,7 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 	}
 	err = src.Scan(ctx, log, from, func(r Row) error {
 		if r.Seq >= head.Size && head.Size >= next {
+			past = r.Seq
 			return errStopScan
 		}
 		if r.Seq != next {
@@ -302,6 +321,18 @@ func verifyLog(ctx context.Context, src CheckpointSource, o VerifyOptions, log s
 		return lr, err
 	}
 	lr.Size, lr.Checked = next, next-from
+	if past >= 0 {
+		// An append writes its entries and the head in one transaction: an
+		// entry the scan saw is covered by the head read after it, unless
+		// it was inserted outside an append (queries would still show it).
+		h, err := src.Head(ctx, log)
+		if err != nil {
+			return lr, err
+		}
+		if past >= h.Size {
+			bad("entry %d is stored past the head (%d entries): inserted outside an append", past, h.Size)
+		}
+	}
 	if head.Size != next || (next > 0 && head.Hash != prev) {
 		bad("head row says %d entries, the log holds %d (rows deleted or head rewritten)", head.Size, next)
 	}

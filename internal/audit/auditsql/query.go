@@ -3,7 +3,9 @@
 package auditsql
 
 import (
+	"math"
 	"strings"
+	"time"
 
 	"github.com/vtk/dispenser/internal/audit"
 )
@@ -40,10 +42,10 @@ func Where(f audit.Filter, ph func(int) string) (string, []any) {
 		}
 	}
 	if !f.Since.IsZero() {
-		add("time_ns >= ?", f.Since.UnixNano())
+		add("time_ns >= ?", timeKey(f.Since))
 	}
 	if !f.Until.IsZero() {
-		add("time_ns < ?", f.Until.UnixNano())
+		add("time_ns < ?", timeKey(f.Until))
 	}
 	if f.Cursor != "" {
 		p, _ := audit.ParseCursor(f.Cursor)
@@ -56,6 +58,25 @@ func Where(f audit.Filter, ph func(int) string) (string, []any) {
 		return "TRUE", nil
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// Bounds of the times time_ns can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// timeKey is t as a time_ns bound, clamped to the int64 range: UnixNano
+// wraps around for times before 1678 or after 2262, which are still valid
+// RFC 3339 bounds ("since the year 1000" would otherwise match nothing).
+func timeKey(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // OrderBy is the newest-first order every query uses.

@@ -242,6 +242,12 @@ func testQuery(t *testing.T, s audit.Trail) {
 			return r.Org == "acme" && !r.Time.Before(T0.Add(10*time.Second)) && r.Time.Before(T0.Add(20*time.Second))
 		}},
 		{"no match", audit.Filter{Org: "nobody"}, func(audit.Record) bool { return false }},
+		// Times outside int64 nanoseconds (before 1678, after 2262) are
+		// valid RFC 3339 bounds and must not wrap around.
+		{"since long ago", audit.Filter{Limit: 1000, Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, func(audit.Record) bool { return true }},
+		{"until far ahead", audit.Filter{Limit: 1000, Until: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)}, func(audit.Record) bool { return true }},
+		{"since far ahead", audit.Filter{Since: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, func(audit.Record) bool { return false }},
+		{"until long ago", audit.Filter{Until: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, func(audit.Record) bool { return false }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -84,3 +84,57 @@ func TestVerifyShards(t *testing.T) {
 		t.Fatalf("edited replica-a access_key_id column: %+v", rep)
 	}
 }
+
+// TestVerifyFindsRowsOutsideTheChain: a forged shard (entries without a
+// head row) and a row past a shard's head are shown by queries, so verify
+// reports them.
+func TestVerifyFindsRowsOutsideTheChain(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	s := openTemp(t, dsn, "replica-a")
+	var recs []audit.Record
+	for j := 0; j < 5; j++ {
+		recs = append(recs, audittest.Sample(j))
+	}
+	entries, err := s.Append(ctx, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	last, _ := audit.Encode(entries[4])
+	for _, e := range []audit.Entry{
+		{Log: "replica-a", Seq: 5, PrevHash: audit.ChainHash(last), Record: audittest.Sample(5)},
+		{Log: "ghost", Seq: 0, Record: audittest.Sample(6)},
+	} {
+		e.Record.Org = "forged"
+		b, _ := audit.Encode(e)
+		h := audit.ChainHash(b)
+		r := e.Record
+		if _, err := c.Exec(ctx, `INSERT INTO audit_records (log, seq, time_ns, outcome, org, principal, job_id, task_id, access_key_id, bucket, body, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, e.Log, e.Seq, audit.TimeKey(r.Time), string(r.Outcome), r.Org,
+			r.Principal, r.JobID, r.TaskID, r.AccessKeyID, r.Bucket, b, h[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := s.Query(ctx, audit.Filter{Org: "forged"}); err != nil || len(p.Records) != 2 {
+		t.Fatalf("forged rows by query: %+v, %v", p, err)
+	}
+	rep, err := audit.Verify(ctx, s, audit.VerifyOptions{OriginBase: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for _, l := range rep.Logs {
+		all = append(all, l.Log+": "+strings.Join(l.Problems, "; "))
+	}
+	got := strings.Join(all, "\n")
+	for _, want := range []string{"ghost: entry 0 is stored past the head", "replica-a: entry 5 is stored past the head"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("verify report\n%s\ndoes not mention %q", got, want)
+		}
+	}
+}

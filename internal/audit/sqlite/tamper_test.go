@@ -526,3 +526,139 @@ func TestCheckpointerRefusesRollbackOnAnySink(t *testing.T) {
 		t.Fatal("the naive sink's evidence was replaced by a smaller tree")
 	}
 }
+
+// TestVerifyFindsRowsOutsideTheChain: rows no head covers (past a log's
+// head, or of a log with no head row at all) are shown by queries, so
+// verify must report them instead of stopping at the head.
+func TestVerifyFindsRowsOutsideTheChain(t *testing.T) {
+	forge := func(t *testing.T, f *fixture, log string, seq int64, prev [audit.HashSize]byte) {
+		r := audittest.Sample(int(seq))
+		r.Org = "forged"
+		b, h := encode(t, audit.Entry{Log: log, Seq: seq, PrevHash: prev, Record: r})
+		f.exec(t, `INSERT INTO audit_records (log, seq, time_ns, outcome, org, principal, job_id, task_id, access_key_id, bucket, body, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, log, seq, audit.TimeKey(r.Time), string(r.Outcome), r.Org, r.Principal,
+			r.JobID, r.TaskID, r.AccessKeyID, r.Bucket, b, h)
+		if p, err := f.s.Query(context.Background(), audit.Filter{Org: "forged"}); err != nil || len(p.Records) != 1 {
+			t.Fatalf("the forged row is not found by a query: %+v, %v", p, err)
+		}
+	}
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, f *fixture)
+		want   string
+	}{
+		{"a row past the head", func(t *testing.T, f *fixture) {
+			last, _ := f.s.Body(context.Background(), "main", 19)
+			forge(t, f, "main", 20, audit.ChainHash(last))
+		}, "entry 20 is stored past the head"},
+		{"a log without a head", func(t *testing.T, f *fixture) {
+			forge(t, f, "ghost", 0, [audit.HashSize]byte{})
+		}, "entry 0 is stored past the head"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			c.tamper(t, f)
+			rep, err := audit.Verify(context.Background(), f.s, f.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var problems []string
+			for _, l := range rep.Logs {
+				problems = append(problems, l.Problems...)
+			}
+			if !rep.Tampered() || !strings.Contains(strings.Join(problems, "\n"), c.want) {
+				t.Fatalf("problems %q\ndo not mention %q (report %+v)", problems, c.want, rep)
+			}
+		})
+	}
+}
+
+// TestVerifyChecksAnchorsBelowThePruneFloor: a log rewritten from its first
+// entry, then pruned past the anchored size (the dispenser's retention signs
+// whatever tree the database holds), must still fail against the anchored
+// checkpoint: the stored tree is checked to extend it.
+func TestVerifyChecksAnchorsBelowThePruneFloor(t *testing.T) {
+	ctx := context.Background()
+	for _, incremental := range []bool{false, true} {
+		f := newFixture(t) // anchored at 20
+		f.exec(t, `DELETE FROM audit_records`)
+		f.exec(t, `DELETE FROM audit_index`)
+		f.exec(t, `DELETE FROM audit_hashes`)
+		f.exec(t, `DELETE FROM audit_checkpoints`)
+		f.exec(t, `DELETE FROM audit_heads`)
+		var recs []audit.Record
+		for i := 0; i < 30; i++ {
+			r := audittest.Sample(i)
+			r.Principal = "someone-else"
+			recs = append(recs, r)
+		}
+		if _, err := f.s.Append(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		keep := time.Hour
+		now := func() time.Time { return audittest.T0.Add(keep + 25*time.Second) } // cutoff: entry 25
+		rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+		if n, err := rt.Prune(ctx); err != nil || n != 24 {
+			t.Fatalf("Prune = %d, %v; want 24", n, err)
+		}
+		f.opts.Incremental = incremental
+		r := f.verify(t)
+		if !strings.Contains(strings.Join(r.Problems, "\n"), "first 20 entries do not match the anchored checkpoint") {
+			t.Fatalf("incremental=%v: rewritten log pruned past the anchor: %+v", incremental, r)
+		}
+	}
+}
+
+// TestNoSignedCheckpointOfAFork: the checkpointer must not sign (and store)
+// a checkpoint of a log that forks from an anchored one, or a receipt for a
+// forged record would verify offline with the real key.
+func TestNoSignedCheckpointOfAFork(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	last := f.entry(t, 9)
+	_, h := encode(t, last)
+	f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+	f.exec(t, `DELETE FROM audit_checkpoints`)
+	f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+	var recs []audit.Record
+	for i := 10; i < 25; i++ {
+		r := audittest.Sample(i)
+		r.Principal = "someone-else"
+		recs = append(recs, r)
+	}
+	if _, err := f.s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
+	svc := &audit.Service{Trail: f.s, Checkpointer: cp, OriginBase: origin}
+	if rc, err := svc.Receipt(ctx, "main:12"); err == nil {
+		if audit.VerifyReceipt(rc, f.opts.Verifier) == nil {
+			t.Fatal("a receipt for a forged record verifies with the real key")
+		}
+	}
+	if b, err := f.s.LatestCheckpoint(ctx, "main"); err != nil || b != nil {
+		t.Fatalf("a checkpoint of the forked log was stored: %q, %v", b, err)
+	}
+}
+
+// TestRetentionDoesNotTrustTheIndex: retention finds the prune floor with
+// the query index, which is derived data anyone with the file can edit; an
+// edited index must not make the dispenser delete entries within retention.
+func TestRetentionDoesNotTrustTheIndex(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.exec(t, `UPDATE audit_index SET time_ns = 0`) // every entry looks ancient
+	keep := time.Hour
+	now := func() time.Time { return audittest.T0.Add(keep + 5*time.Second) } // cutoff: entry 5
+	rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+	n, err := rt.Prune(ctx)
+	if n != 0 || err == nil {
+		t.Fatalf("Prune with an edited index = %d, %v; want nothing deleted and an error", n, err)
+	}
+	if b, err := f.s.Body(ctx, "main", 5); err != nil || b == nil {
+		t.Fatalf("entry 5 (within retention) is gone: %v", err)
+	}
+}
