@@ -147,7 +147,7 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	go func() { defer close(done); cp.Run(cctx) }()
 	rdone := make(chan struct{})
 	if keep := cfg.Audit.Retention.D(); keep > 0 {
-		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Keep: keep, Logger: cp.Logger}
+		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Anchors: cp.Anchors, Keep: keep, Logger: cp.Logger}
 		go func() { defer close(rdone); rt.Run(cctx, time.Hour) }()
 	} else {
 		close(rdone)

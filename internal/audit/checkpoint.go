@@ -142,6 +142,46 @@ type treeHead struct {
 // rewritten (or the log forked). Nothing is anchored; verify reports where.
 var ErrAnchorFork = errors.New("audit: the log does not extend the anchored checkpoint (entries rewritten or forked); refusing to anchor")
 
+// consistent checks that the log's tree of the given size and the anchored
+// tree a are one history: the smaller is a prefix of the larger, proven
+// with an RFC 6962 consistency proof from the log's stored hashes against
+// the anchored root. Comparing the tree hash at the anchored size alone is
+// not enough: whoever can write the database could keep the stored nodes
+// that hash reads and rewrite the ones the larger tree's root is read from.
+// It returns an error wrapping ErrAnchorFork when they differ.
+func consistent(a treeHead, size int64, hashes tlog.HashReader) error {
+	if size == a.size {
+		root, err := tlog.TreeHash(size, hashes)
+		if err != nil {
+			return err
+		}
+		if root != a.root {
+			return fmt.Errorf("%w: anchored size %d", ErrAnchorFork, a.size)
+		}
+		return nil
+	}
+	big, small := size, a.size
+	if small > big {
+		big, small = small, big
+	}
+	root, err := tlog.TreeHash(size, hashes)
+	if err != nil {
+		return err
+	}
+	proof, err := tlog.ProveTree(big, small, hashes)
+	if err != nil {
+		return err
+	}
+	bigRoot, smallRoot := root, a.root
+	if a.size > size {
+		bigRoot, smallRoot = a.root, root
+	}
+	if err := tlog.CheckTree(proof, big, bigRoot, small, smallRoot); err != nil {
+		return fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorFork, a.size, size)
+	}
+	return nil
+}
+
 // anchoredHead reads the checkpoint an anchor holds (signature not
 // checked: the anchor is trusted to hold what this process wrote, and
 // verify checks signatures), or ok=false when it holds none.
@@ -218,14 +258,13 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 			continue
 		}
 		if ok {
-			root, err := tlog.TreeHash(prev.size, hashes)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if root != prev.root {
+			if err := consistent(prev, h.Size, hashes); err != nil {
+				if !errors.Is(err, ErrAnchorFork) {
+					errs = append(errs, err)
+					continue
+				}
 				c.Metrics.AuditFailure("anchor_fork")
-				errs = append(errs, fmt.Errorf("%w: anchored size %d", ErrAnchorFork, prev.size))
+				errs = append(errs, err)
 				diverged = true
 				continue
 			}

@@ -25,9 +25,15 @@ type Retention struct {
 	Log    string
 	Origin string // full origin (see Origin)
 	Signer note.Signer
-	Keep   time.Duration
-	Now    func() time.Time
-	Logger *zap.Logger
+	// Anchors are checked before the checkpoint at the new floor is
+	// signed: a tree that is not one history with every anchored
+	// checkpoint gets no signature (and nothing is pruned), so retention
+	// never signs a rewritten log. An anchor that cannot be read stops
+	// pruning until it can.
+	Anchors []Anchor
+	Keep    time.Duration
+	Now     func() time.Time
+	Logger  *zap.Logger
 }
 
 // Prune removes what is past retention now and returns how many entries
@@ -68,10 +74,23 @@ func (r *Retention) Prune(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	hashes := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return r.Source.ReadHashes(ctx, r.Log, idx)
+	})
+	for _, a := range r.Anchors {
+		prev, ok, err := anchoredHead(ctx, a, r.Origin)
+		if err != nil {
+			return 0, fmt.Errorf("audit retention: %w", err)
+		}
+		if !ok {
+			continue
+		}
+		if err := consistent(prev, p, hashes); err != nil {
+			return 0, fmt.Errorf("audit retention: not pruning: %w", err)
+		}
+	}
 	if signed == nil {
-		root, err := tlog.TreeHash(p, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-			return r.Source.ReadHashes(ctx, r.Log, idx)
-		}))
+		root, err := tlog.TreeHash(p, hashes)
 		if err != nil {
 			return 0, err
 		}

@@ -662,3 +662,71 @@ func TestRetentionDoesNotTrustTheIndex(t *testing.T) {
 		t.Fatalf("entry 5 (within retention) is gone: %v", err)
 	}
 }
+
+// forgeRootNode appends entries 20..31 and replaces the one stored Merkle
+// node the size-32 root is read from, leaving every node the anchored
+// size-20 tree hash reads intact: the kind of edit that comparing the
+// tree hash at the anchored size cannot see.
+func forgeRootNode(t *testing.T, f *fixture) {
+	t.Helper()
+	f.append(t, 20, 12)
+	forged := make([]byte, 32)
+	if _, err := rand.Read(forged); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(t, `UPDATE audit_hashes SET hash = ? WHERE log = 'main' AND idx = ?`, forged, tlog.StoredHashIndex(5, 0))
+}
+
+// TestNoSignedCheckpointOfAForgedLargerTree: the checkpointer proves that
+// the tree it signs extends the anchored one (a consistency proof against
+// the anchored root), so it refuses a root that does not.
+func TestNoSignedCheckpointOfAForgedLargerTree(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	forgeRootNode(t, f)
+	_, err := f.cp.Checkpoint(ctx, true)
+	if !errors.Is(err, audit.ErrAnchorFork) {
+		t.Fatalf("Checkpoint over a forged root = %v, want ErrAnchorFork", err)
+	}
+	if b, err := f.s.CheckpointAt(ctx, "main", 32); err != nil || b != nil {
+		t.Fatalf("a checkpoint of the forged tree was stored: %q, %v", b, err)
+	}
+}
+
+// TestRetentionChecksTheAnchors: retention signs a checkpoint at the new
+// prune floor; it first proves that tree and the anchored one are one
+// history, so it never signs (or prunes under) a rewritten log.
+func TestRetentionChecksTheAnchors(t *testing.T) {
+	ctx := context.Background()
+	keep := time.Hour
+	now := func() time.Time { return audittest.T0.Add(keep + 25*time.Second) } // cutoff past entry 24
+	t.Run("consistent", func(t *testing.T) {
+		f := newFixture(t)
+		f.append(t, 20, 12)
+		rt := &audit.Retention{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors, Keep: keep, Now: now}
+		if n, err := rt.Prune(ctx); err != nil || n == 0 {
+			t.Fatalf("Prune = %d, %v; want entries pruned", n, err)
+		}
+	})
+	t.Run("forged", func(t *testing.T) {
+		f := newFixture(t)
+		f.append(t, 20, 12)
+		// The floor's tree (size 24 or 25) reads the level-3 node over
+		// 16..23; forge it and the nodes below stay as they were.
+		forged := make([]byte, 32)
+		if _, err := rand.Read(forged); err != nil {
+			t.Fatal(err)
+		}
+		f.exec(t, `UPDATE audit_hashes SET hash = ? WHERE log = 'main' AND idx = ?`, forged, tlog.StoredHashIndex(3, 2))
+		rt := &audit.Retention{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors, Keep: keep, Now: now}
+		n, err := rt.Prune(ctx)
+		if n != 0 || !errors.Is(err, audit.ErrAnchorFork) {
+			t.Fatalf("Prune over a forged tree = %d, %v; want nothing pruned and ErrAnchorFork", n, err)
+		}
+		if b, err := f.s.LatestCheckpoint(ctx, "main"); err != nil || b == nil {
+			t.Fatal(err)
+		} else if size, _, err := audit.OpenCheckpoint(b, f.cp.Origin, f.opts.Verifier); err != nil || size != 20 {
+			t.Fatalf("newest stored checkpoint has size %d (%v); want the anchored 20, nothing signed over the forgery", size, err)
+		}
+	})
+}
