@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -196,5 +197,28 @@ func TestAdmin401ChallengesAdminRealm(t *testing.T) {
 				t.Errorf("worker route: WWW-Authenticate %q", got)
 			}
 		})
+	}
+}
+
+// TestAuditText: request text bound for the audit record is valid UTF-8
+// without NUL (PostgreSQL text), at most n bytes, cut between characters.
+func TestAuditText(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"job-1", 128, "job-1"},
+		{"a\xffb", 128, "a\uFFFDb"},
+		{"t\x00", 128, "t\uFFFD"},
+		{"\xff\xff\xff\xff", 128, "\uFFFD"}, // one replacement for the run
+		{"ab" + "é", 3, "ab"},               // cut inside é: the half goes
+		{"abc\x00", 5, "abc"},               // the replacement does not fit whole
+		{"abcd", 3, "abc"},
+	} {
+		got := auditText(tc.in, tc.n)
+		if got != tc.want || len(got) > tc.n || !utf8.ValidString(got) || strings.ContainsRune(got, 0) {
+			t.Errorf("auditText(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
 	}
 }
