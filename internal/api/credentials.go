@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -211,7 +212,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	rec.JobID, rec.TaskID, rec.FileCount = truncate(req.JobID, 128), truncate(req.TaskID, 128), len(req.Files)
+	rec.JobID, rec.TaskID, rec.FileCount = auditText(req.JobID, 128), auditText(req.TaskID, 128), len(req.Files)
 	if op, err := scope.ParseOperation(req.Operation); err == nil {
 		rec.Operation = string(op)
 	}
@@ -387,6 +388,25 @@ func (s *Server) logDecision(r *http.Request, rec audit.Record, fe *fault.Error)
 		fields = append(fields, zap.Error(fe.Err))
 	}
 	s.log(r).Info("credentials refused", fields...)
+}
+
+// auditText bounds a request-supplied string for the audit record: invalid
+// UTF-8 and NUL replaced, at most n bytes cut on a character boundary.
+// PostgreSQL text columns refuse both, and one record that cannot be
+// written fails its whole group commit, other callers' requests included.
+func auditText(s string, n int) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 {
+		if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 func truncate(s string, n int) string {

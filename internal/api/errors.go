@@ -52,7 +52,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(fe)
 	h := w.Header()
 	if fe.Code == fault.Unauthorized {
-		for _, c := range s.authn.Load().challenges {
+		a := s.authn.Load()
+		challenges := a.challenges
+		if admin, _ := r.Context().Value(keyAdminRoute).(bool); admin {
+			challenges = a.adminChallenges
+		}
+		for _, c := range challenges {
 			h.Add("WWW-Authenticate", c)
 		}
 	}

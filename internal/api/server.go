@@ -81,16 +81,21 @@ type authenticators struct {
 	worker     auth.Authenticator
 	admin      auth.Authenticator
 	challenges []string
+	// adminChallenges are sent with a 401 from an admin route.
+	adminChallenges []string
 }
 
 func newAuthenticators(worker, admin auth.Authenticator) *authenticators {
-	a := &authenticators{worker: worker, admin: admin}
-	if c, ok := worker.(interface{ Challenges() []string }); ok {
-		a.challenges = c.Challenges()
-	} else if c, ok := worker.(auth.Challenger); ok {
-		a.challenges = []string{c.Challenge()}
+	return &authenticators{worker: worker, admin: admin, challenges: challengesOf(worker), adminChallenges: challengesOf(admin)}
+}
+
+func challengesOf(a auth.Authenticator) []string {
+	if c, ok := a.(interface{ Challenges() []string }); ok {
+		return c.Challenges()
+	} else if c, ok := a.(auth.Challenger); ok {
+		return []string{c.Challenge()}
 	}
-	return a
+	return nil
 }
 
 // New returns a server that is not ready until SetReady(true).
@@ -208,6 +213,9 @@ type ctxKey int
 const (
 	keyRequestID ctxKey = iota
 	keyIdentity
+	// keyAdminRoute marks a request to an admin route (its 401 challenges
+	// name the admin scheme).
+	keyAdminRoute
 )
 
 var requestIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -388,6 +396,7 @@ func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
 			s.writeError(w, r, fault.New(fault.NotFound, "not_found", "no such endpoint"))
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), keyAdminRoute, true))
 		id, err := admin.Authenticate(r)
 		if err != nil {
 			fe := fault.From(err)

@@ -5,9 +5,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/ratelimit"
 	"github.com/vtk/dispenser/internal/revoke"
@@ -156,5 +158,67 @@ func TestStaleRevocationsFailClosed(t *testing.T) {
 	w := h.do("GET", "/credentials?operation=get&location=s3://media/acme/in/", "Bearer "+h.token("w1", "acme", nil), "", nil)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || strings.Contains(w.Body.String(), "AccessKeyId") {
 		t.Fatalf("stale revocations: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+}
+
+// TestAdmin401ChallengesAdminRealm: a 401 from an admin route names the
+// admin scheme (RFC 9110: the challenge applies to the target resource),
+// not the worker methods, which an admin route never accepts.
+func TestAdmin401ChallengesAdminRealm(t *testing.T) {
+	t.Setenv("TEST_ADMIN_TOKEN", strings.Repeat("a", 40))
+	for _, tc := range []struct {
+		name  string
+		admin auth.AdminConfig
+	}{
+		{"tokens", auth.AdminConfig{Tokens: []auth.AdminToken{{Name: "ops", TokenEnv: "TEST_ADMIN_TOKEN"}}}},
+		{"jwt", auth.AdminConfig{JWT: &auth.JWTConfig{Issuer: "https://issuer.test", Audience: "dispenser-admin", Keys: []auth.JWTKey{{HMACSecretEnv: "TEST_ADMIN_TOKEN"}}}}},
+		{"tokens and jwt", auth.AdminConfig{Tokens: []auth.AdminToken{{Name: "ops", TokenEnv: "TEST_ADMIN_TOKEN"}},
+			JWT: &auth.JWTConfig{Issuer: "https://issuer.test", Audience: "dispenser-admin", Keys: []auth.JWTKey{{HMACSecretEnv: "TEST_ADMIN_TOKEN"}}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.admin.ApplyDefaults()
+			admin, err := tc.admin.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, func(o *Options) { o.RevocationAdmin = fakeRevocationAdmin{}; o.AdminAuthenticator = admin })
+			for _, authz := range []string{"", "Bearer wrong-token"} {
+				w := h.do("GET", "/v1/revocations", authz, "", nil)
+				if w.Code != http.StatusUnauthorized {
+					t.Fatalf("%q: status %d", authz, w.Code)
+				}
+				if got := w.Header().Values("WWW-Authenticate"); len(got) != 1 || got[0] != `Bearer realm="dispenser-admin"` {
+					t.Errorf("%q: WWW-Authenticate %q, want exactly the admin realm", authz, got)
+				}
+			}
+			// Worker routes keep the worker challenges.
+			w := h.do("GET", "/credentials", "", "", nil)
+			if got := w.Header().Values("WWW-Authenticate"); len(got) != 1 || got[0] != `Bearer realm="dispenser"` {
+				t.Errorf("worker route: WWW-Authenticate %q", got)
+			}
+		})
+	}
+}
+
+// TestAuditText: request text bound for the audit record is valid UTF-8
+// without NUL (PostgreSQL text), at most n bytes, cut between characters.
+func TestAuditText(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"job-1", 128, "job-1"},
+		{"a\xffb", 128, "a\uFFFDb"},
+		{"t\x00", 128, "t\uFFFD"},
+		{"\xff\xff\xff\xff", 128, "\uFFFD"}, // one replacement for the run
+		{"ab" + "é", 3, "ab"},               // cut inside é: the half goes
+		{"abc\x00", 5, "abc"},               // the replacement does not fit whole
+		{"abcd", 3, "abc"},
+	} {
+		got := auditText(tc.in, tc.n)
+		if got != tc.want || len(got) > tc.n || !utf8.ValidString(got) || strings.ContainsRune(got, 0) {
+			t.Errorf("auditText(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
 	}
 }

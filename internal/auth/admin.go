@@ -145,6 +145,9 @@ func (a *AdminTokens) Challenge() string { return `Bearer realm="dispenser-admin
 
 type adminJWT struct{ j *JWT }
 
+// Challenge implements Challenger.
+func (a adminJWT) Challenge() string { return `Bearer realm="dispenser-admin"` }
+
 // Authenticate verifies an admin JWT; a token valid for another audience
 // (a worker token) is refused with 403.
 func (a adminJWT) Authenticate(r *http.Request) (Identity, error) {

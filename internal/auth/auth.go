@@ -7,6 +7,7 @@ package auth
 import (
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/vtk/dispenser/internal/fault"
 )
@@ -79,11 +80,11 @@ func (c Chain) Authenticate(r *http.Request) (Identity, error) {
 	return Identity{}, fault.New(fault.Unauthorized, "missing_credentials", "no credentials: authenticate with one of the methods named in WWW-Authenticate (bearer token, SigV4, ...)")
 }
 
-// Challenges returns the WWW-Authenticate challenges of the chain.
+// Challenges returns the distinct WWW-Authenticate challenges of the chain.
 func (c Chain) Challenges() []string {
 	var out []string
 	for _, a := range c {
-		if ch, ok := a.(Challenger); ok {
+		if ch, ok := a.(Challenger); ok && !slices.Contains(out, ch.Challenge()) {
 			out = append(out, ch.Challenge())
 		}
 	}

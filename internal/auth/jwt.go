@@ -412,6 +412,15 @@ func (a *JWT) Verify(raw string) (Identity, error) {
 	if id.Org == "" {
 		return Identity{}, fault.New(fault.Unauthorized, "jwt_no_org", "invalid bearer token: claim %q is missing", a.cfg.OrgClaim)
 	}
+	// A binding claim that is present binds: one of another type (a
+	// numeric job id, null) read as absent would free the token of it.
+	for _, name := range []string{a.cfg.JobIDClaim, a.cfg.TaskIDClaim} {
+		if v, present := claims[name]; present {
+			if _, ok := v.(string); !ok {
+				return Identity{}, fault.New(fault.Unauthorized, "jwt_bad_binding", "invalid bearer token: claim %q must be a string", name)
+			}
+		}
+	}
 	return id, nil
 }
 

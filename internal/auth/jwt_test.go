@@ -107,6 +107,11 @@ func TestJWTVerify(t *testing.T) {
 		{name: "missing org", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { delete(c, "org") }), k.ed), reason: "jwt_no_org"},
 		{name: "org of the wrong type", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["org"] = 7 }), k.ed), reason: "jwt_no_org"},
 		{name: "malformed", token: "a.b.c", reason: "jwt_malformed"},
+		// A binding claim that is present must bind: read as absent, a
+		// numeric job_id would make the token good for every job.
+		{name: "job_id of the wrong type", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"] = 42 }), k.ed), reason: "jwt_bad_binding"},
+		{name: "task_id of the wrong type", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["task_id"] = []string{"T1"} }), k.ed), reason: "jwt_bad_binding"},
+		{name: "job_id null", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"] = nil }), k.ed), reason: "jwt_bad_binding"},
 		{name: "job and task binding claims", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"], c["task_id"] = "J1", "T1" }), k.ed),
 			want: Identity{Principal: "worker-1", Org: "acme", Method: MethodJWT, JobID: "J1", TaskID: "T1"}},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/secret"
+	"github.com/vtk/dispenser/internal/testenv"
 	"github.com/vtk/dispenser/internal/validate"
 )
 
@@ -512,5 +513,34 @@ func BenchmarkSigV4(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSigV4KeyIDNoStoreCanHold: an access key id PostgreSQL cannot take as
+// text (invalid UTF-8 in the header, NUL from a presigned query) is an
+// unknown key (401, charged to the failed-auth budget), not a key store
+// outage (503, uncharged).
+func TestSigV4KeyIDNoStoreCanHold(t *testing.T) {
+	store, err := keystore.NewSQLStore("pgx", testenv.Postgres(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cfg := SigV4Config{Region: "us-east-1"}
+	cfg.ApplyDefaults()
+	a := NewSigV4(cfg, store, func() time.Time { return sigNow })
+	zero := strings.Repeat("0", 64)
+	date := sigNow.Format(sigV4TimeFormat)
+	header := httptest.NewRequest("GET", "/credentials?operation=get", nil)
+	header.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=DSPK\xff\xfe/20261127/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature="+zero)
+	header.Header.Set("X-Amz-Date", date)
+	query := httptest.NewRequest("GET", "/credentials?operation=get&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=DSPK%00A%2F20261127%2Fus-east-1%2Fexecute-api%2Faws4_request&X-Amz-Date="+date+"&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature="+zero, nil)
+	for name, r := range map[string]*http.Request{"header": header, "presigned": query} {
+		_, err := a.Authenticate(r)
+		if !fault.Is(err, fault.Unauthorized) {
+			t.Errorf("%s: %v, want 401 sigv4_unknown_key", name, err)
+			continue
+		}
+		wantReason(t, err, "sigv4_unknown_key")
 	}
 }

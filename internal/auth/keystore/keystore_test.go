@@ -186,4 +186,13 @@ func TestPostgresStore(t *testing.T) {
 	}
 	exercise(t, s)
 	_, _ = s.db.Exec(`DELETE FROM dispenser_access_keys WHERE name IN ('worker-1','worker-2')`)
+	// The id comes from an unauthenticated request: one PostgreSQL cannot
+	// take as text (invalid UTF-8, NUL) names no key. An error here would be
+	// answered 503 "key store unavailable", uncharged to the failed-auth
+	// budget.
+	for _, id := range []string{"DSPK\xff\xfe", "DSPK\x00A"} {
+		if _, err := s.Lookup(context.Background(), id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Lookup(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	// SQL drivers for the sqlite and postgres store types.
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -66,6 +68,12 @@ func (s *SQLStore) Close() error { return s.db.Close() }
 
 // Lookup implements Store.
 func (s *SQLStore) Lookup(ctx context.Context, id string) (Key, error) {
+	// The id comes from an unauthenticated request. One that is not valid
+	// text (PostgreSQL refuses invalid UTF-8 and NUL) names no key, and
+	// must not look like a database failure.
+	if !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+		return Key{}, ErrNotFound
+	}
 	var k Key
 	var stored string
 	var created int64
