@@ -57,4 +57,12 @@ func TestRequestTextReachesPostgresAuditSafely(t *testing.T) {
 	if code, body := opsCall(t, srv, "GET", base+"&job_id=job-1", tok, ""); code != 200 {
 		t.Fatalf("valid request: %d %s", code, body)
 	}
+	// Identity claims are the issuer's, but a NUL in one must not fail the
+	// audit write either: the principal is served, the unknown org refused.
+	if code, body := opsCall(t, srv, "GET", base, token(t, "worker\x00-2", "acme"), ""); code != 200 {
+		t.Errorf("NUL in the principal: %d %s, want 200", code, body)
+	}
+	if code, body := opsCall(t, srv, "GET", base, token(t, "worker-1", "ac\x00me"), ""); code != 403 {
+		t.Errorf("NUL in the org: %d %s, want 403 (no such tenant, recorded)", code, body)
+	}
 }

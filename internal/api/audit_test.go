@@ -52,6 +52,8 @@ func TestParseAuditFilter(t *testing.T) {
 		{"limit=0", audit.Filter{}, "bad_limit"},
 		{"limit=x", audit.Filter{}, "bad_limit"},
 		{"outcome=maybe", audit.Filter{}, "bad_filter"},
+		{"principal=%FF", audit.Filter{}, "bad_filter"},
+		{"job_id=j%00", audit.Filter{}, "bad_filter"},
 		{"since=yesterday", audit.Filter{}, "bad_time"},
 		{"since=2026-03-01T13:00:00Z&until=2026-03-01T12:00:00Z", audit.Filter{}, "bad_filter"},
 		{"cursor=@@", audit.Filter{}, "bad_cursor"},

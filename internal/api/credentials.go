@@ -157,6 +157,10 @@ func jsonProblem(err error) string {
 	return "malformed JSON"
 }
 
+// floorMargin is how much longer than MinRemaining a requested session
+// must be.
+const floorMargin = time.Minute
+
 // Validate checks what scope does not: format, duration floor, bindings.
 func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
 	// Clamp before converting to a time.Duration, which would overflow for
@@ -169,8 +173,11 @@ func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
 	default:
 		return fault.New(fault.InvalidRequest, "bad_format", "format must be container or process")
 	}
-	if req.DurationSeconds < 0 || (req.DurationSeconds > 0 && time.Duration(req.DurationSeconds)*time.Second < s.opt.MinRemaining) {
-		return fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be at least %d (the credential lifetime floor)", int(s.opt.MinRemaining.Seconds()))
+	// A session only as long as the floor has less than the floor left by
+	// the time it is served, so it could never be returned: ask for a
+	// margin more (the same one the configuration demands of defaults).
+	if least := s.opt.MinRemaining + floorMargin; req.DurationSeconds < 0 || (req.DurationSeconds > 0 && time.Duration(req.DurationSeconds)*time.Second < least) {
+		return fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be at least %d (the credential lifetime floor plus %d)", int(least.Seconds()), int(floorMargin.Seconds()))
 	}
 	if id.JobID != "" && req.JobID != id.JobID {
 		return fault.New(fault.AccessDenied, "job_binding", "this credential is bound to another job_id")
@@ -185,7 +192,9 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	start := s.opt.Now()
 	id, _ := IdentityFrom(r.Context())
 	rec := s.baseRecord(r, start)
-	rec.Principal, rec.Org, rec.AuthMethod = id.Principal, id.Org, string(id.Method)
+	// Identity claims come from trusted issuers, but one the audit store
+	// cannot hold would fail every request in its group commit.
+	rec.Principal, rec.Org, rec.AuthMethod = auditText(id.Principal, 1024), auditText(id.Org, 1024), string(id.Method)
 
 	fail := func(err error) {
 		fe := fault.From(err)

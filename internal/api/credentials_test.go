@@ -98,7 +98,9 @@ func TestCredentialsErrors(t *testing.T) {
 		{name: "repeated parameter", target: okQuery + "&operation=put", status: 400, code: fault.InvalidRequest, reason: "repeated_parameter", msg: "operation"},
 		{name: "bad duration", target: okQuery + "&duration_seconds=1h", status: 400, code: fault.InvalidRequest, reason: "bad_duration"},
 		{name: "negative duration", target: okQuery + "&duration_seconds=-5", status: 400, code: fault.InvalidRequest, reason: "bad_duration"},
-		{name: "duration under the floor", target: okQuery + "&duration_seconds=900", status: 400, code: fault.InvalidRequest, reason: "bad_duration", msg: "1200"},
+		{name: "duration under the floor", target: okQuery + "&duration_seconds=900", status: 400, code: fault.InvalidRequest, reason: "bad_duration", msg: "1260"},
+		// Exactly the floor would be below it once served: never servable.
+		{name: "duration at the floor", target: okQuery + "&duration_seconds=1200", status: 400, code: fault.InvalidRequest, reason: "bad_duration", msg: "1260"},
 		{name: "bad format", target: okQuery + "&format=xml", status: 400, code: fault.InvalidRequest, reason: "bad_format"},
 		{name: "bad dry_run", target: okQuery + "&dry_run=maybe", status: 400, code: fault.InvalidRequest, reason: "bad_dry_run"},
 		{name: "bad job id", target: "/credentials?operation=get&location=s3://media/acme/&job_id=a%20b", status: 400, code: fault.InvalidRequest, reason: "bad_job_id"},

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -204,6 +205,14 @@ func (f *Filter) Normalize() error {
 	}
 	if f.Outcome != "" && !f.Outcome.Known() {
 		return fmt.Errorf("outcome must be issued, denied, failed, revoked or unrevoked")
+	}
+	// Stored values are valid UTF-8 without NUL (see the API's auditText),
+	// so such a filter matches nothing; PostgreSQL would refuse it as a
+	// store failure instead.
+	for _, v := range []string{f.Org, f.Principal, f.JobID, f.TaskID, f.AccessKeyID, f.Bucket} {
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("filter values must be valid UTF-8 without NUL")
+		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return fmt.Errorf("until must be after since")

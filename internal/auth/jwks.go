@@ -15,6 +15,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/vtk/dispenser/internal/validate"
 )
 
 // maxJWKSBytes bounds the body read from a JWKS endpoint.
@@ -52,6 +54,19 @@ func newJWKSSource(url string, refresh, minGap, timeout time.Duration, client *h
 	if client == nil {
 		client = &http.Client{Timeout: timeout}
 	}
+	// A redirect may not leave the rules jwks_url itself obeys: an open
+	// redirect at the issuer must not hand the key set to plain http.
+	c := *client
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("JWKS: too many redirects")
+		}
+		if err := validate.ServiceURL(req.URL.String()); err != nil {
+			return fmt.Errorf("JWKS: refusing redirect: %w", err)
+		}
+		return nil
+	}
+	client = &c
 	if log == nil {
 		log = zap.NewNop()
 	}

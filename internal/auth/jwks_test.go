@@ -2,6 +2,8 @@ package auth
 
 import (
 	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -296,5 +298,57 @@ func TestStaticKidSkipsJWKS(t *testing.T) {
 	}
 	if _, err := j.Verify(sign(t, jwt.SigningMethodRS256, "remote", testClaims(testNow), k.rsa)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// recordingTransport records every URL requested through it.
+type recordingTransport struct {
+	mu   sync.Mutex
+	urls []string
+	next http.RoundTripper
+}
+
+func (r *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.mu.Lock()
+	r.urls = append(r.urls, req.URL.String())
+	r.mu.Unlock()
+	return r.next.RoundTrip(req)
+}
+
+// TestJWKSRedirectMustStayHTTPS: a redirect from the key set's https URL
+// to plain http (an open redirect at the issuer) is not followed; one to
+// another https URL is.
+func TestJWKSRedirectMustStayHTTPS(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	srv := httptest.NewTLSServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(jwkSet(jwk(t, pub, "k1", "EdDSA", "sig")))
+	})
+	mux.Handle("/to-http", http.RedirectHandler("http://keys.example.invalid/jwks.json", http.StatusFound))
+	mux.Handle("/to-https", http.RedirectHandler(srv.URL+"/jwks.json", http.StatusFound))
+	for _, tc := range []struct {
+		path   string
+		follow bool
+	}{
+		{"/to-http", false},
+		{"/to-https", true},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			rt := &recordingTransport{next: srv.Client().Transport}
+			src := newJWKSSource(srv.URL+tc.path, time.Hour, time.Second, 5*time.Second, &http.Client{Transport: rt}, nil, nil)
+			err := src.fetch(t.Context())
+			if tc.follow != (err == nil) {
+				t.Fatalf("fetch = %v, want followed=%v", err, tc.follow)
+			}
+			if !tc.follow && len(rt.urls) != 1 {
+				t.Fatalf("requested %v; the http redirect must not be followed", rt.urls)
+			}
+		})
 	}
 }

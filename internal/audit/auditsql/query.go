@@ -12,7 +12,7 @@ import (
 
 // Columns are the indexed columns copied out of each encoded entry, in the
 // order Values returns them. They only select rows: results are always
-// decoded from the stored body (verify does not compare these copies).
+// decoded from the stored body, and verify compares each copy with it.
 var Columns = []string{"time_ns", "outcome", "org", "principal", "job_id", "task_id", "access_key_id", "bucket"}
 
 // Values returns the indexed column values of r.
