@@ -260,7 +260,9 @@ func serverTLSConfig(current func() *config.Config, getCert func(*tls.ClientHell
 		if c := cache.Load(); c != nil && c.cfg == cfg {
 			return c.tc, nil
 		}
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
+		// NextProtos as http.Server.ServeTLS sets them on the base config:
+		// a config returned per handshake replaces it, ALPN included.
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert, NextProtos: []string{"h2", "http/1.1"}}
 		if m := cfg.Auth.MTLS; m != nil {
 			pool, clientAuth, err := m.TLSServerSettings()
 			if err != nil {

@@ -3,6 +3,9 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
 	"sync/atomic"
 	"testing"
 
@@ -50,4 +53,35 @@ func TestClientCAsFollowReload(t *testing.T) {
 
 func x509VerifyOptions(tc *tls.Config) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: tc.ClientCAs, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+}
+
+// TestTLSListenerOffersHTTP2: the per-handshake configuration keeps the
+// ALPN protocols http.Server would offer, so TLS clients can use HTTP/2.
+func TestTLSListenerOffersHTTP2(t *testing.T) {
+	ca := authtest.NewCA(t, "server")
+	cert, _, _ := ca.Issue(t, authtest.Leaf{CN: "localhost", DNS: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true})
+	var cur atomic.Pointer[config.Config]
+	cur.Store(&config.Config{})
+	tc, err := serverTLSConfig(cur.Load, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: tc, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	})}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}}
+	resp, err := client.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("negotiated %s, want HTTP/2", resp.Proto)
+	}
 }
