@@ -47,8 +47,12 @@ type IAMConfig struct {
 	Timeout duration.Duration `yaml:"timeout"`
 	// MaxSkew bounds the age of the signed request (default 5m); STS
 	// itself accepts 15 minutes.
-	MaxSkew    duration.Duration `yaml:"max_skew"`
-	Principals []ARNRule         `yaml:"principals"`
+	MaxSkew duration.Duration `yaml:"max_skew"`
+	// ReplayCache accepts each signed request once per replica: without
+	// it, a captured header authenticates anyone who holds it until it is
+	// MaxSkew old, like a short-lived bearer token.
+	ReplayCache bool      `yaml:"replay_cache"`
+	Principals  []ARNRule `yaml:"principals"`
 }
 
 // Default header names of the IAM method.
@@ -131,6 +135,7 @@ type IAM struct {
 	endpoints map[string]iamEndpoint
 	client    *http.Client
 	now       func() time.Time
+	replay    *replayCache
 }
 
 type iamEndpoint struct {
@@ -155,6 +160,9 @@ func NewIAM(cfg IAMConfig, client *http.Client, now func() time.Time) (*IAM, err
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	a := &IAM{cfg: cfg, client: c, now: now, endpoints: map[string]iamEndpoint{}}
+	if cfg.ReplayCache {
+		a.replay = newReplayCache(100_000)
+	}
 	for _, e := range cfg.STSEndpoints {
 		region, ok := stsEndpointRegion(e)
 		if !ok {
@@ -183,9 +191,11 @@ var allowedIAMHeaders = map[string]bool{
 
 // checked is a request that passed every local check.
 type iamChecked struct {
-	endpoint iamEndpoint
-	headers  http.Header
-	body     []byte
+	endpoint  iamEndpoint
+	headers   http.Header
+	body      []byte
+	signature string
+	signedAt  time.Time
 }
 
 // Authenticate implements Authenticator.
@@ -201,7 +211,20 @@ func (a *IAM) Authenticate(r *http.Request) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return a.forward(r, chk)
+	id, err := a.forward(r, chk)
+	if err != nil || a.replay == nil {
+		return id, err
+	}
+	// Remembered only once STS vouched for it, so made-up signatures
+	// cannot fill the cache; of two concurrent replays one wins here.
+	switch a.replay.add(chk.signature, chk.signedAt.Add(a.cfg.MaxSkew.D()), a.now()) {
+	case replaySeen:
+		return Identity{}, iamErr("replayed", "this signed request was already used")
+	case replayFull:
+		return Identity{}, fault.New(fault.BackendUnavailable, "iam_replay_cache_full",
+			"the replay cache is full; retry shortly").WithRetryAfter(time.Second)
+	}
+	return id, nil
 }
 
 // check applies every local rule before anything is sent to STS.
@@ -289,7 +312,7 @@ func (a *IAM) check(raw string) (iamChecked, error) {
 	}
 	h.Del("Host")
 	h.Del("Content-Length")
-	return iamChecked{endpoint: ep, headers: h, body: body}, nil
+	return iamChecked{endpoint: ep, headers: h, body: body, signature: parts.Signature, signedAt: t}, nil
 }
 
 type getCallerIdentityResponse struct {

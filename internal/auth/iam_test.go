@@ -335,3 +335,40 @@ func TestIAMEndpointAllowList(t *testing.T) {
 		}
 	}
 }
+
+// TestIAMReplayCache: with replay_cache a signed request authenticates
+// once per replica; without it (the default) it does so until it is
+// max_skew old. A request STS refuses is not remembered.
+func TestIAMReplayCache(t *testing.T) {
+	f := newFakeSTS(t)
+	h := iamHeader(t, "https://sts.amazonaws.com/", "us-east-1", "https://dispenser.example.com")
+	off := newTestIAM(t, f)
+	for i := 0; i < 2; i++ {
+		if _, err := off.Authenticate(iamRequest(h)); err != nil {
+			t.Fatalf("without the cache, use %d: %v", i+1, err)
+		}
+	}
+	cfg := off.cfg
+	cfg.ReplayCache = true
+	on, err := NewIAM(cfg, f.client(), func() time.Time { return iamNow })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// STS refuses this one (status forced): it must not use up the header.
+	f.status = http.StatusForbidden
+	if _, err := on.Authenticate(iamRequest(h)); err == nil {
+		t.Fatal("STS refused, yet authenticated")
+	}
+	f.status = 0
+	if _, err := on.Authenticate(iamRequest(h)); err != nil {
+		t.Fatalf("first use after a refused attempt: %v", err)
+	}
+	_, err = on.Authenticate(iamRequest(h))
+	if fe := fault.From(err); fe == nil || fe.Code != fault.Unauthorized || fe.Reason != "iam_replayed" {
+		t.Fatalf("replay = %v, want 401 iam_replayed", err)
+	}
+	// A fresh signature still works.
+	if _, err := on.Authenticate(iamRequest(iamHeader(t, "https://sts.eu-west-1.amazonaws.com/", "eu-west-1", "https://dispenser.example.com"))); err != nil {
+		t.Fatalf("another signed request: %v", err)
+	}
+}
