@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,15 +152,15 @@ func TestRedisClusterSharesBuckets(t *testing.T) {
 	if a.downUntil.Load() != 0 || gaugeValue(t, m.RateLimitBackend.WithLabelValues("redis")) != 1 {
 		t.Fatal("the limiter fell back to local buckets on a healthy cluster")
 	}
-	used := 0
+	var used atomic.Int32 // ForEachMaster calls fn concurrently
 	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 		n, err := c.DBSize(ctx).Result()
 		if n > 0 {
-			used++
+			used.Add(1)
 		}
 		return err
 	})
-	if err != nil || used < 2 {
-		t.Fatalf("buckets on %d of 3 masters (%v), want them spread over the cluster", used, err)
+	if err != nil || used.Load() < 2 {
+		t.Fatalf("buckets on %d of 3 masters (%v), want them spread over the cluster", used.Load(), err)
 	}
 }
