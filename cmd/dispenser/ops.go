@@ -163,10 +163,8 @@ func (a *app) reload() (err error) {
 			return
 		}
 		// The previous chain may still serve in-flight requests, so what
-		// it opened (a SQL key store) is closed at exit, not now.
-		for _, c := range closers {
-			a.closer = append(a.closer, c.Close)
-		}
+		// it opened (a SQL key store) is closed a grace period later.
+		a.auth.replace(closers)
 	}()
 	admin, err := cfg.Admin.Build(auth.WithLogger(a.log))
 	if err != nil {

@@ -37,6 +37,68 @@ import (
 	_ "github.com/vtk/dispenser/internal/vend/static"
 )
 
+// authResources are what the authenticator chains opened (a SQL key
+// store's pool). A reload builds a new chain; the one it replaces may
+// still be finishing requests, so its resources are closed one grace
+// period later rather than at once, and not left open until exit (a
+// dispenser reloaded every few minutes would pile up connections).
+type authResources struct {
+	mu      sync.Mutex
+	current []io.Closer
+	retired [][]io.Closer
+	grace   time.Duration // default authRetireGrace
+}
+
+// authRetireGrace outlasts any request: server.write_timeout is at most
+// a few minutes and a key lookup happens at its start.
+const authRetireGrace = 5 * time.Minute
+
+// replace makes next current and closes the previous set after the grace
+// period.
+func (r *authResources) replace(next []io.Closer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.current
+	r.current = next
+	if len(old) == 0 {
+		return
+	}
+	r.retired = append(r.retired, old)
+	grace := r.grace
+	if grace <= 0 {
+		grace = authRetireGrace
+	}
+	time.AfterFunc(grace, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for i, set := range r.retired {
+			if len(set) > 0 && &set[0] == &old[0] {
+				closeAll(set)
+				r.retired = append(r.retired[:i], r.retired[i+1:]...)
+				return
+			}
+		}
+	})
+}
+
+// closeAll closes everything still open (at exit).
+func (r *authResources) closeAll() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, set := range r.retired {
+		closeAll(set)
+	}
+	closeAll(r.current)
+	r.retired, r.current = nil, nil
+	return nil
+}
+
+func closeAll(cs []io.Closer) {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
 // app is the wired dispenser: everything built once from a configuration.
 type app struct {
 	current     atomic.Pointer[config.Config]
@@ -49,6 +111,7 @@ type app struct {
 	certs       *certReloader // nil without TLS
 	closer      []func() error
 	reloadMu    sync.Mutex // serialises reload and close
+	auth        authResources
 
 	trail        audit.Trail
 	checkpointer *audit.Checkpointer
@@ -111,9 +174,8 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range closers {
-		a.closer = append(a.closer, c.Close)
-	}
+	a.auth.current = closers
+	a.closer = append(a.closer, a.auth.closeAll)
 	admin, err := cfg.Admin.Build(auth.WithLogger(log))
 	if err != nil {
 		return nil, err
