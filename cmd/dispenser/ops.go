@@ -216,7 +216,9 @@ func restartOnly(old, cur *config.Config) []string {
 	check("log", old.Log, cur.Log)
 	check("audit", old.Audit, cur.Audit)
 	check("rate_limits.redis", old.RateLimits.Redis, cur.RateLimits.Redis)
-	check("rate_limits.auth_failures_per_client", old.RateLimits.AuthFailuresPerClient, cur.RateLimits.AuthFailuresPerClient)
+	// The budget in effect, not just the setting: unset, it depends on
+	// whether a gateway or proxy fronts the dispenser.
+	check("rate_limits.auth_failures_per_client", authFailureLimit(old), authFailureLimit(cur))
 	check("revocation", old.Revocation, cur.Revocation)
 	types := func(c *config.Config) map[string]string {
 		m := map[string]string{}

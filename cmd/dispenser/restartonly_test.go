@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/ratelimit"
 )
@@ -53,6 +54,13 @@ tenants:
 	}
 	if got := restartOnly(old, cur); !slices.Contains(got, "backends.sts") {
 		t.Errorf("backend option change not named: %v", got)
+	}
+	// Adding a gateway turns the unset failed-auth budget off, which only
+	// a restart applies: the reload must say so.
+	cur = base()
+	cur.Auth.Gateway = &auth.GatewayConfig{}
+	if got := restartOnly(old, cur); !slices.Contains(got, "rate_limits.auth_failures_per_client") {
+		t.Errorf("a gateway added by reload leaves the budget on unannounced: %v", got)
 	}
 }
 

@@ -293,6 +293,16 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 // TLS-terminating proxy or a gateway every caller has the proxy's address,
 // and one misbehaving worker would get every worker refused.
 func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
+	l := authFailureLimit(cfg)
+	if l == nil {
+		return nil
+	}
+	return ratelimit.NewFailureGuard(*l, 100000, nil)
+}
+
+// authFailureLimit is the failed-authentication budget in effect, nil
+// when there is none.
+func authFailureLimit(cfg *config.Config) *ratelimit.Limit {
 	l := cfg.RateLimits.AuthFailuresPerClient
 	if l == nil {
 		if cfg.Server.BehindTLSProxy || cfg.Auth.Gateway != nil {
@@ -303,7 +313,7 @@ func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
 	if !l.Enabled() {
 		return nil
 	}
-	return ratelimit.NewFailureGuard(*l, 100000, nil)
+	return l
 }
 
 // serverTLSConfig is the listener's TLS configuration: the server
