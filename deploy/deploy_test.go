@@ -236,6 +236,23 @@ func checkNames(t *testing.T, where string, exprs []string, names map[string]boo
 	}
 }
 
+// TestAlertsFireWithoutSeries: Prometheus answers an aggregation over
+// series that do not exist yet with no sample at all, not 0, so an alert
+// asking for a rate "== 0" never fires on a replica that has not issued
+// once since it started (a broken rollout) unless it falls back to
+// vector(0).
+func TestAlertsFireWithoutSeries(t *testing.T) {
+	eqZero := regexp.MustCompile(`\)\s*==\s*0\b`)
+	for _, g := range at(manifests(t)["PrometheusRule"][0], "spec", "groups").([]any) {
+		for _, r := range at(g, "rules").([]any) {
+			expr := at(r, "expr").(string)
+			if eqZero.MatchString(expr) && !strings.Contains(expr, "or vector(0)") {
+				t.Errorf("alert %s compares to == 0 without `or vector(0)`: it never fires while the series is absent:\n%s", at(r, "alert"), expr)
+			}
+		}
+	}
+}
+
 func TestAlertAndDashboardMetricsExist(t *testing.T) {
 	names := registered(t)
 	var exprs []string
