@@ -415,6 +415,56 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 	}
 }
 
+// TestDashboardPanelsShowWhatTheySay: a panel titled with quantiles plots
+// each of them, and the certificate panel leaves out replicas without TLS
+// (their expiry gauge is 0, which would chart as -20,000 days).
+func TestDashboardPanelsShowWhatTheySay(t *testing.T) {
+	b, err := os.ReadFile("grafana/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr, LegendFormat string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	quantile := regexp.MustCompile(`\bp(\d+)\b`)
+	histQuantile := regexp.MustCompile(`histogram_quantile\((0\.\d+)\s*,`)
+	tlsExpiry := regexp.MustCompile(`dispenser_tls_cert_expiry_timestamp_seconds\s*(>\s*0)?`)
+	for _, p := range dash.Panels {
+		qs := quantile.FindAllStringSubmatch(p.Title, -1)
+		legends := map[string]bool{}
+		for _, q := range qs {
+			found := false
+			for _, tg := range p.Targets {
+				for _, hq := range histQuantile.FindAllStringSubmatch(tg.Expr, -1) {
+					if strings.TrimRight(strings.TrimPrefix(hq[1], "0."), "0") == strings.TrimRight(q[1], "0") {
+						found = true
+						legends[tg.LegendFormat] = true
+					}
+				}
+			}
+			if !found {
+				t.Errorf("panel %q names p%s but no target plots histogram_quantile(0.%s, ...)", p.Title, q[1], q[1])
+			}
+		}
+		if len(qs) > 1 && len(legends) < len(qs) {
+			t.Errorf("panel %q: the quantiles' series share a legend and cannot be told apart", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, m := range tlsExpiry.FindAllStringSubmatch(tg.Expr, -1) {
+				if m[1] == "" {
+					t.Errorf("panel %q charts the certificate expiry of replicas without TLS (gauge 0): %s", p.Title, tg.Expr)
+				}
+			}
+		}
+	}
+}
+
 // TestStaticBinary builds the binary as the Dockerfile does (or takes the
 // one .ci/run built, DISPENSER_STATIC_BINARY), checks it is statically
 // linked and runs it as an unprivileged user.
