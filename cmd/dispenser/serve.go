@@ -356,6 +356,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "serve: --config is required")
 		return 2
 	}
+	// SIGHUP is taken from the start: its default action terminates the
+	// process, and a reload signal sent while the dispenser is still
+	// connecting to its stores must not kill it (it reloads once serving).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfigWithListen(*path, *listen, *adminListen)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -468,9 +474,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			backoff = min(2*backoff, 30*time.Second)
 		}
 	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
