@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/vtk/dispenser/internal/api"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/testenv"
@@ -236,6 +237,124 @@ func checkNames(t *testing.T, where string, exprs []string, names map[string]boo
 	}
 }
 
+// TestAlertsFireWithoutSeries: Prometheus answers an aggregation over
+// series that do not exist yet with no sample at all, not 0, so an alert
+// asking for a rate "== 0" never fires on a replica that has not issued
+// once since it started (a broken rollout) unless it falls back to
+// vector(0).
+func TestAlertsFireWithoutSeries(t *testing.T) {
+	eqZero := regexp.MustCompile(`\)\s*==\s*0\b`)
+	for _, g := range at(manifests(t)["PrometheusRule"][0], "spec", "groups").([]any) {
+		for _, r := range at(g, "rules").([]any) {
+			expr := at(r, "expr").(string)
+			if eqZero.MatchString(expr) && !strings.Contains(expr, "or vector(0)") {
+				t.Errorf("alert %s compares to == 0 without `or vector(0)`: it never fires while the series is absent:\n%s", at(r, "alert"), expr)
+			}
+		}
+	}
+}
+
+// registeredLabels returns the variable label names of every metric
+// family metrics.New registers.
+func registeredLabels(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	m := metrics.New("test")
+	out := map[string]map[string]bool{}
+	desc := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
+	v := reflect.ValueOf(m).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if !v.Type().Field(i).IsExported() {
+			continue
+		}
+		c, ok := v.Field(i).Interface().(prometheus.Collector)
+		if !ok || v.Field(i).Type() == reflect.TypeOf(m.Registry) {
+			continue
+		}
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			mm := desc.FindStringSubmatch(d.String())
+			if mm == nil {
+				continue
+			}
+			labels := map[string]bool{}
+			for _, l := range strings.Split(mm[2], ",") {
+				if l = strings.TrimSpace(l); l != "" {
+					labels[l] = true
+				}
+			}
+			out[mm[1]] = labels
+		}
+	}
+	if len(out["dispenser_issuances_total"]) != 5 {
+		t.Fatalf("label walk found too little: %v", out["dispenser_issuances_total"])
+	}
+	return out
+}
+
+var (
+	selectorRef = regexp.MustCompile(`\b(dispenser_[a-z0-9_]+)\{([^}]*)\}`)
+	matcherRef  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"([^"]*)"`)
+	byRef       = regexp.MustCompile(`\b(?:by|without)\s*\(([^)]*)\)\s*\(`)
+)
+
+// metricBase strips the series suffixes of a histogram.
+func metricBase(ref string, names map[string]map[string]bool) string {
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		if b := strings.TrimSuffix(ref, suf); b != ref && names[b] != nil {
+			return b
+		}
+	}
+	return ref
+}
+
+// checkLabels checks that every label an expression selects on or
+// aggregates by is one the metrics it names carry (le only on histogram
+// buckets), and that route matchers name a real route.
+func checkLabels(t *testing.T, where string, exprs []string, labels map[string]map[string]bool, routes map[string]bool) {
+	t.Helper()
+	for _, e := range exprs {
+		for _, sel := range selectorRef.FindAllStringSubmatch(e, -1) {
+			base := metricBase(sel[1], labels)
+			for _, m := range matcherRef.FindAllStringSubmatch(sel[2], -1) {
+				if !labels[base][m[1]] {
+					t.Errorf("%s: %s has no label %q (it has %v): %s", where, sel[1], m[1], labels[base], e)
+				}
+				if m[1] == "route" && !routes[m[2]] {
+					t.Errorf("%s: route=%q is not a route the server serves: %s", where, m[2], e)
+				}
+			}
+		}
+		for _, loc := range byRef.FindAllStringSubmatchIndex(e, -1) {
+			// The aggregated expression is the parenthesised group after by (...).
+			open, depth, end := loc[1]-1, 0, len(e)
+			for i := open; i < len(e); i++ {
+				if e[i] == '(' {
+					depth++
+				} else if e[i] == ')' {
+					if depth--; depth == 0 {
+						end = i
+						break
+					}
+				}
+			}
+			inner := e[open:end]
+			for _, l := range strings.Split(e[loc[2]:loc[3]], ",") {
+				l = strings.TrimSpace(l)
+				for _, ref := range metricRef.FindAllString(inner, -1) {
+					base := metricBase(ref, labels)
+					if l == "le" && strings.HasSuffix(ref, "_bucket") {
+						continue
+					}
+					if !labels[base][l] {
+						t.Errorf("%s: aggregates %s by %q, a label it does not have (%v): %s", where, ref, l, labels[base], e)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestAlertAndDashboardMetricsExist(t *testing.T) {
 	names := registered(t)
 	var exprs []string
@@ -245,6 +364,15 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	checkNames(t, "prometheusrule.yaml", exprs, names)
+	labels := registeredLabels(t)
+	routes := map[string]bool{}
+	for _, r := range api.New(api.Options{}).Routes() {
+		routes[r[1]] = true
+	}
+	if !routes["/credentials"] {
+		t.Fatalf("route walk found too little: %v", routes)
+	}
+	checkLabels(t, "prometheusrule.yaml", exprs, labels, routes)
 
 	b, err := os.ReadFile("grafana/dashboard.json")
 	if err != nil {
@@ -267,6 +395,7 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	checkNames(t, "dashboard.json", exprs, names)
+	checkLabels(t, "dashboard.json", exprs, labels, routes)
 	// Every dispenser metric is on the dashboard.
 	used := map[string]bool{}
 	for _, e := range exprs {
@@ -283,6 +412,56 @@ func TestAlertAndDashboardMetricsExist(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("metrics not on the dashboard: %v", missing)
+	}
+}
+
+// TestDashboardPanelsShowWhatTheySay: a panel titled with quantiles plots
+// each of them, and the certificate panel leaves out replicas without TLS
+// (their expiry gauge is 0, which would chart as -20,000 days).
+func TestDashboardPanelsShowWhatTheySay(t *testing.T) {
+	b, err := os.ReadFile("grafana/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr, LegendFormat string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	quantile := regexp.MustCompile(`\bp(\d+)\b`)
+	histQuantile := regexp.MustCompile(`histogram_quantile\((0\.\d+)\s*,`)
+	tlsExpiry := regexp.MustCompile(`dispenser_tls_cert_expiry_timestamp_seconds\s*(>\s*0)?`)
+	for _, p := range dash.Panels {
+		qs := quantile.FindAllStringSubmatch(p.Title, -1)
+		legends := map[string]bool{}
+		for _, q := range qs {
+			found := false
+			for _, tg := range p.Targets {
+				for _, hq := range histQuantile.FindAllStringSubmatch(tg.Expr, -1) {
+					if strings.TrimRight(strings.TrimPrefix(hq[1], "0."), "0") == strings.TrimRight(q[1], "0") {
+						found = true
+						legends[tg.LegendFormat] = true
+					}
+				}
+			}
+			if !found {
+				t.Errorf("panel %q names p%s but no target plots histogram_quantile(0.%s, ...)", p.Title, q[1], q[1])
+			}
+		}
+		if len(qs) > 1 && len(legends) < len(qs) {
+			t.Errorf("panel %q: the quantiles' series share a legend and cannot be told apart", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, m := range tlsExpiry.FindAllStringSubmatch(tg.Expr, -1) {
+				if m[1] == "" {
+					t.Errorf("panel %q charts the certificate expiry of replicas without TLS (gauge 0): %s", p.Title, tg.Expr)
+				}
+			}
+		}
 	}
 }
 

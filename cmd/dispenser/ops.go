@@ -28,8 +28,9 @@ import (
 )
 
 // adminHandler serves the admin listener: /metrics from the dispenser's own
-// registry, /healthz (the process is alive) and /readyz (it can vend).
-func adminHandler(m *metrics.Metrics, ready func() bool) http.Handler {
+// registry, /healthz (the process is alive) and /readyz (it can vend:
+// state returns "ready", or why not, as api.Server.ReadyState does).
+func adminHandler(m *metrics.Metrics, state func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -38,10 +39,10 @@ func adminHandler(m *metrics.Metrics, ready func() bool) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if !ready() {
+		if st := state(); st != "ready" {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"status":"starting"}` + "\n"))
+			_, _ = fmt.Fprintf(w, "{\"status\":%q}\n", st)
 			return
 		}
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))

@@ -118,7 +118,7 @@ func opsCall(t *testing.T, srv *httptest.Server, method, path, bearer, body stri
 
 func scrape(t *testing.T, a *app) map[string]*dto.MetricFamily {
 	t.Helper()
-	srv := httptest.NewServer(adminHandler(a.metrics, a.server.Ready))
+	srv := httptest.NewServer(adminHandler(a.metrics, a.server.ReadyState))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
@@ -244,23 +244,32 @@ func TestMetricsAfterScriptedRun(t *testing.T) {
 }
 
 func TestAdminListenerProbes(t *testing.T) {
-	var ready atomic.Bool
-	srv := httptest.NewServer(adminHandler(newMetricsForTest(), ready.Load))
+	var state atomic.Value
+	state.Store("starting")
+	srv := httptest.NewServer(adminHandler(newMetricsForTest(), func() string { return state.Load().(string) }))
 	defer srv.Close()
+	body := ""
 	get := func(p string) int {
 		resp, err := http.Get(srv.URL + p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
 		return resp.StatusCode
 	}
-	if get("/healthz") != 200 || get("/readyz") != 503 {
+	if get("/healthz") != 200 || get("/readyz") != 503 || body != `{"status":"starting"}`+"\n" {
 		t.Fatal("probes before ready")
 	}
-	ready.Store(true)
+	state.Store("ready")
 	if get("/readyz") != 200 || get("/metrics") != 200 || get("/credentials") != 404 {
 		t.Fatal("probes after ready")
+	}
+	// A replica whose revocation list went stale cannot vend: not ready.
+	state.Store("revocations_stale")
+	if get("/readyz") != 503 || body != `{"status":"revocations_stale"}`+"\n" {
+		t.Fatalf("stale revocation list: /readyz %s", body)
 	}
 }
 

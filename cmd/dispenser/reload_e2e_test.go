@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vtk/dispenser/internal/audit"
 )
 
 // lockedBuffer is a bytes.Buffer the child process writes while the test
@@ -206,5 +210,76 @@ func TestReloadOnFileWatch(t *testing.T) {
 	waitFor(t, "the watched reload", func() bool { return p.status(t, newLoc) == 200 }, p.stderr)
 	if got := p.reloadCount(t, "ok"); got != "1" {
 		t.Errorf("reloads ok = %s, want 1 (one edit, debounced)", got)
+	}
+}
+
+// TestSIGHUPDuringStartupDoesNotKill: a reload signal that arrives while
+// the dispenser is still starting (here: connecting to a database that
+// does not answer) must not terminate it (SIGHUP's default action), as a
+// `systemctl reload` or a config reloader sidecar may send it at any time.
+func TestSIGHUPDuringStartupDoesNotKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	// A "database" that accepts connections and never answers keeps the
+	// dispenser in its startup for up to 30 seconds.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	connected := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connected <- c
+		}
+	}()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "checkpoint.key")
+	if _, err := audit.GenerateKey(key, "dispenser-audit"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := localConfig(t, dir)
+	b, _ := os.ReadFile(cfgPath)
+	s := strings.Replace(string(b), "  type: sqlite\n  path: "+filepath.Join(dir, "audit.db")+"\n",
+		"  type: postgres\n  dsn: postgres://dispenser@"+ln.Addr().String()+"/dispenser?sslmode=disable\n  anchor_dir: "+filepath.Join(dir, "anchors")+"\n  checkpoint:\n    signing_key_file: "+key+"\n", 1)
+	if s == string(b) {
+		t.Fatal("audit section not replaced")
+	}
+	writeFile(t, cfgPath, s)
+	var stderr lockedBuffer
+	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--listen", freePort(t), "--admin-listen", "127.0.0.1:0")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &lockedBuffer{}, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	select {
+	case c := <-connected:
+		defer c.Close()
+	case <-exited:
+		t.Fatalf("exited before connecting to the database: %v\n%s", waitErr, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("never connected to the database\n%s", stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("SIGHUP during startup terminated the dispenser: %v\n%s", waitErr, stderr.String())
+	case <-time.After(500 * time.Millisecond):
 	}
 }

@@ -366,6 +366,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "serve: --config is required")
 		return 2
 	}
+	// SIGHUP is taken from the start: its default action terminates the
+	// process, and a reload signal sent while the dispenser is still
+	// connecting to its stores must not kill it (it reloads once serving).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfigWithListen(*path, *listen, *adminListen)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -417,7 +423,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Warn("the admin listener (/metrics, /healthz, /readyz) has no authentication and listens beyond loopback: restrict it with a network policy",
 			zap.String("addr", adminLn.Addr().String()))
 	}
-	adminSrv := &http.Server{Handler: adminHandler(a.metrics, a.server.Ready), ReadHeaderTimeout: 5 * time.Second,
+	adminSrv := &http.Server{Handler: adminHandler(a.metrics, a.server.ReadyState), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin-http"))}
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -478,9 +484,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			backoff = min(2*backoff, 30*time.Second)
 		}
 	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:

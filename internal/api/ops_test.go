@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -319,5 +320,57 @@ func TestSetAuthenticator(t *testing.T) {
 	}}, nil)
 	if resp, _ := get(t, srv, "w1", ""); resp.StatusCode != 401 {
 		t.Fatalf("after swap: %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestReadyzFollowsRevocationStaleness: a replica whose revocation list
+// has gone stale answers every /credentials with 503 revocations_stale, so
+// /readyz must say it is not ready (the orchestrator then sends the
+// traffic to replicas that can vend) and say ready again once a refresh
+// succeeds.
+func TestReadyzFollowsRevocationStaleness(t *testing.T) {
+	var now atomic.Pointer[time.Time]
+	t0 := time.Now()
+	now.Store(&t0)
+	st := &revoketest.Mem{}
+	reg := revoke.NewRegistry(revoke.Options{Store: st, MaxAge: 10 * time.Second, Now: func() time.Time { return *now.Load() }})
+	if err := reg.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := keyVendor("ASIAONE")
+	s := api.New(api.Options{Vendor: v, Revocations: reg, Authenticator: headerAuth(auth.MethodJWT), MinRemaining: 5 * time.Minute})
+	s.SetReady(true)
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	readyz := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b struct{ Status string }
+		_ = json.NewDecoder(resp.Body).Decode(&b)
+		if resp.StatusCode != 200 && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("/readyz %d without Retry-After", resp.StatusCode)
+		}
+		return resp.StatusCode, b.Status
+	}
+	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
+		t.Fatalf("fresh list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
+	}
+	st.Fail = errors.New("connection refused")
+	later := t0.Add(11 * time.Second)
+	now.Store(&later)
+	_ = reg.Refresh(context.Background())
+	if code, status := readyz(); code != 503 || status != "revocations_stale" || s.Ready() {
+		t.Fatalf("stale list: /readyz %d %q, Ready() = %v; want 503 revocations_stale, not ready", code, status, s.Ready())
+	}
+	st.Fail = nil
+	if err := reg.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
+		t.Fatalf("refreshed list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
 	}
 }

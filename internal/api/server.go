@@ -144,7 +144,22 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 
 // Ready reports whether the server is ready to vend (the admin listener's
 // /readyz).
-func (s *Server) Ready() bool { return s.ready.Load() }
+func (s *Server) Ready() bool { return s.ReadyState() == "ready" }
+
+// ReadyState is the status /readyz reports: "starting" until SetReady(true)
+// (and again once shutdown begins), "revocations_stale" while the
+// revocation list cannot be refreshed (every /credentials would be a 503,
+// so the orchestrator should send the traffic to other replicas), "ready"
+// otherwise.
+func (s *Server) ReadyState() string {
+	if !s.ready.Load() {
+		return "starting"
+	}
+	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok && f.Fresh() != nil {
+		return "revocations_stale"
+	}
+	return "ready"
+}
 
 // Rules returns the current rules.
 func (s *Server) Rules() *scope.Rules { return s.rules.Load() }
@@ -440,9 +455,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if !s.ready.Load() {
+	if st := s.ReadyState(); st != "ready" {
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": st})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
