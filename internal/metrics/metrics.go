@@ -28,7 +28,7 @@ type Metrics struct {
 	CacheOldestLeft   prometheus.GaugeFunc     // seconds until the soonest cached entry falls under the floor, at scrape time
 	AuditWriteLatency prometheus.Histogram
 	AuditBatchSize    prometheus.Histogram
-	AuditFailures     *prometheus.CounterVec // kind: write, vended_unrecorded, anchor
+	AuditFailures     *prometheus.CounterVec // kind: write, vended_unrecorded, anchor, anchor_fork, anchor_rollback, revocation
 	AuditAnchorAge    prometheus.Gauge       // seconds since the newest anchored checkpoint
 	RateLimited       *prometheus.CounterVec // scope: principal, org
 	RateLimitBackend  *prometheus.GaugeVec   // backend: redis, local (1 = in use)
@@ -70,7 +70,7 @@ func New(version string) *Metrics {
 		func() float64 { _, d := m.cacheState(); return d.Seconds() })
 	m.AuditWriteLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_write_duration_seconds", Help: "Time until a decision record is durable.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)})
 	m.AuditBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_batch_records", Help: "Records per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
-	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind (write, vended_unrecorded, anchor)."}, []string{"kind"})
+	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind: write, vended_unrecorded, anchor (a sink failed), anchor_fork and anchor_rollback (the log does not extend its anchored checkpoint), revocation (a revocation change not recorded)."}, []string{"kind"})
 	m.AuditAnchorAge = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "audit_anchor_age_seconds", Help: "Age of the newest anchored audit checkpoint."})
 	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total", Help: "Requests refused by a rate limit, by limit scope."}, []string{"scope"})
 	m.RateLimitBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limiter_backend", Help: "Which limiter is in use (1): redis or local fallback."}, []string{"backend"})
