@@ -292,7 +292,12 @@ func (g *Registry) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if err := g.Refresh(ctx); err != nil {
+		// A poll that hangs (a database that accepts and never answers)
+		// must not stop the polling: the next one starts on time.
+		pctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+		err := g.Refresh(pctx)
+		cancel()
+		if err != nil {
 			if !failing && ctx.Err() == nil {
 				g.o.Logger.Error("revocation list refresh failed; keeping the last known list", zap.Error(err))
 			}

@@ -3,6 +3,7 @@ package revoke_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,5 +255,37 @@ func TestRefreshReadsOnlyRevocationsInForce(t *testing.T) {
 	}
 	if err := g.Delete(ctx, old.ID, "ops"); err != nil {
 		t.Fatalf("deleting an expired revocation: %v", err)
+	}
+}
+
+// hangingStore never answers List until the caller gives up.
+type hangingStore struct {
+	revoke.Store
+	calls atomic.Int32
+}
+
+func (h *hangingStore) List(ctx context.Context, _ time.Time) ([]revoke.Revocation, error) {
+	h.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestPollSurvivesAHangingStore: each poll is bounded, so a store that
+// accepts and never answers does not stop the polling (the list goes
+// stale and the replica stops vending, then recovers when it answers).
+func TestPollSurvivesAHangingStore(t *testing.T) {
+	h := &hangingStore{Store: &revoketest.Mem{}}
+	g := revoke.NewRegistry(revoke.Options{Store: h, Journal: &fakeJournal{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx, 10*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := h.calls.Load(); n < 2 {
+		t.Fatalf("the store was polled %d time(s); a hanging poll stopped the polling", n)
 	}
 }
