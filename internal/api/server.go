@@ -181,6 +181,12 @@ func (s *Server) Handler() http.Handler {
 				allow = append(allow, m)
 			}
 		}
+		if len(allow) == 0 {
+			// chi answers 405 for any method it has no tree for (BREW /x):
+			// a path no method serves is a 404.
+			s.writeError(w, r, fault.New(fault.NotFound, "not_found", "no such endpoint"))
+			return
+		}
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		s.writeError(w, r, fault.New(fault.MethodNotAllowed, "method_not_allowed", "method %s is not allowed here (allowed: %s)", methodLabel(r.Method), strings.Join(allow, ", ")))
 	})

@@ -51,8 +51,21 @@ func TestMethodLabelIsBounded(t *testing.T) {
 	if n := testutil.CollectAndCount(m.Requests); n != 1 {
 		t.Fatalf("%d request series after three odd methods, want 1", n)
 	}
-	if got := testutil.ToFloat64(m.Requests.WithLabelValues("unmatched", "other", "405")); got != 3 {
-		t.Fatalf(`requests{route="unmatched",method="other",status="405"} = %v, want 3`, got)
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues("unmatched", "other", "404")); got != 3 {
+		t.Fatalf(`requests{route="unmatched",method="other",status="404"} = %v, want 3`, got)
+	}
+}
+
+// TestUnknownMethodOnUnknownPathIs404: a path no method serves is a 404
+// whatever the method (chi answers 405 for a method it has no routes for).
+func TestUnknownMethodOnUnknownPathIs404(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, meth := range []string{"BREW", http.MethodPut, http.MethodGet} {
+		rec := httptest.NewRecorder()
+		h.srv.Handler().ServeHTTP(rec, httptest.NewRequest(meth, "/no-such-path", nil))
+		if rec.Code != http.StatusNotFound || rec.Header().Get("Allow") != "" || rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s /no-such-path: %d Allow=%q Content-Type=%q, want a JSON 404 without Allow", meth, rec.Code, rec.Header().Get("Allow"), rec.Header().Get("Content-Type"))
+		}
 	}
 }
 
