@@ -79,7 +79,10 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, tok, _ := runCLI(t, "token", "--config", path, "--subject", "worker-1", "--org", "acme", "--task-id", "crash")
+	code, tok, errs := runCLI(t, "token", "--config", path, "--subject", "worker-1", "--org", "acme", "--task-id", "crash")
+	if code != 0 {
+		t.Fatalf("token: exit %d: %s", code, errs)
+	}
 	tok = strings.TrimSpace(tok)
 
 	var mu sync.Mutex
