@@ -34,7 +34,15 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	s := strings.Replace(string(b), "listen: 127.0.0.1:8080", "listen: 127.0.0.1:0", 1)
 	s = strings.Replace(s, "admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:0", 1)
-	_ = os.WriteFile(path, []byte(s), 0o600)
+	// Load, not throttling: at the example's 10/s per principal the 300
+	// credentials took 25 s, most requests being 429s.
+	unlimited := strings.Replace(s, "per_principal: {rate: 10, burst: 50}", "per_principal: {rate: 1000000000, burst: 1000000000}", 1)
+	if unlimited == s {
+		t.Fatal("examples/local.yaml rate limit not found")
+	}
+	if err := os.WriteFile(path, []byte(unlimited), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildProcess$")
 	cmd.Env = append(os.Environ(), "DISPENSER_CRASH_CHILD_CONFIG="+path)
@@ -71,13 +79,18 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, tok, _ := runCLI(t, "token", "--config", path, "--subject", "worker-1", "--org", "acme", "--task-id", "crash")
+	code, tok, errs := runCLI(t, "token", "--config", path, "--subject", "worker-1", "--org", "acme", "--task-id", "crash")
+	if code != 0 {
+		t.Fatalf("token: exit %d: %s", code, errs)
+	}
 	tok = strings.TrimSpace(tok)
 
 	var mu sync.Mutex
 	var received []string
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopWorkers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopWorkers() // on a failure too: no load goroutine outlives the test
 	client := &http.Client{Timeout: 5 * time.Second}
 	for w := 0; w < 16; w++ {
 		wg.Add(1)
@@ -106,6 +119,7 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 			}
 		}()
 	}
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		mu.Lock()
 		n := len(received)
@@ -113,14 +127,16 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 		if n >= 300 {
 			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d credentials issued under load in 2m", n)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := cmd.Process.Kill(); err != nil { // SIGKILL, mid-load
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	close(stop)
-	wg.Wait()
+	stopWorkers()
 
 	// Restart on the same files: every credential handed out is on record.
 	a, srv := startAuditApp(t, path)

@@ -16,7 +16,10 @@ func (c *countingCloser) Close() error { c.closed.Add(1); return nil }
 // not only at exit); at exit everything still open is closed once.
 func TestAuthResourcesRetireAfterGrace(t *testing.T) {
 	first, second, third := &countingCloser{}, &countingCloser{}, &countingCloser{}
-	r := &authResources{grace: 50 * time.Millisecond}
+	// Long enough that the check right after replace cannot outlive it on
+	// a loaded machine (at 50ms a descheduled test saw the close "at once").
+	const grace = 300 * time.Millisecond
+	r := &authResources{grace: grace}
 	r.replace([]io.Closer{first})  // start
 	r.replace([]io.Closer{second}) // reload: first retires
 	if first.closed.Load() != 0 {
@@ -33,7 +36,7 @@ func TestAuthResourcesRetireAfterGrace(t *testing.T) {
 	if err := r.closeAll(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // the retired timer fires and finds nothing
+	time.Sleep(3 * grace) // the retired timer fires and finds nothing
 	for name, c := range map[string]*countingCloser{"first": first, "second": second, "third": third} {
 		if n := c.closed.Load(); n != 1 {
 			t.Errorf("%s closed %d times, want exactly once", name, n)

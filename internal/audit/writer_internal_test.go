@@ -126,3 +126,81 @@ func TestWriterWaitsOnlyUnderConcurrency(t *testing.T) {
 		t.Fatalf("batches = %v, want %v", batches, want)
 	}
 }
+
+// TestWriterFailsClosed: Record returns nil only for a durable record. A
+// caller whose context ends while its record waits (queued behind a held
+// commit, or in it) gets an error, and a store that hangs fails the
+// commit after Timeout instead of holding the callers.
+func TestWriterFailsClosed(t *testing.T) {
+	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	held := make(chan struct{}, 10)
+	s := funcStore(func(ctx context.Context, recs []Record) ([]Entry, error) {
+		held <- struct{}{}
+		select {
+		case <-release:
+			return make([]Entry, len(recs)), nil
+		case <-ctx.Done(): // a hung store: only the commit timeout ends it
+			return nil, ctx.Err()
+		}
+	})
+	w := NewWriter(s, WriterOptions{BatchSize: 1, Timeout: time.Hour})
+	defer func() { unblock(); _ = w.Close() }() // Close waits for the held commit
+
+	// record runs Record in the background; its result must come within
+	// a generous bound (a writer that ignores ctx would block forever).
+	record := func(ctx context.Context) <-chan error {
+		res := make(chan error, 1)
+		go func() { res <- w.Record(ctx, Record{}) }()
+		return res
+	}
+	result := func(what string, res <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-res:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: Record did not return", what)
+			return nil
+		}
+	}
+
+	inCommit, cancelInCommit := context.WithCancel(context.Background())
+	first := record(inCommit)
+	<-held // the first record's commit is in progress and held
+	queued, cancelQueued := context.WithCancel(context.Background())
+	second := record(queued)
+	for len(w.reqs) < 1 { // the second fills the queue (BatchSize 1)
+		runtime.Gosched()
+	}
+	blocked, cancelBlocked := context.WithCancel(context.Background())
+	third := record(blocked) // cannot even be queued
+	for _, c := range []struct {
+		what   string
+		cancel context.CancelFunc
+		res    <-chan error
+	}{
+		{"caller gone during its commit", cancelInCommit, first},
+		{"caller gone while queued", cancelQueued, second},
+		{"caller gone before it could queue", cancelBlocked, third},
+	} {
+		c.cancel()
+		if err := result(c.what, c.res); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: Record = %v, want context.Canceled (the credentials must be withheld)", c.what, err)
+		}
+	}
+
+	// A hung store: the commit timeout fails the waiting caller.
+	hung := NewWriter(s, WriterOptions{Timeout: 50 * time.Millisecond})
+	defer func() { unblock(); _ = hung.Close() }()
+	res := make(chan error, 1)
+	go func() { res <- hung.Record(context.Background(), Record{}) }()
+	select {
+	case err := <-res:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("hung store: Record = %v, want the commit's deadline error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("hung store: Record did not return; the commit timeout is not applied")
+	}
+}

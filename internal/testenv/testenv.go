@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,8 +55,36 @@ func Require(t testing.TB, service, addr string) {
 // Postgres returns the DSN after checking the server is reachable.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	Require(t, "PostgreSQL", "127.0.0.1:5432")
-	return PostgresDSN()
+	dsn := PostgresDSN()
+	Require(t, "PostgreSQL", postgresAddr(dsn))
+	return dsn
+}
+
+// postgresAddr is the host:port a DSN (URL or key=value form) connects to,
+// so Require checks the server DISPENSER_TEST_POSTGRES names.
+func postgresAddr(dsn string) string {
+	host, port := "", ""
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		host, port = u.Hostname(), u.Port()
+	} else {
+		for _, kv := range strings.Fields(dsn) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				switch k {
+				case "host":
+					host = v
+				case "port":
+					port = v
+				}
+			}
+		}
+	}
+	if host == "" || strings.HasPrefix(host, "/") { // default or a Unix socket directory
+		host = "127.0.0.1"
+	}
+	if port == "" {
+		port = "5432"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Redis returns the address after checking the server is reachable.
