@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/testenv"
@@ -19,26 +16,13 @@ import (
 // not fail the audit write: that answered 503 and, with group commit,
 // failed every other request in the same batch.
 func TestRequestTextReachesPostgresAuditSafely(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	schema := testenv.UniqueName("dispenser_audittext_")
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-		_ = c.Close(ctx)
-	})
+	dsn := testenv.PostgresSchema(t, "dispenser_audittext_")
 	dir := t.TempDir()
 	key := dir + "/checkpoint.key"
 	if _, err := audit.GenerateKey(key, "dispenser-audit"); err != nil {
 		t.Fatal(err)
 	}
-	auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema +
+	auditYAML := "audit:\n  type: postgres\n  dsn: " + dsn +
 		"\n  anchor_dir: " + dir + "/anchors\n  checkpoint:\n    signing_key_file: " + key + "\n"
 	_, srv := startOpsApp(t, opsTestConfig(t, dir, auditYAML, ""))
 	tok := token(t, "worker-1", "acme")

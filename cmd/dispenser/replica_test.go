@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/testenv"
 )
@@ -26,20 +24,7 @@ import (
 // PostgreSQL: a revocation added through one is enforced by the other
 // within the 5-second promise (poll_interval 200ms here).
 func TestRevocationReachesEveryReplica(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	schema := testenv.UniqueName("dispenser_replica_")
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-		_ = c.Close(ctx)
-	})
+	dsn := testenv.PostgresSchema(t, "dispenser_replica_")
 	keyDir := t.TempDir()
 	key := filepath.Join(keyDir, "checkpoint.key")
 	if _, err := audit.GenerateKey(key, "dispenser-audit"); err != nil {
@@ -47,7 +32,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	}
 	// Each replica appends to its own log of the shared trail.
 	auditYAML := func(log string) string {
-		return "audit:\n  type: postgres\n  dsn: " + dsn + "&search_path=" + schema + "\n  log: " + log +
+		return "audit:\n  type: postgres\n  dsn: " + dsn + "\n  log: " + log +
 			"\n  anchor_dir: " + filepath.Join(keyDir, "anchors") + "\n  checkpoint:\n    signing_key_file: " + key +
 			"\nrevocation:\n  poll_interval: 200ms\n"
 	}

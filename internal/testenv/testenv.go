@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // InCI reports whether CI=true.
@@ -113,4 +115,37 @@ func Binary(t testing.TB, name string) string {
 		t.Skipf("%s is not installed (%v); set CI=true to make this a failure", name, err)
 	}
 	return p
+}
+
+// PostgresSchema creates a fresh schema (named prefix plus random hex) on
+// the machine's PostgreSQL, drops it when the test ends, and returns a DSN
+// whose search_path selects it, so tests never see each other's tables.
+func PostgresSchema(t testing.TB, prefix string) string {
+	t.Helper()
+	dsn := Postgres(t)
+	name := UniqueName(prefix)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	return u.String()
 }

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,38 +19,7 @@ import (
 // search_path selects it; the schema is dropped when the test ends.
 func schemaDSN(t *testing.T) string { return schemaDSNB(t) }
 
-func schemaDSNB(t testing.TB) string {
-	t.Helper()
-	dsn := testenv.Postgres(t)
-	ctx := context.Background()
-	schema := testenv.UniqueName("audit_")
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	if _, err := c.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.Close(ctx)
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, dsn)
-		if err == nil {
-			_, _ = c.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`)
-			_ = c.Close(ctx)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func schemaDSNB(t testing.TB) string { return testenv.PostgresSchema(t, "audit_") }
 
 func openTemp(t *testing.T, dsn, log string) *Store {
 	t.Helper()
