@@ -323,22 +323,7 @@ func TestCheckpointerRefusesToAnchorAFork(t *testing.T) {
 	for _, restarted := range []bool{false, true} {
 		f := newFixture(t)
 		ctx := context.Background()
-		last := f.entry(t, 9)
-		_, h := encode(t, last)
-		f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
-		f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
-		f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
-		f.exec(t, `DELETE FROM audit_checkpoints`)
-		f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
-		var recs []audit.Record
-		for i := 10; i < 25; i++ {
-			r := audittest.Sample(i)
-			r.Principal = "someone-else"
-			recs = append(recs, r)
-		}
-		if _, err := f.s.Append(ctx, recs); err != nil {
-			t.Fatal(err)
-		}
+		forkAt10(t, f)
 		cp := f.cp
 		if restarted {
 			cp = &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
@@ -616,22 +601,7 @@ func TestVerifyChecksAnchorsBelowThePruneFloor(t *testing.T) {
 func TestNoSignedCheckpointOfAFork(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	last := f.entry(t, 9)
-	_, h := encode(t, last)
-	f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
-	f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
-	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
-	f.exec(t, `DELETE FROM audit_checkpoints`)
-	f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
-	var recs []audit.Record
-	for i := 10; i < 25; i++ {
-		r := audittest.Sample(i)
-		r.Principal = "someone-else"
-		recs = append(recs, r)
-	}
-	if _, err := f.s.Append(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	forkAt10(t, f)
 	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: f.cp.Anchors}
 	svc := &audit.Service{Trail: f.s, Checkpointer: cp, OriginBase: origin}
 	if rc, err := svc.Receipt(ctx, "main:12"); err == nil {
@@ -729,4 +699,28 @@ func TestRetentionChecksTheAnchors(t *testing.T) {
 			t.Fatalf("newest stored checkpoint has size %d (%v); want the anchored 20, nothing signed over the forgery", size, err)
 		}
 	})
+}
+
+// forkAt10 rewrites the fixture's log from entry 10 on (the anchored
+// checkpoint covers 20): entries 10..19 are dropped with their Merkle
+// nodes and checkpoints, the head is set back, and 15 different entries
+// are appended through the store, so the log forks from the anchor.
+func forkAt10(t *testing.T, f *fixture) {
+	t.Helper()
+	last := f.entry(t, 9)
+	_, h := encode(t, last)
+	f.exec(t, `DELETE FROM audit_records WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_index WHERE seq >= 10`)
+	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 10))
+	f.exec(t, `DELETE FROM audit_checkpoints`)
+	f.exec(t, `UPDATE audit_heads SET size = 10, hash = ?`, h)
+	var recs []audit.Record
+	for i := 10; i < 25; i++ {
+		r := audittest.Sample(i)
+		r.Principal = "someone-else"
+		recs = append(recs, r)
+	}
+	if _, err := f.s.Append(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
 }
