@@ -182,27 +182,11 @@ func TestManifests(t *testing.T) {
 // including vectors that have no series yet.
 func registered(t *testing.T) map[string]bool {
 	t.Helper()
-	m := metrics.New("test")
 	names := map[string]bool{}
-	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
-	v := reflect.ValueOf(m).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		if !v.Type().Field(i).IsExported() {
-			continue
-		}
-		c, ok := v.Field(i).Interface().(prometheus.Collector)
-		if !ok || v.Field(i).Type() == reflect.TypeOf(m.Registry) {
-			continue
-		}
-		ch := make(chan *prometheus.Desc, 16)
-		go func() { c.Describe(ch); close(ch) }()
-		for d := range ch {
-			if mm := fqName.FindStringSubmatch(d.String()); mm != nil {
-				names[mm[1]] = true
-			}
-		}
+	for name := range registeredLabels(t) {
+		names[name] = true
 	}
-	fams, err := m.Registry.Gather()
+	fams, err := metrics.New("test").Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
