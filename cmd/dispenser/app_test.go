@@ -25,3 +25,19 @@ func testApp(t *testing.T, path string) *app {
 	}
 	return a
 }
+
+// TestStartAfterShutdownBeganStaysUnready: a readiness attempt that
+// finishes after shutdown began must not put the replica back in service.
+func TestStartAfterShutdownBeganStaysUnready(t *testing.T) {
+	a := testApp(t, localConfig(t, t.TempDir()))
+	if a.server.ReadyState() != "ready" {
+		t.Fatalf("before shutdown: %q", a.server.ReadyState())
+	}
+	a.stopServing()
+	if err := a.start(context.Background()); err == nil {
+		t.Fatal("start after shutdown began succeeded")
+	}
+	if s := a.server.ReadyState(); s == "ready" {
+		t.Fatal("a start after shutdown began made the replica ready again")
+	}
+}

@@ -112,6 +112,8 @@ type app struct {
 	closer      []func() error
 	reloadMu    sync.Mutex // serialises reload and close
 	auth        authResources
+	readyMu     sync.Mutex // orders becoming ready against shutting down
+	stopping    bool
 
 	trail        audit.Trail
 	checkpointer *audit.Checkpointer
@@ -249,8 +251,23 @@ func (a *app) start(ctx context.Context) error {
 	if err := a.revocations.Ready(ctx); err != nil {
 		return fmt.Errorf("revocation list: %w", err)
 	}
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	if a.stopping {
+		// Shutdown began while the checks ran: stay out of service.
+		return errors.New("shutting down")
+	}
 	a.server.SetReady(true)
 	return nil
+}
+
+// stopServing takes the replica out of service for good: /readyz answers
+// 503 and a start still in progress cannot make it ready again.
+func (a *app) stopServing() {
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	a.stopping = true
+	a.server.SetReady(false)
 }
 
 // run starts the background loops (revocation polling) until ctx ends.
@@ -496,7 +513,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case <-ctx.Done():
 			log.Info("shutting down: finishing in-flight requests")
-			a.server.SetReady(false)
+			a.stopServing()
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
 			defer cancel()
 			if err := srv.Shutdown(sctx); err != nil {
