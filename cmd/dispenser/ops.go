@@ -264,20 +264,51 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 	// mounted beside the configuration or elsewhere is picked up too.
 	// Watching directories catches editor renames and Kubernetes' "..data"
 	// symlink swaps.
-	files := watchedFiles(path, a.current.Load())
-	dirs := map[string]bool{}
-	for f := range files {
-		dirs[filepath.Dir(f)] = true
-	}
-	for d := range dirs {
-		if err := w.Add(d); err != nil {
-			_ = w.Close()
-			return err
+	// The set follows the configuration in force: a reload (by the watch
+	// or by SIGHUP) that moves the certificate or CA elsewhere moves the
+	// watch with it.
+	var files, dirs map[string]bool
+	var watching *config.Config
+	follow := func() error {
+		cfg := a.current.Load()
+		if cfg == watching {
+			return nil
 		}
+		nf := watchedFiles(path, cfg)
+		nd := map[string]bool{}
+		for f := range nf {
+			nd[filepath.Dir(f)] = true
+		}
+		for d := range nd {
+			if !dirs[d] {
+				if err := w.Add(d); err != nil {
+					return err
+				}
+			}
+		}
+		for d := range dirs {
+			if !nd[d] {
+				_ = w.Remove(d)
+			}
+		}
+		files, dirs, watching = nf, nd, cfg
+		return nil
+	}
+	if err := follow(); err != nil {
+		_ = w.Close()
+		return err
 	}
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
+		// A SIGHUP reload happens elsewhere; look for it now and then.
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		refollow := func() {
+			if err := follow(); err != nil {
+				a.log.Warn("configuration watch: cannot watch the files of the new configuration", zap.Error(err))
+			}
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -298,6 +329,9 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 			case <-debounce:
 				debounce = nil
 				a.logReload(a.reload())
+				refollow()
+			case <-tick.C:
+				refollow()
 			}
 		}
 	}()

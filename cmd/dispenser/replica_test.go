@@ -181,3 +181,48 @@ func TestWatchPicksUpRenewedCertificate(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestWatchFollowsAMovedCertificate: a reload that points the certificate
+// at another directory moves the watch there, so later renewals in the new
+// place are picked up too.
+func TestWatchFollowsAMovedCertificate(t *testing.T) {
+	cfgDir, oldDir, newDir := t.TempDir(), t.TempDir(), t.TempDir()
+	first := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	certFile, keyFile := writeCert(t, oldDir, first)
+	path := opsTestConfig(t, cfgDir, "", "")
+	base := readFile(t, path)
+	tlsAt := func(cert, key string) string {
+		return replaceOnce(t, base, "  min_remaining: 20m\n",
+			"  min_remaining: 20m\n  watch_config: true\n  tls:\n    cert_file: "+cert+"\n    key_file: "+key+"\n")
+	}
+	writeFile(t, path, tlsAt(certFile, keyFile))
+	a, _ := startOpsApp(t, path)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := a.watchConfig(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	waitLeaf := func(what string, want time.Time) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if leaf, _ := a.certs.get(nil); leaf.Leaf != nil && leaf.Leaf.NotAfter.Equal(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the certificate expiring %v was not installed", what, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// Move: the configuration now names a certificate in another directory
+	// (the watched configuration file changes, so the watch reloads).
+	second := first.Add(30 * 24 * time.Hour)
+	newCert, newKey := writeCert(t, newDir, second)
+	writeFile(t, path, tlsAt(newCert, newKey))
+	waitLeaf("after the move", second)
+	// Renew in the new directory: only a watch that followed sees it.
+	third := second.Add(30 * 24 * time.Hour)
+	writeCert(t, newDir, third)
+	waitLeaf("after a renewal in the new directory", third)
+}
