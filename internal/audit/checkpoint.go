@@ -150,34 +150,27 @@ var ErrAnchorFork = errors.New("audit: the log does not extend the anchored chec
 // that hash reads and rewrite the ones the larger tree's root is read from.
 // It returns an error wrapping ErrAnchorFork when they differ.
 func consistent(a treeHead, size int64, hashes tlog.HashReader) error {
-	if size == a.size {
-		root, err := tlog.TreeHash(size, hashes)
-		if err != nil {
-			return err
-		}
-		if root != a.root {
-			return fmt.Errorf("%w: anchored size %d", ErrAnchorFork, a.size)
-		}
-		return nil
-	}
-	big, small := size, a.size
-	if small > big {
-		big, small = small, big
-	}
 	root, err := tlog.TreeHash(size, hashes)
 	if err != nil {
 		return err
+	}
+	forked := fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorFork, a.size, size)
+	if size == a.size {
+		if root != a.root {
+			return forked
+		}
+		return nil
+	}
+	big, bigRoot, small, smallRoot := size, root, a.size, a.root
+	if a.size > size {
+		big, bigRoot, small, smallRoot = a.size, a.root, size, root
 	}
 	proof, err := tlog.ProveTree(big, small, hashes)
 	if err != nil {
 		return err
 	}
-	bigRoot, smallRoot := root, a.root
-	if a.size > size {
-		bigRoot, smallRoot = a.root, root
-	}
-	if err := tlog.CheckTree(proof, big, bigRoot, small, smallRoot); err != nil {
-		return fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorFork, a.size, size)
+	if tlog.CheckTree(proof, big, bigRoot, small, smallRoot) != nil {
+		return forked
 	}
 	return nil
 }
