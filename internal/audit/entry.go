@@ -15,7 +15,13 @@ import (
 
 // EncodingVersion is the version byte that starts every encoded entry. A new
 // layout gets a new version; old entries keep verifying with their own.
+// Version 1 is the decision layout; version 2 appends Record.Detail and is
+// used only for entries that carry one, so a decision encodes exactly as it
+// always did.
 const EncodingVersion = 1
+
+// EncodingVersionDetail is the layout of entries with a Record.Detail.
+const EncodingVersionDetail = 2
 
 // HashSize is the size of every hash in the trail (SHA-256).
 const HashSize = sha256.Size
@@ -24,6 +30,9 @@ const HashSize = sha256.Size
 // chain hash of the entry before it. The encoding of an Entry is what the
 // store keeps verbatim and what every hash covers.
 type Entry struct {
+	// Version is the encoding version the entry was decoded from; zero
+	// (a new entry) encodes with the version its record needs.
+	Version  uint8
 	Log      string
 	Seq      int64
 	PrevHash [HashSize]byte
@@ -73,10 +82,24 @@ const maxField = 1<<24 - 1
 // directly because Encode runs on the commit path for every record.
 func Encode(e Entry) ([]byte, error) {
 	r := e.Record
-	n := 1 + HashSize + 8*7
+	ver := e.Version
+	switch {
+	case ver == 0 && r.Detail == "":
+		ver = EncodingVersion
+	case ver == 0:
+		ver = EncodingVersionDetail
+	case ver == EncodingVersion && r.Detail != "":
+		return nil, errors.New("audit: a version 1 entry cannot carry a detail")
+	case ver != EncodingVersion && ver != EncodingVersionDetail:
+		return nil, fmt.Errorf("audit: unknown entry encoding version %d", ver)
+	}
+	if !r.Detail.valid() {
+		return nil, errors.New("audit: record detail must be a JSON object")
+	}
+	n := 1 + HashSize + 8*7 + 3 + len(r.Detail)
 	for _, s := range [...]string{e.Log, r.RequestID, string(r.Outcome), r.Reason, r.Principal, r.AuthMethod, r.Org, r.JobID,
 		r.TaskID, r.Operation, r.Bucket, r.Prefix, r.RoleARN, r.Backend, r.SessionName, r.SourceIdentity, r.AccessKeyID,
-		r.PolicySHA256, r.Policy, r.ClientAddr, r.UserAgent, r.ReplicaID} {
+		r.PolicySHA256, r.Policy, r.ClientAddr, r.UserAgent, r.ReplicaID, string(r.Detail)} {
 		if len(s) > maxField {
 			return nil, fmt.Errorf("audit: a record field is longer than %d bytes", maxField)
 		}
@@ -95,7 +118,7 @@ func Encode(e Entry) ([]byte, error) {
 		}
 		i64(t.UnixNano())
 	}
-	b = append(b, EncodingVersion)
+	b = append(b, ver)
 	str(e.Log)
 	i64(e.Seq)
 	b = append(b, e.PrevHash[:]...)
@@ -126,6 +149,9 @@ func Encode(e Entry) ([]byte, error) {
 	str(r.UserAgent)
 	i64(int64(r.Latency))
 	str(r.ReplicaID)
+	if ver == EncodingVersionDetail {
+		str(string(r.Detail))
+	}
 	return b, nil
 }
 
@@ -141,9 +167,10 @@ func Decode(body []byte) (Entry, error) {
 	if !s.ReadUint8(&ver) {
 		return e, ErrMalformed
 	}
-	if ver != EncodingVersion {
+	if ver != EncodingVersion && ver != EncodingVersionDetail {
 		return e, fmt.Errorf("audit: unknown entry encoding version %d", ver)
 	}
+	e.Version = ver
 	ok := true
 	str := func(out *string) {
 		var v cryptobyte.String
@@ -214,6 +241,16 @@ func Decode(body []byte) (Entry, error) {
 	str(&r.UserAgent)
 	dur(&r.Latency)
 	str(&r.ReplicaID)
+	if ver == EncodingVersionDetail {
+		var d string
+		str(&d)
+		r.Detail = Detail(d)
+		// Version 2 exists for the detail: an empty or non-object one is
+		// not an encoding Encode makes.
+		if d == "" || !r.Detail.valid() {
+			ok = false
+		}
+	}
 	if !ok || !s.Empty() {
 		return Entry{}, ErrMalformed
 	}

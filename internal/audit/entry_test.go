@@ -3,6 +3,8 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/vtk/dispenser/internal/audit"
@@ -95,4 +97,71 @@ func TestWriterHonoursContext(t *testing.T) {
 	}
 	close(block)
 	_ = w.Close()
+}
+
+// TestDetailEntries: a record with a Detail is a version 2 entry that
+// round-trips byte for byte; a decision without one keeps the version 1
+// layout; details that are not one JSON object are refused both ways.
+func TestDetailEntries(t *testing.T) {
+	d, err := audit.NewDetail(map[string]any{"count": 3, "sample": []string{"10.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := audittest.Sample(1)
+	r.Detail = d
+	e := audit.Entry{Log: "main", Seq: 7, Record: r}
+	b, err := audit.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != audit.EncodingVersionDetail {
+		t.Fatalf("version %d, want %d", b[0], audit.EncodingVersionDetail)
+	}
+	got, err := audit.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ID = e.ID()
+	if got.Record != r || got.Version != audit.EncodingVersionDetail {
+		t.Fatalf("round trip\n got %+v\nwant %+v", got.Record, r)
+	}
+	if again, _ := audit.Encode(got); !bytes.Equal(again, b) {
+		t.Fatal("re-encoding differs")
+	}
+	var back struct{ Count int }
+	if err := got.Record.Detail.Decode(&back); err != nil || back.Count != 3 {
+		t.Fatalf("detail decode: %v %+v", err, back)
+	}
+	js, err := json.Marshal(got.Record)
+	if err != nil || !strings.Contains(string(js), `"detail":{"count":3,"sample":["10.0.0.1"]}`) {
+		t.Fatalf("json: %v %s", err, js)
+	}
+
+	plain, _ := audit.Encode(audit.Entry{Log: "main", Record: audittest.Sample(1)})
+	if plain[0] != audit.EncodingVersion {
+		t.Fatalf("a decision without detail encodes as version %d", plain[0])
+	}
+	// Version 2 bytes whose detail is empty, or not an object, are not
+	// what Encode makes.
+	for name, detail := range map[string]string{"empty": "", "array": "[1]", "broken": "{"} {
+		forged := append([]byte{audit.EncodingVersionDetail}, plain[1:]...)
+		forged = append(forged, byte(len(detail)>>16), byte(len(detail)>>8), byte(len(detail)))
+		forged = append(forged, detail...)
+		if _, err := audit.Decode(forged); err == nil {
+			t.Errorf("%s detail accepted", name)
+		}
+	}
+	for _, bad := range []audit.Detail{"[1]", "{", "7"} {
+		r := audittest.Sample(1)
+		r.Detail = bad
+		if _, err := audit.Encode(audit.Entry{Log: "main", Record: r}); err == nil {
+			t.Errorf("detail %q encoded", bad)
+		}
+	}
+	if _, err := audit.NewDetail([]int{1}); err == nil {
+		t.Error("NewDetail accepted a non-object")
+	}
+	if _, err := audit.Encode(audit.Entry{Version: audit.EncodingVersion, Log: "main", Record: r}); err == nil {
+		t.Error("a version 1 entry carried a detail")
+	}
 }

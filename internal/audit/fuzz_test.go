@@ -15,6 +15,10 @@ func FuzzDecode(f *testing.F) {
 		b, _ := audit.Encode(audit.Entry{Log: "main", Seq: int64(i), Record: audittest.Sample(i)})
 		f.Add(b)
 	}
+	withDetail := audittest.Sample(1)
+	withDetail.Detail = `{"count":2}`
+	b, _ := audit.Encode(audit.Entry{Log: "main", Record: withDetail})
+	f.Add(b)
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := audit.Decode(b)
