@@ -104,9 +104,9 @@ func (ts *Tasks) Add(e *Event) {
 func (ts *Tasks) List() []*Task {
 	out := make([]*Task, 0, len(ts.byKey))
 	for _, t := range ts.byKey {
-		t.Records = slices.Sorted(maps.Keys(t.records))
-		t.ObjectsRead = slices.Sorted(maps.Keys(t.read))
-		t.ObjectsWritten = slices.Sorted(maps.Keys(t.written))
+		t.Records = sortedKeys(t.records)
+		t.ObjectsRead = sortedKeys(t.read)
+		t.ObjectsWritten = sortedKeys(t.written)
 		for _, v := range Verdicts {
 			if _, ok := t.Verdicts[v]; !ok {
 				t.Verdicts[v] = 0
@@ -128,4 +128,9 @@ func (ts *Tasks) List() []*Task {
 		return a.TaskID < b.TaskID
 	})
 	return out
+}
+
+// sortedKeys returns the keys of m sorted; never nil, so JSON shows [].
+func sortedKeys(m map[string]bool) []string {
+	return append(make([]string, 0, len(m)), slices.Sorted(maps.Keys(m))...)
 }
