@@ -258,3 +258,53 @@ func TestScanStreams(t *testing.T) {
 		t.Fatalf("heap in use reached %d MiB reading a 40 MB stream", peak>>20)
 	}
 }
+
+// lowerKeys lower-cases every object key, as Athena's column names are.
+func lowerKeys(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, val := range x {
+			out[strings.ToLower(k)] = lowerKeys(val)
+		}
+		return out
+	case []any:
+		for i := range x {
+			x[i] = lowerKeys(x[i])
+		}
+	}
+	return v
+}
+
+// TestScanAthenaExport reads records as an Athena UNLOAD of a CloudTrail
+// table writes them: lower-case column names, requestparameters and
+// additionaleventdata as JSON strings.
+func TestScanAthenaExport(t *testing.T) {
+	rec := ev("GetObject", "acme/in/athena.mp4", 0)
+	b, _ := json.Marshal(rec)
+	var generic map[string]any
+	_ = json.Unmarshal(b, &generic)
+	athena := lowerKeys(generic).(map[string]any)
+	for _, k := range []string{"requestparameters", "additionaleventdata"} {
+		s, _ := json.Marshal(generic[map[string]string{"requestparameters": "requestParameters", "additionaleventdata": "additionalEventData"}[k]])
+		athena[k] = string(s)
+	}
+	bad := lowerKeys(generic).(map[string]any)
+	bad["requestparameters"] = `{"bucketName": 7}`
+	path := write(t, filepath.Join(t.TempDir(), "athena.json"), cloudtrailtest.NDJSON(athena, bad))
+	var got []cloudtrail.Record
+	var problems []cloudtrail.Problem
+	rd := &cloudtrail.Reader{OnProblem: func(p cloudtrail.Problem) { problems = append(problems, p) }}
+	err := rd.Scan(context.Background(), []string{path}, func(_ cloudtrail.Position, r *cloudtrail.Record) error {
+		got = append(got, *r)
+		return nil
+	})
+	if err != nil || len(got) != 1 || len(problems) != 1 || !strings.Contains(problems[0].String(), "line 2: malformed record: requestParameters") {
+		t.Fatalf("%v %d %v", err, len(got), problems)
+	}
+	r := got[0]
+	if r.RequestParameters.Key != "acme/in/athena.mp4" || r.RequestParameters.BucketName != "media" || r.AdditionalEventData.BytesTransferredOut != 42 ||
+		r.UserIdentity.AccessKeyID != session.AccessKeyID || r.UserIdentity.SessionContext.SessionIssuer.ARN != session.RoleARN {
+		t.Fatalf("%+v %+v", r, r.UserIdentity)
+	}
+}

@@ -6,7 +6,9 @@
 package cloudtrail
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"time"
 )
 
@@ -80,6 +82,39 @@ type RequestParameters struct {
 type AdditionalEventData struct {
 	BytesTransferredIn  float64 `json:"bytesTransferredIn"`
 	BytesTransferredOut float64 `json:"bytesTransferredOut"`
+}
+
+// UnmarshalJSON accepts the object CloudTrail writes and the JSON string
+// Athena's CloudTrail table holds in its requestparameters column.
+func (p *RequestParameters) UnmarshalJSON(b []byte) error {
+	type plain RequestParameters
+	return unmarshalMaybeString(b, (*plain)(p), "requestParameters")
+}
+
+// UnmarshalJSON accepts an object or, as Athena stores it, a JSON string.
+func (d *AdditionalEventData) UnmarshalJSON(b []byte) error {
+	type plain AdditionalEventData
+	return unmarshalMaybeString(b, (*plain)(d), "additionalEventData")
+}
+
+// unmarshalMaybeString decodes b into v, first unquoting it when it is a
+// JSON string. A failure is a type error of field, so the reader skips
+// just this record.
+func unmarshalMaybeString(b []byte, v any, field string) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" || s == "null" {
+			return nil
+		}
+		b = []byte(s)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return &json.UnmarshalTypeError{Value: "malformed " + field, Type: reflect.TypeOf(v), Field: field}
+	}
+	return nil
 }
 
 // Time is the parsed eventTime (valid after the reader checked it).
