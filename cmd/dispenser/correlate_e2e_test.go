@@ -347,3 +347,17 @@ func TestCorrelateBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestCorrelateSettingsNeedRestart: the API's body limit and skew are read
+// at start, so a reload that changes them says so.
+func TestCorrelateSettingsNeedRestart(t *testing.T) {
+	path, _ := correlateApp(t)
+	old, err := loadConfig(path)
+	must(t, err)
+	cur, err := loadConfig(path)
+	must(t, err)
+	cur.Correlate.MaxBodyBytes *= 2
+	if got := restartOnly(old, cur); len(got) != 1 || got[0] != "correlate" {
+		t.Fatalf("restartOnly = %v, want [correlate]", got)
+	}
+}
