@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/audit/postgres"
 	"github.com/vtk/dispenser/internal/audit/sqlite"
 	"github.com/vtk/dispenser/internal/cloudtrail"
 	"github.com/vtk/dispenser/internal/cloudtrail/cloudtrailtest"
 	"github.com/vtk/dispenser/internal/correlate"
 	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/testenv"
 )
 
 const roleARN = "arn:aws:iam::222222222222:role/dispenser/vtk-target"
@@ -108,14 +110,44 @@ func run(t *testing.T, q audit.Querier, opt correlate.Options, recs ...map[strin
 	return events, s
 }
 
+// trailFunc builds a real trail holding recs.
+type trailFunc func(t *testing.T, recs ...audit.Record) (audit.Querier, []string)
+
+// postgresTrail is trail on the machine's PostgreSQL (a schema of its own).
+func postgresTrail(t *testing.T, recs ...audit.Record) (audit.Querier, []string) {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), postgres.Options{DSN: testenv.PostgresSchema(t, "correlate_"), Log: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	entries, err := s.Append(context.Background(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.ID())
+	}
+	return s, ids
+}
+
 // TestVerdicts produces every verdict from documented CloudTrail records
-// against a real trail and the scope engine's real policies.
+// against a real trail (SQLite and PostgreSQL) and the scope engine's
+// real policies.
 func TestVerdicts(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		testVerdicts(t, func(t *testing.T, recs ...audit.Record) (audit.Querier, []string) { return trail(t, recs...) })
+	})
+	t.Run("postgres", func(t *testing.T) { testVerdicts(t, postgresTrail) })
+}
+
+func testVerdicts(t *testing.T, newTrail trailFunc) {
 	get := issued(t, "ASIAGETKEY0000000001", "task-get", scope.OpGet, "acme/in/", t0)
 	put := issued(t, "ASIAPUTKEY0000000002", "task-put", scope.OpPut, "acme/out/", t0)
 	revoked := audit.Record{Time: t0.Add(50 * time.Minute), Outcome: audit.Revoked, Operation: "revocation.add", Reason: "access_key_id",
 		Principal: "admin", AccessKeyID: get.AccessKeyID, PackedPolicySize: -1}
-	store, ids := trail(t, get, put, revoked)
+	store, ids := newTrail(t, get, put, revoked)
 	getID, putID := ids[0], ids[1]
 
 	ev := func(at time.Duration, name, key string, mod ...func(*cloudtrailtest.Event)) map[string]any {
