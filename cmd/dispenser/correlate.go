@@ -26,7 +26,10 @@ const correlateUsage = `  dispenser audit correlate --config FILE --cloudtrail P
 // pathList collects a repeatable flag.
 type pathList []string
 
-func (p *pathList) String() string     { return strings.Join(*p, ",") }
+// String implements flag.Value.
+func (p *pathList) String() string { return strings.Join(*p, ",") }
+
+// Set implements flag.Value.
 func (p *pathList) Set(v string) error { *p = append(*p, v); return nil }
 
 // Exit codes of audit correlate.
@@ -175,6 +178,7 @@ type errWriter struct {
 	err error
 }
 
+// Write implements io.Writer.
 func (e *errWriter) Write(p []byte) (int, error) {
 	if e.err != nil {
 		return 0, e.err

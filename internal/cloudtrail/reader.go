@@ -45,6 +45,7 @@ type Problem struct {
 	Message string `json:"message"`
 }
 
+// String renders p as "file: record N: message".
 func (p Problem) String() string { return p.Position.String() + ": " + p.Message }
 
 // Visitor receives each record in input order. The *Record is reused for

@@ -65,6 +65,7 @@ type condition struct {
 // stringOrList decodes an IAM field that may be a string or a list.
 type stringOrList []string
 
+// UnmarshalJSON reads a string or a list of strings.
 func (s *stringOrList) UnmarshalJSON(b []byte) error {
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
