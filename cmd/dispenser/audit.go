@@ -168,7 +168,7 @@ const auditUsage = `Usage:
                          anchored checkpoint (unanchored tail); 3: could not run
   dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
   dispenser audit keygen --out FILE [--name NAME]
-`
+` + correlateUsage
 
 func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -184,6 +184,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		return cmdAuditVerifyReceipt(args[1:], stdout, stderr)
 	case "keygen":
 		return cmdAuditKeygen(args[1:], stdout, stderr)
+	case "correlate":
+		return cmdAuditCorrelate(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, auditUsage)
 		return 0

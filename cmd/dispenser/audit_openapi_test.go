@@ -34,7 +34,7 @@ func TestOpenAPIDocumentsAuditRoutes(t *testing.T) {
 			t.Errorf("%s %s is served but not in openapi.yaml", r[0], r[1])
 		}
 	}
-	if n != 2 {
-		t.Fatalf("%d audit routes served, want 2", n)
+	if n != 3 {
+		t.Fatalf("%d audit routes served, want 3", n)
 	}
 }

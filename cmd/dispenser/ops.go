@@ -221,6 +221,7 @@ func restartOnly(old, cur *config.Config) []string {
 	// whether a gateway or proxy fronts the dispenser.
 	check("rate_limits.auth_failures_per_client", authFailureLimit(old), authFailureLimit(cur))
 	check("revocation", old.Revocation, cur.Revocation)
+	check("correlate", old.Correlate, cur.Correlate)
 	types := func(c *config.Config) map[string]string {
 		m := map[string]string{}
 		for n, s := range c.Backends {

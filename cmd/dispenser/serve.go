@@ -231,6 +231,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
 		MaxBodyBytes:       cfg.Server.MaxBodyBytes,
+		Correlate:          api.CorrelateSettings{MaxBodyBytes: cfg.Correlate.MaxBodyBytes, ClockSkew: cfg.Correlate.Skew()},
 		ReplicaID:          cfg.Server.ReplicaID,
 		OpenAPI:            dispenser.OpenAPI,
 		Metrics:            a.metrics,

@@ -44,6 +44,8 @@ type Options struct {
 	Recorder           Recorder
 	// Audit serves the admin audit query and receipts (nil: no routes).
 	Audit AuditLog
+	// Correlate configures POST /v1/audit/correlate (served with Audit).
+	Correlate CorrelateSettings
 	// MinRemaining is the floor of lifetime left on any credential served.
 	MinRemaining time.Duration
 	// AllowedHosts, when non-empty, refuses requests for any other Host.
@@ -212,6 +214,7 @@ func (s *Server) Handler() http.Handler {
 		if s.opt.Audit != nil {
 			r.Get("/v1/audit", s.auditQuery)
 			r.Get("/v1/audit/{id}/proof", s.auditProof)
+			r.Post("/v1/audit/correlate", s.auditCorrelate)
 		}
 	})
 

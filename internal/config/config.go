@@ -18,6 +18,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/correlate"
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/ratelimit"
 	"github.com/vtk/dispenser/internal/revoke"
@@ -40,6 +41,9 @@ type Config struct {
 	// Revocation configures polling of the revocation list (stored in the
 	// audit database) and the optional AWS kill switch.
 	Revocation revoke.Config `yaml:"revocation"`
+	// Correlate tunes the CloudTrail correlation (audit correlate and
+	// POST /v1/audit/correlate).
+	Correlate correlate.Config `yaml:"correlate"`
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
@@ -178,6 +182,7 @@ func (c *Config) ApplyDefaults() {
 	c.Audit.ApplyDefaults()
 	c.RateLimits.ApplyDefaults()
 	c.Revocation.ApplyDefaults()
+	c.Correlate.ApplyDefaults()
 }
 
 // Validate records every problem in p. It does not build backends; see
@@ -256,6 +261,7 @@ func (c *Config) Validate(p *validate.Problems) {
 	c.Audit.Validate(p, "audit")
 	c.RateLimits.Validate(p, "rate_limits")
 	c.Revocation.Validate(p, "revocation")
+	c.Correlate.Validate(p, "correlate")
 }
 
 // floorMargin is how much longer than server.min_remaining a tenant's

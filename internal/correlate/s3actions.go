@@ -1,0 +1,178 @@
+package correlate
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/vtk/dispenser/internal/cloudtrail"
+	"github.com/vtk/dispenser/internal/scope/iampolicy"
+)
+
+// access is what an event did to the object, for the per-task summary.
+type access uint8
+
+const (
+	accessOther access = iota
+	accessRead
+	accessWrite
+)
+
+// actionSpec is how IAM authorises one S3 API call.
+type actionSpec struct {
+	// actions are needed on the object (or the bucket when bucketLevel).
+	actions []string
+	// versioned replace actions when the request names a versionId.
+	versioned []string
+	// bucketLevel calls are authorised on arn:aws:s3:::BUCKET.
+	bucketLevel bool
+	// list calls carry the s3:prefix condition key (requestParameters.prefix;
+	// absent when the request had no prefix).
+	list bool
+	// copySource calls also read x-amz-copy-source (s3:GetObject on it).
+	copySource bool
+	access     access
+}
+
+// s3Actions maps CloudTrail eventNames of s3.amazonaws.com to the IAM
+// actions S3 checks for them (Amazon S3 API permissions reference). HEAD
+// needs s3:GetObject; multipart uploads are covered by s3:PutObject
+// except Abort and ListParts; ListObjectsV2 is logged as ListObjects with
+// list-type 2. An eventName missing here is never judged: the event is
+// reported as unverifiable.
+var s3Actions = map[string]actionSpec{
+	"GetObject":                {actions: []string{"s3:GetObject"}, versioned: []string{"s3:GetObjectVersion"}, access: accessRead},
+	"HeadObject":               {actions: []string{"s3:GetObject"}, versioned: []string{"s3:GetObjectVersion"}},
+	"SelectObjectContent":      {actions: []string{"s3:GetObject"}, access: accessRead},
+	"GetObjectAttributes":      {actions: []string{"s3:GetObject", "s3:GetObjectAttributes"}, versioned: []string{"s3:GetObjectVersion", "s3:GetObjectVersionAttributes"}},
+	"PutObject":                {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"CreateMultipartUpload":    {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"UploadPart":               {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"CompleteMultipartUpload":  {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"CopyObject":               {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
+	"UploadPartCopy":           {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
+	"AbortMultipartUpload":     {actions: []string{"s3:AbortMultipartUpload"}},
+	"ListParts":                {actions: []string{"s3:ListMultipartUploadParts"}},
+	"ListMultipartUploadParts": {actions: []string{"s3:ListMultipartUploadParts"}},
+	"PutObjectTagging":         {actions: []string{"s3:PutObjectTagging"}, versioned: []string{"s3:PutObjectVersionTagging"}},
+	"GetObjectTagging":         {actions: []string{"s3:GetObjectTagging"}, versioned: []string{"s3:GetObjectVersionTagging"}},
+	"DeleteObjectTagging":      {actions: []string{"s3:DeleteObjectTagging"}, versioned: []string{"s3:DeleteObjectVersionTagging"}},
+	"DeleteObject":             {actions: []string{"s3:DeleteObject"}, versioned: []string{"s3:DeleteObjectVersion"}},
+	"GetObjectAcl":             {actions: []string{"s3:GetObjectAcl"}, versioned: []string{"s3:GetObjectVersionAcl"}},
+	"PutObjectAcl":             {actions: []string{"s3:PutObjectAcl"}, versioned: []string{"s3:PutObjectVersionAcl"}},
+	"RestoreObject":            {actions: []string{"s3:RestoreObject"}},
+	"GetObjectRetention":       {actions: []string{"s3:GetObjectRetention"}},
+	"PutObjectRetention":       {actions: []string{"s3:PutObjectRetention"}},
+	"GetObjectLegalHold":       {actions: []string{"s3:GetObjectLegalHold"}},
+	"PutObjectLegalHold":       {actions: []string{"s3:PutObjectLegalHold"}},
+	"ListObjects":              {actions: []string{"s3:ListBucket"}, bucketLevel: true, list: true},
+	"ListObjectsV2":            {actions: []string{"s3:ListBucket"}, bucketLevel: true, list: true},
+	"ListObjectVersions":       {actions: []string{"s3:ListBucketVersions"}, bucketLevel: true, list: true},
+	"ListMultipartUploads":     {actions: []string{"s3:ListBucketMultipartUploads"}, bucketLevel: true},
+	"GetBucketLocation":        {actions: []string{"s3:GetBucketLocation"}, bucketLevel: true},
+	// HeadBucket needs s3:ListBucket; the request has no prefix.
+	"HeadBucket": {actions: []string{"s3:ListBucket"}, bucketLevel: true},
+}
+
+// s3Call is an event as IAM authorised it.
+type s3Call struct {
+	requests []iampolicy.Request
+	actions  []string
+	object   string // s3://bucket/key, s3://bucket/prefix or s3://bucket
+	source   string // the copy source object, s3://bucket/key
+	access   access
+}
+
+// errUnmapped marks an event the correlator cannot map to IAM requests.
+var errUnmapped = errors.New("unmapped")
+
+// callOf maps an S3 event to the IAM requests that authorised it.
+func callOf(rec *cloudtrail.Record) (s3Call, error) {
+	spec, ok := s3Actions[rec.EventName]
+	if !ok {
+		return s3Call{}, fmt.Errorf("%w: no IAM mapping is known for S3 event %s", errUnmapped, rec.EventName)
+	}
+	p := rec.RequestParameters
+	if p == nil || p.BucketName == "" {
+		return s3Call{}, fmt.Errorf("%w: the %s event has no requestParameters.bucketName", errUnmapped, rec.EventName)
+	}
+	actions := spec.actions
+	if p.VersionID != "" && spec.versioned != nil {
+		actions = spec.versioned
+	}
+	c := s3Call{actions: actions, access: spec.access}
+	bucketARN := "arn:aws:s3:::" + p.BucketName
+	resource := bucketARN
+	switch {
+	case spec.bucketLevel:
+		c.object = "s3://" + p.BucketName
+		if spec.list && p.Prefix != nil {
+			c.object += "/" + *p.Prefix
+		}
+	default:
+		if p.Key == "" {
+			return s3Call{}, fmt.Errorf("%w: the %s event has no requestParameters.key", errUnmapped, rec.EventName)
+		}
+		resource = bucketARN + "/" + p.Key
+		c.object = "s3://" + p.BucketName + "/" + p.Key
+	}
+	var ctx map[string]string
+	if spec.list && p.Prefix != nil {
+		ctx = map[string]string{"s3:prefix": *p.Prefix}
+	}
+	for _, a := range actions {
+		c.requests = append(c.requests, iampolicy.Request{Action: a, Resource: resource, Context: ctx})
+	}
+	if spec.copySource {
+		bucket, key, version, err := parseCopySource(p.CopySource)
+		if err != nil {
+			return s3Call{}, fmt.Errorf("%w: %s: %v", errUnmapped, rec.EventName, err)
+		}
+		read := "s3:GetObject"
+		if version != "" {
+			read = "s3:GetObjectVersion"
+		}
+		c.requests = append(c.requests, iampolicy.Request{Action: read, Resource: "arn:aws:s3:::" + bucket + "/" + key})
+		c.actions = append(append([]string(nil), c.actions...), read)
+		c.source = "s3://" + bucket + "/" + key
+	}
+	return c, nil
+}
+
+// parseCopySource reads x-amz-copy-source: "bucket/key", optionally with a
+// leading '/', URL-encoded, and "?versionId=V". Access point ARNs are not
+// resolved.
+func parseCopySource(s string) (bucket, key, version string, err error) {
+	if s == "" {
+		return "", "", "", errors.New("no x-amz-copy-source")
+	}
+	if strings.HasPrefix(s, "arn:") {
+		return "", "", "", errors.New("copy sources named by access point ARN are not resolved")
+	}
+	if i := strings.Index(s, "?versionId="); i >= 0 {
+		s, version = s[:i], s[i+len("?versionId="):]
+	}
+	if u, uerr := url.PathUnescape(s); uerr == nil {
+		s = u
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(s, "/"), "/")
+	if !ok || bucket == "" || key == "" {
+		return "", "", "", errors.New("x-amz-copy-source is not bucket/key")
+	}
+	return bucket, key, version, nil
+}
+
+// refused reports whether an errorCode means S3 refused the call before
+// acting on it (authorization or authentication), so a request outside
+// the grant that ended with it shows the policy held. Any other error
+// (NoSuchKey, PreconditionFailed, InvalidRange...) comes after S3
+// authorised the call.
+func refused(errorCode string) bool {
+	switch errorCode {
+	case "AccessDenied", "AllAccessDisabled", "AccountProblem", "ExpiredToken", "InvalidAccessKeyId",
+		"InvalidToken", "SignatureDoesNotMatch", "TokenRefreshRequired", "InvalidSecurity", "NoSuchBucket":
+		return true
+	}
+	return false
+}
