@@ -226,7 +226,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		AdminAuthenticator: admin,
 		Rules:              rules,
 		Vendor:             a.vendor,
-		Recorder:           recorder,
+		Recorder:           announcingWriter{recorder},
 		Audit:              &audit.Service{Trail: a.trail, Checkpointer: a.checkpointer, OriginBase: cfg.Audit.Checkpoint.Origin},
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,

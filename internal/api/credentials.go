@@ -195,6 +195,19 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	// Identity claims come from trusted issuers, but one the audit store
 	// cannot hold would fail every request in its group commit.
 	rec.Principal, rec.Org, rec.AuthMethod = auditText(id.Principal, 1024), auditText(id.Org, 1024), string(id.Method)
+	// The record is on its way to the recorder: announced now, ended on
+	// every exit (recorded, dry run, panic, client gone) by the deferred
+	// Cancel, so a batching recorder never waits for this request in vain.
+	announced := s.expect()
+	if announced != nil {
+		defer announced.Cancel()
+	}
+	record := func(ctx context.Context, rec audit.Record) error {
+		if announced != nil {
+			return announced.Record(ctx, rec)
+		}
+		return s.opt.Recorder.Record(ctx, rec)
+	}
 
 	fail := func(err error) {
 		fe := fault.From(err)
@@ -204,7 +217,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		}
 		rec.Reason = fe.Reason
 		rec.Latency = s.opt.Now().Sub(start)
-		if aerr := s.opt.Recorder.Record(r.Context(), rec); aerr != nil {
+		if aerr := record(r.Context(), rec); aerr != nil {
 			err = auditUnavailable(aerr)
 		}
 		s.logDecision(r, rec, fe)
@@ -246,6 +259,9 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	}
 	fillGrant(&rec, g)
 	if req.DryRun {
+		if announced != nil {
+			announced.Cancel() // no record for a dry run
+		}
 		s.log(r).Info("dry run", zap.String("principal", id.Principal), zap.String("org", id.Org),
 			zap.String("operation", string(g.Operation)), zap.String("bucket", g.Bucket), zap.String("prefix", g.Prefix))
 		writeJSON(w, http.StatusOK, DryRun{DryRun: true, Identity: id, Grant: g, DurationSeconds: int(g.Duration.Seconds())})
@@ -270,7 +286,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	rec.Outcome = audit.Issued
 	rec.Latency = s.opt.Now().Sub(start)
 	// Fail closed: the credentials leave only after their record is durable.
-	if err := s.opt.Recorder.Record(r.Context(), rec); err != nil {
+	if err := record(r.Context(), rec); err != nil {
 		s.opt.Metrics.AuditFailure("vended_unrecorded")
 		s.log(r).Error("credentials vended but not recorded; withheld from caller",
 			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", id.Org), zap.Error(err))
@@ -290,6 +306,14 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ContainerCredentials{AccessKeyID: creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey.Reveal(), Token: creds.SessionToken.Reveal(),
 		Expiration: exp, AccountID: creds.AccountID})
+}
+
+// expect announces a record to a batching recorder (nil for others).
+func (s *Server) expect() Expectation {
+	if a, ok := s.opt.Recorder.(Announcer); ok {
+		return a.Expect()
+	}
+	return nil
 }
 
 // limit applies the rate limits, except to a grant the vendor will serve

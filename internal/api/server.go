@@ -31,6 +31,27 @@ type Recorder interface {
 	Record(ctx context.Context, rec audit.Record) error
 }
 
+// Announcer is a Recorder that batches records (the audit writer's group
+// commit). The credential handler announces each request's record as soon
+// as the caller is authenticated, so the recorder commits at once when
+// every announced record is already queued and waits for more only while
+// some are still on their way. Optional: a Recorder without it is simply
+// called.
+type Announcer interface {
+	// Expect announces one record. The returned Expectation must be ended
+	// exactly once (Record or Cancel; Cancel after Record does nothing).
+	Expect() Expectation
+}
+
+// Expectation is one announced record.
+type Expectation interface {
+	// Record is Recorder.Record for the announced record; it ends the
+	// announcement.
+	Record(ctx context.Context, rec audit.Record) error
+	// Cancel ends the announcement without a record.
+	Cancel()
+}
+
 // Options are the server's dependencies and settings, wired in cmd/dispenser.
 type Options struct {
 	Logger        *zap.Logger
