@@ -132,7 +132,7 @@ type appDeps struct {
 
 // authDeps are the authenticator dependencies of a build or a reload.
 func (a *app) authDeps() auth.BuildDeps {
-	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient}
+	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient, Metrics: a.metrics}
 }
 
 func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
