@@ -440,8 +440,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Warn("the admin listener (/metrics, /healthz, /readyz) has no authentication and listens beyond loopback: restrict it with a network policy",
 			zap.String("addr", adminLn.Addr().String()))
 	}
-	adminSrv := &http.Server{Handler: adminHandler(a.metrics, a.server.ReadyState), ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin-http"))}
+	adminSrv := a.adminServer()
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", zap.Error(err))
