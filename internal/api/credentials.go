@@ -392,35 +392,48 @@ func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {
 }
 
 func fillGrant(rec *audit.Record, g scope.Grant) {
-	sum := sha256.Sum256([]byte(g.Policy))
 	rec.Operation, rec.Bucket, rec.Prefix = string(g.Operation), g.Bucket, g.Prefix
 	rec.RoleARN, rec.Backend, rec.SessionName, rec.SourceIdentity = g.RoleARN, g.Backend, g.SessionName, g.SourceIdentity
 	rec.Duration = g.Duration
-	rec.Policy, rec.PolicySHA256 = g.Policy, hex.EncodeToString(sum[:])
+	rec.Policy, rec.PolicySHA256 = g.Policy, g.PolicySHA256
+	if rec.PolicySHA256 == "" {
+		sum := sha256.Sum256([]byte(g.Policy))
+		rec.PolicySHA256 = hex.EncodeToString(sum[:])
+	}
 }
 
-// logDecision writes the one structured event per issuance or denial.
+// logDecision writes the one structured event per issuance or denial. The
+// entry is checked before its fields are built, so a line the level or the
+// sampler drops costs nothing.
 func (s *Server) logDecision(r *http.Request, rec audit.Record, fe *fault.Error) {
-	fields := []zap.Field{
+	msg := "credentials refused"
+	if rec.Outcome == audit.Issued {
+		msg = "credentials issued"
+	}
+	ce := s.opt.Logger.Check(zap.InfoLevel, msg)
+	if ce == nil {
+		return
+	}
+	fields := make([]zap.Field, 0, 20)
+	fields = append(fields, zap.String("request_id", RequestID(r.Context())),
 		zap.String("outcome", string(rec.Outcome)), zap.String("principal", rec.Principal), zap.String("org", rec.Org),
 		zap.String("auth_method", rec.AuthMethod), zap.String("job_id", rec.JobID), zap.String("task_id", rec.TaskID),
 		zap.String("operation", rec.Operation), zap.String("bucket", rec.Bucket), zap.String("prefix", rec.Prefix),
-		zap.String("backend", rec.Backend), zap.Duration("latency", rec.Latency),
-	}
+		zap.String("backend", rec.Backend), zap.Duration("latency", rec.Latency))
 	if rec.Outcome == audit.Issued {
 		fields = append(fields, zap.String("access_key_id", rec.AccessKeyID), zap.Time("expiration", rec.Expiration),
 			zap.String("session_name", rec.SessionName), zap.String("policy_sha256", rec.PolicySHA256))
 		if rec.PackedPolicySize >= 0 {
 			fields = append(fields, zap.Int("packed_policy_size", rec.PackedPolicySize))
 		}
-		s.log(r).Info("credentials issued", fields...)
+		ce.Write(fields...)
 		return
 	}
 	fields = append(fields, zap.String("code", string(fe.Code)), zap.String("reason", rec.Reason), zap.String("message", fe.Message))
 	if fe.Err != nil && statusOf(fe) >= 500 {
 		fields = append(fields, zap.Error(fe.Err))
 	}
-	s.log(r).Info("credentials refused", fields...)
+	ce.Write(fields...)
 }
 
 // auditText bounds a request-supplied string for the audit record: invalid

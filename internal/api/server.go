@@ -366,9 +366,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		s.opt.Metrics.Request(routeOf(r), methodLabel(r.Method), sw.status)
-		s.log(r).Debug("http request",
-			zap.String("method", methodLabel(r.Method)), zap.String("route", routeOf(r)),
-			zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
+		// Checked first: at the usual info level this line costs nothing.
+		if ce := s.opt.Logger.Check(zap.DebugLevel, "http request"); ce != nil {
+			ce.Write(zap.String("request_id", RequestID(r.Context())),
+				zap.String("method", methodLabel(r.Method)), zap.String("route", routeOf(r)),
+				zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
+		}
 	})
 }
 
