@@ -308,14 +308,6 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		Expiration: exp, AccountID: creds.AccountID})
 }
 
-// expect announces a record to a batching recorder (nil for others).
-func (s *Server) expect() Expectation {
-	if a, ok := s.opt.Recorder.(Announcer); ok {
-		return a.Expect()
-	}
-	return nil
-}
-
 // limit applies the rate limits, except to a grant the vendor will serve
 // from a valid cached credential: limits protect issuance, not repetition
 // (some SDKs turn a 429 into "no credentials" and fail the task).

@@ -149,6 +149,14 @@ type nopRecorder struct{}
 
 func (nopRecorder) Record(context.Context, audit.Record) error { return nil }
 
+// expect announces a record to a batching recorder (nil for others).
+func (s *Server) expect() Expectation {
+	if a, ok := s.opt.Recorder.(Announcer); ok {
+		return a.Expect()
+	}
+	return nil
+}
+
 // SetReady marks the server ready (or not) to vend.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 
