@@ -159,6 +159,16 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	return w, nil
 }
 
+// announcingWriter lets the API announce each request's record to the
+// audit writer (api.Announcer), so its group commit waits only for
+// requests actually on their way.
+type announcingWriter struct{ *audit.Writer }
+
+// Expect implements api.Announcer.
+func (w announcingWriter) Expect() api.Expectation { return w.Writer.Expect() }
+
+var _ api.Announcer = announcingWriter{}
+
 const auditUsage = `Usage:
   dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
                          [--outcome issued|denied|failed|revoked|unrevoked] [--bucket B] [--since RFC3339] [--until RFC3339]

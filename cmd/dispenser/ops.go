@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"reflect"
 	"sync/atomic"
@@ -48,6 +49,42 @@ func adminHandler(m *metrics.Metrics, state func() string) http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 	})
 	return mux
+}
+
+// withPprof adds net/http/pprof's handlers under /debug/pprof/ to h, the
+// admin listener's handler (admin.pprof), so operators can profile a
+// dispenser under load.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
+}
+
+// pprofMaxSeconds bounds a CPU profile or trace on the admin listener: its
+// write timeout, raised from adminWriteTimeout when admin.pprof is on
+// (pprof refuses a profile as long as the write timeout).
+const pprofMaxSeconds = 120
+
+// adminWriteTimeout bounds an answer of the admin listener.
+const adminWriteTimeout = 30 * time.Second
+
+// adminServer is the admin listener's server: /metrics, /healthz and
+// /readyz, and with admin.pprof the profiling handlers.
+func (a *app) adminServer() *http.Server {
+	h := adminHandler(a.metrics, a.server.ReadyState)
+	write := adminWriteTimeout
+	if a.current.Load().Admin.PProf {
+		h = withPprof(h)
+		write = (pprofMaxSeconds + 5) * time.Second
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: write, ErrorLog: zap.NewStdLog(a.log.Named("admin-http"))}
 }
 
 // openRevocationStore opens the revocation table in the audit database.
@@ -215,6 +252,7 @@ func restartOnly(old, cur *config.Config) []string {
 	// mTLS client auth mode) and logging are read once at start.
 	check("server", serverSansTLS(old.Server), serverSansTLS(cur.Server))
 	check("log", old.Log, cur.Log)
+	check("admin.pprof", old.Admin.PProf, cur.Admin.PProf)
 	check("audit", old.Audit, cur.Audit)
 	check("rate_limits.redis", old.RateLimits.Redis, cur.RateLimits.Redis)
 	// The budget in effect, not just the setting: unset, it depends on

@@ -132,7 +132,7 @@ type appDeps struct {
 
 // authDeps are the authenticator dependencies of a build or a reload.
 func (a *app) authDeps() auth.BuildDeps {
-	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient}
+	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient, Metrics: a.metrics}
 }
 
 func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
@@ -226,7 +226,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		AdminAuthenticator: admin,
 		Rules:              rules,
 		Vendor:             a.vendor,
-		Recorder:           recorder,
+		Recorder:           announcingWriter{recorder},
 		Audit:              &audit.Service{Trail: a.trail, Checkpointer: a.checkpointer, OriginBase: cfg.Audit.Checkpoint.Origin},
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
@@ -441,8 +441,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		log.Warn("the admin listener (/metrics, /healthz, /readyz) has no authentication and listens beyond loopback: restrict it with a network policy",
 			zap.String("addr", adminLn.Addr().String()))
 	}
-	adminSrv := &http.Server{Handler: adminHandler(a.metrics, a.server.ReadyState), ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin-http"))}
+	adminSrv := a.adminServer()
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", zap.Error(err))

@@ -1,10 +1,13 @@
 package api
 
 import (
+	"io"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/vtk/dispenser/internal/vend"
 	"github.com/vtk/dispenser/internal/vend/mock"
@@ -17,6 +20,32 @@ import (
 func BenchmarkCredentials(b *testing.B) {
 	h := newHarness(b, func(o *Options) {
 		o.Logger = zap.NewNop()
+		o.Recorder = nil // nop
+		o.Vendor = vend.Router{"default": &mock.Vendor{}}
+	})
+	tok := "Bearer " + h.token("worker-1", "acme", nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r := httptest.NewRequest("GET", okQuery, nil)
+		r.Header.Set("Authorization", tok)
+		w := httptest.NewRecorder()
+		h.h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}
+
+// BenchmarkCredentialsProductionLog is BenchmarkCredentials with the
+// production logger (JSON at info, zap's default sampling: 100 lines a
+// second per message, then one in 100) writing to io.Discard, so the cost
+// of the per-request log lines is counted.
+func BenchmarkCredentialsProductionLog(b *testing.B) {
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel)
+	log := zap.New(zapcore.NewSamplerWithOptions(core, time.Second, 100, 100))
+	h := newHarness(b, func(o *Options) {
+		o.Logger = log
 		o.Recorder = nil // nop
 		o.Vendor = vend.Router{"default": &mock.Vendor{}}
 	})

@@ -195,6 +195,19 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	// Identity claims come from trusted issuers, but one the audit store
 	// cannot hold would fail every request in its group commit.
 	rec.Principal, rec.Org, rec.AuthMethod = auditText(id.Principal, 1024), auditText(id.Org, 1024), string(id.Method)
+	// The record is on its way to the recorder: announced now, ended on
+	// every exit (recorded, dry run, panic, client gone) by the deferred
+	// Cancel, so a batching recorder never waits for this request in vain.
+	announced := s.expect()
+	if announced != nil {
+		defer announced.Cancel()
+	}
+	record := func(ctx context.Context, rec audit.Record) error {
+		if announced != nil {
+			return announced.Record(ctx, rec)
+		}
+		return s.opt.Recorder.Record(ctx, rec)
+	}
 
 	fail := func(err error) {
 		fe := fault.From(err)
@@ -204,7 +217,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 		}
 		rec.Reason = fe.Reason
 		rec.Latency = s.opt.Now().Sub(start)
-		if aerr := s.opt.Recorder.Record(r.Context(), rec); aerr != nil {
+		if aerr := record(r.Context(), rec); aerr != nil {
 			err = auditUnavailable(aerr)
 		}
 		s.logDecision(r, rec, fe)
@@ -246,6 +259,9 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	}
 	fillGrant(&rec, g)
 	if req.DryRun {
+		if announced != nil {
+			announced.Cancel() // no record for a dry run
+		}
 		s.log(r).Info("dry run", zap.String("principal", id.Principal), zap.String("org", id.Org),
 			zap.String("operation", string(g.Operation)), zap.String("bucket", g.Bucket), zap.String("prefix", g.Prefix))
 		writeJSON(w, http.StatusOK, DryRun{DryRun: true, Identity: id, Grant: g, DurationSeconds: int(g.Duration.Seconds())})
@@ -270,7 +286,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	rec.Outcome = audit.Issued
 	rec.Latency = s.opt.Now().Sub(start)
 	// Fail closed: the credentials leave only after their record is durable.
-	if err := s.opt.Recorder.Record(r.Context(), rec); err != nil {
+	if err := record(r.Context(), rec); err != nil {
 		s.opt.Metrics.AuditFailure("vended_unrecorded")
 		s.log(r).Error("credentials vended but not recorded; withheld from caller",
 			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", id.Org), zap.Error(err))
@@ -368,35 +384,48 @@ func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {
 }
 
 func fillGrant(rec *audit.Record, g scope.Grant) {
-	sum := sha256.Sum256([]byte(g.Policy))
 	rec.Operation, rec.Bucket, rec.Prefix = string(g.Operation), g.Bucket, g.Prefix
 	rec.RoleARN, rec.Backend, rec.SessionName, rec.SourceIdentity = g.RoleARN, g.Backend, g.SessionName, g.SourceIdentity
 	rec.Duration = g.Duration
-	rec.Policy, rec.PolicySHA256 = g.Policy, hex.EncodeToString(sum[:])
+	rec.Policy, rec.PolicySHA256 = g.Policy, g.PolicySHA256
+	if rec.PolicySHA256 == "" {
+		sum := sha256.Sum256([]byte(g.Policy))
+		rec.PolicySHA256 = hex.EncodeToString(sum[:])
+	}
 }
 
-// logDecision writes the one structured event per issuance or denial.
+// logDecision writes the one structured event per issuance or denial. The
+// entry is checked before its fields are built, so a line the level or the
+// sampler drops costs nothing.
 func (s *Server) logDecision(r *http.Request, rec audit.Record, fe *fault.Error) {
-	fields := []zap.Field{
+	msg := "credentials refused"
+	if rec.Outcome == audit.Issued {
+		msg = "credentials issued"
+	}
+	ce := s.opt.Logger.Check(zap.InfoLevel, msg)
+	if ce == nil {
+		return
+	}
+	fields := make([]zap.Field, 0, 20)
+	fields = append(fields, zap.String("request_id", RequestID(r.Context())),
 		zap.String("outcome", string(rec.Outcome)), zap.String("principal", rec.Principal), zap.String("org", rec.Org),
 		zap.String("auth_method", rec.AuthMethod), zap.String("job_id", rec.JobID), zap.String("task_id", rec.TaskID),
 		zap.String("operation", rec.Operation), zap.String("bucket", rec.Bucket), zap.String("prefix", rec.Prefix),
-		zap.String("backend", rec.Backend), zap.Duration("latency", rec.Latency),
-	}
+		zap.String("backend", rec.Backend), zap.Duration("latency", rec.Latency))
 	if rec.Outcome == audit.Issued {
 		fields = append(fields, zap.String("access_key_id", rec.AccessKeyID), zap.Time("expiration", rec.Expiration),
 			zap.String("session_name", rec.SessionName), zap.String("policy_sha256", rec.PolicySHA256))
 		if rec.PackedPolicySize >= 0 {
 			fields = append(fields, zap.Int("packed_policy_size", rec.PackedPolicySize))
 		}
-		s.log(r).Info("credentials issued", fields...)
+		ce.Write(fields...)
 		return
 	}
 	fields = append(fields, zap.String("code", string(fe.Code)), zap.String("reason", rec.Reason), zap.String("message", fe.Message))
 	if fe.Err != nil && statusOf(fe) >= 500 {
 		fields = append(fields, zap.Error(fe.Err))
 	}
-	s.log(r).Info("credentials refused", fields...)
+	ce.Write(fields...)
 }
 
 // auditText bounds a request-supplied string for the audit record: invalid

@@ -31,6 +31,27 @@ type Recorder interface {
 	Record(ctx context.Context, rec audit.Record) error
 }
 
+// Announcer is a Recorder that batches records (the audit writer's group
+// commit). The credential handler announces each request's record as soon
+// as the caller is authenticated, so the recorder commits at once when
+// every announced record is already queued and waits for more only while
+// some are still on their way. Optional: a Recorder without it is simply
+// called.
+type Announcer interface {
+	// Expect announces one record. The returned Expectation must be ended
+	// exactly once (Record or Cancel; Cancel after Record does nothing).
+	Expect() Expectation
+}
+
+// Expectation is one announced record.
+type Expectation interface {
+	// Record is Recorder.Record for the announced record; it ends the
+	// announcement.
+	Record(ctx context.Context, rec audit.Record) error
+	// Cancel ends the announcement without a record.
+	Cancel()
+}
+
 // Options are the server's dependencies and settings, wired in cmd/dispenser.
 type Options struct {
 	Logger        *zap.Logger
@@ -129,6 +150,14 @@ func New(opt Options) *Server {
 type nopRecorder struct{}
 
 func (nopRecorder) Record(context.Context, audit.Record) error { return nil }
+
+// expect announces a record to a batching recorder (nil for others).
+func (s *Server) expect() Expectation {
+	if a, ok := s.opt.Recorder.(Announcer); ok {
+		return a.Expect()
+	}
+	return nil
+}
 
 // SetReady marks the server ready (or not) to vend.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
@@ -348,9 +377,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		s.opt.Metrics.Request(routeOf(r), methodLabel(r.Method), sw.status)
-		s.log(r).Debug("http request",
-			zap.String("method", methodLabel(r.Method)), zap.String("route", routeOf(r)),
-			zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
+		// Checked first: at the usual info level this line costs nothing.
+		if ce := s.opt.Logger.Check(zap.DebugLevel, "http request"); ce != nil {
+			ce.Write(zap.String("request_id", RequestID(r.Context())),
+				zap.String("method", methodLabel(r.Method)), zap.String("route", routeOf(r)),
+				zap.Int("status", sw.status), zap.Duration("latency", s.opt.Now().Sub(start)))
+		}
 	})
 }
 

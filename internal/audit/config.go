@@ -22,11 +22,12 @@ type Config struct {
 	Log string `yaml:"log"`
 	// BatchSize bounds the records of one group commit (default 256).
 	BatchSize int `yaml:"batch_size"`
-	// BatchWait is how long a commit waits for more records once the first
-	// is in, applied only while the previous commit held more than one
-	// record (so an idle dispenser commits at once). Default 2ms: under
-	// load, fewer and larger commits cost less CPU per record. 0s commits
-	// as soon as the store is free.
+	// BatchWait bounds how long a commit waits for more records once the
+	// first is in. It waits only while requests that passed authentication
+	// have not yet queued their record (so a lone caller, or a burst that
+	// is all queued, commits at once). Default 2ms: under load, fewer and
+	// larger commits cost less CPU per record. 0s commits as soon as the
+	// store is free.
 	BatchWait *duration.Duration `yaml:"batch_wait"`
 
 	generatedKey bool

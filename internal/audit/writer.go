@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,10 +17,13 @@ var ErrClosed = errors.New("audit: writer closed")
 
 // Writer group-commits records: concurrent Record calls share one Append
 // (one transaction, one fsync) of at most BatchSize records. A batch starts
-// as soon as a record arrives and takes whatever else is already waiting,
-// then, if the previous batch held more than one record, waits at most
-// MaxWait for more, so an idle dispenser adds no delay and a busy one
-// amortizes each commit over many requests.
+// as soon as a record arrives and takes whatever else is already waiting.
+// It then waits (at most MaxWait) for more only while records announced
+// with Expect are still on their way, so it never waits for nobody: a lone
+// caller, or a burst whose every record is already queued, commits at once,
+// and a busy dispenser amortizes each commit over the requests in flight.
+// Recorders that never announce (the revocation journal, the CLI) are
+// committed without waiting.
 type Writer struct {
 	store   Store
 	max     int
@@ -28,12 +32,15 @@ type Writer struct {
 	mirror  *zap.Logger
 	timeout time.Duration
 
-	last    int // records in the previous batch (loop goroutine only)
-	reqs    chan *pending
-	mu      sync.RWMutex // guards closed against concurrent sends
-	closed  bool
-	done    chan struct{}
-	stopped chan struct{}
+	// inflight counts records announced by Expect and not yet queued
+	// (or cancelled); nudge wakes a waiting batch when it drops to zero.
+	inflight atomic.Int64
+	nudge    chan struct{}
+	reqs     chan *pending
+	mu       sync.RWMutex // guards closed against concurrent sends
+	closed   bool
+	done     chan struct{}
+	stopped  chan struct{}
 }
 
 type pending struct {
@@ -43,9 +50,11 @@ type pending struct {
 
 // WriterOptions tune a Writer.
 type WriterOptions struct {
-	BatchSize int           // default 256
-	MaxWait   time.Duration // default 0: commit as soon as the store is free
-	Metrics   *metrics.Metrics
+	BatchSize int // default 256
+	// MaxWait bounds how long a batch waits for announced records still
+	// on their way (default 0: commit as soon as the store is free).
+	MaxWait time.Duration
+	Metrics *metrics.Metrics
 	// Mirror, when set, receives every durable record as one log line (for
 	// log shipping). It is a copy, never the evidence.
 	Mirror *zap.Logger
@@ -63,7 +72,7 @@ func NewWriter(s Store, o WriterOptions) *Writer {
 		o.Timeout = 5 * time.Second
 	}
 	w := &Writer{store: s, max: o.BatchSize, wait: o.MaxWait, metrics: o.Metrics, mirror: o.Mirror, timeout: o.Timeout,
-		reqs: make(chan *pending, o.BatchSize), done: make(chan struct{}), stopped: make(chan struct{})}
+		reqs: make(chan *pending, o.BatchSize), nudge: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -73,17 +82,28 @@ func NewWriter(s Store, o WriterOptions) *Writer {
 // error and must withhold the credentials (a record without a delivered
 // credential is the safe direction of failure).
 func (w *Writer) Record(ctx context.Context, rec Record) error {
+	return w.record(ctx, rec, nil)
+}
+
+// record queues rec, ends the announcement e (when not nil) once rec is
+// queued or cannot be, and waits until rec is durable.
+func (w *Writer) record(ctx context.Context, rec Record, e *Expected) error {
 	p := &pending{rec: rec, res: make(chan error, 1)}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
+		e.end()
 		return ErrClosed
 	}
 	select {
 	case w.reqs <- p:
 		w.mu.RUnlock()
+		// Ended after queueing, so the batch never sees "nothing in
+		// flight" while this record is neither queued nor counted.
+		e.end()
 	case <-ctx.Done():
 		w.mu.RUnlock()
+		e.end()
 		return ctx.Err()
 	}
 	select {
@@ -91,6 +111,52 @@ func (w *Writer) Record(ctx context.Context, rec Record) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Expect announces a record on its way to the writer: a request that has
+// passed authentication and will record its decision. While announced
+// records are not yet queued, a batch waits (at most MaxWait) for them
+// instead of committing without them. The caller must end the announcement
+// exactly once, by Expected.Record or Expected.Cancel (Cancel after Record
+// is a no-op, so `defer e.Cancel()` covers every exit path); an
+// announcement never ended would make every batch wait MaxWait.
+func (w *Writer) Expect() *Expected {
+	w.inflight.Add(1)
+	return &Expected{w: w}
+}
+
+// Expected is one announced record (see Writer.Expect).
+type Expected struct {
+	w     *Writer
+	ended atomic.Bool
+}
+
+// Record is Writer.Record for the announced record, and ends the
+// announcement. Called again after the announcement ended, it records
+// like Writer.Record.
+func (e *Expected) Record(ctx context.Context, rec Record) error {
+	if e.ended.Load() {
+		return e.w.Record(ctx, rec)
+	}
+	return e.w.record(ctx, rec, e)
+}
+
+// Cancel ends the announcement without a record (a dry run, a panic, a
+// client gone). It is safe to call more than once, and after Record.
+func (e *Expected) Cancel() { e.end() }
+
+// end ends the announcement once; nil-safe for unannounced records.
+func (e *Expected) end() {
+	if e == nil || !e.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if e.w.inflight.Add(-1) == 0 {
+		// A batch may be waiting for exactly this one.
+		select {
+		case e.w.nudge <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -116,7 +182,6 @@ func (w *Writer) loop() {
 		}
 		batch = append(batch[:0], p)
 		open := w.fill(&batch)
-		w.last = len(batch)
 		w.commit(batch)
 		if !open {
 			return
@@ -125,15 +190,15 @@ func (w *Writer) loop() {
 }
 
 // fill adds waiting records to batch; it reports false once reqs is closed.
+// Once everything queued is in, it waits only while announced records are
+// still on their way, and at most MaxWait from the first wait.
 func (w *Writer) fill(batch *[]*pending) bool {
-	var timer <-chan time.Time
-	// Waiting pays only under concurrency: after a batch of one record
-	// (an idle dispenser) the next commit starts at once.
-	if w.wait > 0 && w.last > 1 {
-		t := time.NewTimer(w.wait)
-		defer t.Stop()
-		timer = t.C
-	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for len(*batch) < w.max {
 		select {
 		case p, ok := <-w.reqs:
@@ -144,8 +209,11 @@ func (w *Writer) fill(batch *[]*pending) bool {
 			continue
 		default:
 		}
-		if timer == nil {
+		if w.wait <= 0 || w.inflight.Load() <= 0 {
 			return true
+		}
+		if timer == nil {
+			timer = time.NewTimer(w.wait)
 		}
 		select {
 		case p, ok := <-w.reqs:
@@ -153,7 +221,9 @@ func (w *Writer) fill(batch *[]*pending) bool {
 				return false
 			}
 			*batch = append(*batch, p)
-		case <-timer:
+		case <-w.nudge:
+			// The last announced record arrived or was cancelled: look again.
+		case <-timer.C:
 			return true
 		}
 	}

@@ -67,63 +67,199 @@ func TestWriterGroupsAndPropagatesErrors(t *testing.T) {
 	}
 }
 
-// TestWriterWaitsOnlyUnderConcurrency: MaxWait is waited only after a
-// shared commit. With an hour's MaxWait, lone records still commit at once
-// (the test would hang otherwise), and after a shared commit the writer
-// gathers the next records into one batch instead of committing the
-// first alone.
-func TestWriterWaitsOnlyUnderConcurrency(t *testing.T) {
-	var mu sync.Mutex
-	var batches []int
-	hold := make(chan struct{})
-	held := make(chan struct{}, 1)
-	s := funcStore(func(_ context.Context, recs []Record) ([]Entry, error) {
-		if recs[0].RequestID == "hold" {
-			held <- struct{}{}
-			<-hold
-		}
-		mu.Lock()
-		batches = append(batches, len(recs))
-		mu.Unlock()
+// batchLog is a store that records the size of each committed batch.
+type batchLog struct {
+	mu      sync.Mutex
+	batches []int
+}
+
+func (l *batchLog) store() funcStore {
+	return func(_ context.Context, recs []Record) ([]Entry, error) {
+		l.mu.Lock()
+		l.batches = append(l.batches, len(recs))
+		l.mu.Unlock()
 		return make([]Entry, len(recs)), nil
-	})
-	w := NewWriter(s, WriterOptions{BatchSize: 3, MaxWait: time.Hour})
+	}
+}
+
+func (l *batchLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprint(l.batches)
+}
+
+// within fails the test when res yields nothing in a generous bound: the
+// writer under test waits an hour when it wrongly waits at all.
+func within(t *testing.T, what string, res <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: Record did not return (the writer waited for a record nobody announced)", what)
+		return nil
+	}
+}
+
+func recordAsync(ctx context.Context, e *Expected, rec Record) <-chan error {
+	res := make(chan error, 1)
+	go func() { res <- e.Record(ctx, rec) }()
+	return res
+}
+
+// TestWriterNeverWaitsForNobody: with an hour's MaxWait, a lone caller
+// (announced or not), callers whose records are all queued, and callers
+// whose announcements ended without a record never make a batch wait.
+func TestWriterNeverWaitsForNobody(t *testing.T) {
+	var log batchLog
+	w := NewWriter(log.store(), WriterOptions{BatchSize: 16, MaxWait: time.Hour})
 	defer w.Close()
-	for i := 0; i < 3; i++ { // idle: each lone record commits at once
-		if err := w.Record(context.Background(), Record{}); err != nil {
+	ctx := context.Background()
+	for i := 0; i < 3; i++ { // one caller at a time: each commits at once
+		if err := within(t, "lone announced caller", recordAsync(ctx, w.Expect(), Record{})); err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan error, 1)
+		go func() { res <- w.Record(ctx, Record{}) }()
+		if err := within(t, "caller that never announces", res); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A shared commit (2 records queued behind a held one) ...
-	var wg sync.WaitGroup
-	rec := func(id string) {
-		defer wg.Done()
-		if err := w.Record(context.Background(), Record{RequestID: id}); err != nil {
-			t.Error(err)
-		}
+	if got := log.String(); got != "[1 1 1 1 1 1]" {
+		t.Fatalf("batches = %s, want six batches of one", got)
 	}
-	wg.Add(1)
-	go rec("hold")
-	<-held
-	wg.Add(2)
-	go rec("a")
-	go rec("b")
-	for len(w.reqs) < 2 {
+	// Announced, then ended without a record (a dry run, a denial that
+	// did not reach the writer, a panic): the waiting batch commits as
+	// soon as the last one is cancelled.
+	a, b := w.Expect(), w.Expect()
+	res := recordAsync(ctx, a, Record{})
+	for w.inflight.Load() != 1 { // a is queued; the batch waits for b
 		runtime.Gosched()
 	}
-	close(hold)
-	wg.Wait()
-	// ... makes the writer wait for company: three records sent one after
-	// another fill one batch (BatchSize 3 ends the wait).
-	wg.Add(3)
-	for _, id := range []string{"c", "d", "e"} {
-		go rec(id)
+	b.Cancel()
+	b.Cancel() // idempotent
+	if err := within(t, "after the last announcement was cancelled", res); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []int{1, 1, 1, 1, 2, 3}; fmt.Sprint(batches) != fmt.Sprint(want) {
-		t.Fatalf("batches = %v, want %v", batches, want)
+	a.Cancel() // after Record: a no-op
+	if n := w.inflight.Load(); n != 0 {
+		t.Fatalf("inflight = %d after every announcement ended, want 0", n)
+	}
+}
+
+// TestWriterBatchesAnnouncedRecords: while announced records are on their
+// way the batch waits for them, so requests in flight together share one
+// commit even when they reach the writer one after another.
+func TestWriterBatchesAnnouncedRecords(t *testing.T) {
+	var log batchLog
+	w := NewWriter(log.store(), WriterOptions{BatchSize: 16, MaxWait: time.Hour})
+	defer w.Close()
+	ctx := context.Background()
+	exps := make([]*Expected, 8)
+	for i := range exps {
+		exps[i] = w.Expect()
+	}
+	var results []<-chan error
+	for i, e := range exps {
+		results = append(results, recordAsync(ctx, e, Record{}))
+		// Each arrives after the writer took the previous one, when it
+		// would have committed alone without the announcements.
+		for w.inflight.Load() != int64(len(exps)-1-i) {
+			runtime.Gosched()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i, res := range results {
+		if err := within(t, fmt.Sprintf("record %d", i), res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := log.String(); got != "[8]" {
+		t.Fatalf("batches = %s, want one batch of the 8 announced records", got)
+	}
+	// A full batch ends the wait even while more are announced.
+	var log2 batchLog
+	w2 := NewWriter(log2.store(), WriterOptions{BatchSize: 2, MaxWait: time.Hour})
+	defer w2.Close()
+	pending := w2.Expect()
+	defer pending.Cancel()
+	x, y := w2.Expect(), w2.Expect()
+	rx := recordAsync(ctx, x, Record{})
+	for w2.inflight.Load() != 2 {
+		runtime.Gosched()
+	}
+	if err := within(t, "full batch", recordAsync(ctx, y, Record{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, "full batch", rx); err != nil {
+		t.Fatal(err)
+	}
+	if got := log2.String(); got != "[2]" {
+		t.Fatalf("batches = %s, want [2]", got)
+	}
+}
+
+// TestWriterWaitIsBounded: an announced record that never comes (its
+// caller stuck upstream) delays a batch by at most MaxWait.
+func TestWriterWaitIsBounded(t *testing.T) {
+	var log batchLog
+	w := NewWriter(log.store(), WriterOptions{MaxWait: 20 * time.Millisecond})
+	defer w.Close()
+	stuck := w.Expect()
+	defer stuck.Cancel()
+	if err := within(t, "beside a stuck announcement", recordAsync(context.Background(), w.Expect(), Record{})); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.String(); got != "[1]" {
+		t.Fatalf("batches = %s, want [1]", got)
+	}
+}
+
+// TestWriterAnnouncedFailsClosed: an announced record gets the same
+// answers as an unannounced one (the store's error, ErrClosed, the
+// caller's context error), and every such path ends its announcement.
+func TestWriterAnnouncedFailsClosed(t *testing.T) {
+	fail := errors.New("disk full")
+	w := NewWriter(funcStore(func(context.Context, []Record) ([]Entry, error) { return nil, fail }),
+		WriterOptions{BatchSize: 1, MaxWait: time.Hour})
+	if err := w.Expect().Record(context.Background(), Record{}); !errors.Is(err, fail) {
+		t.Fatalf("Record = %v, want the store's error", err)
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	// BatchSize 1 and a full queue: the record cannot be queued, only
+	// the context can end the call.
+	block := make(chan struct{})
+	held := make(chan struct{}, 10)
+	w2 := NewWriter(funcStore(func(_ context.Context, recs []Record) ([]Entry, error) {
+		held <- struct{}{}
+		<-block
+		return make([]Entry, len(recs)), nil
+	}), WriterOptions{BatchSize: 1, MaxWait: time.Hour})
+	first := recordAsync(context.Background(), w2.Expect(), Record{})
+	<-held
+	second := recordAsync(context.Background(), w2.Expect(), Record{})
+	for len(w2.reqs) < 1 {
+		runtime.Gosched()
+	}
+	if err := w2.Expect().Record(gone, Record{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Record with the caller gone = %v, want context.Canceled", err)
+	}
+	close(block)
+	for _, res := range []<-chan error{first, second} {
+		if err := within(t, "held records", res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = w.Close()
+	_ = w2.Close()
+	if err := w.Expect().Record(context.Background(), Record{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Record after Close = %v, want ErrClosed", err)
+	}
+	for name, wr := range map[string]*Writer{"failing store": w, "held store": w2} {
+		if n := wr.inflight.Load(); n != 0 {
+			t.Errorf("%s: inflight = %d after every call returned, want 0", name, n)
+		}
 	}
 }
 
@@ -202,5 +338,47 @@ func TestWriterFailsClosed(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("hung store: Record did not return; the commit timeout is not applied")
+	}
+}
+
+// TestWriterLoneRecordAfterSharedBatch reproduces the wait that made c=4
+// slower than c=1: after a commit shared by several records, the next
+// lone record was held MaxWait for company that was not coming.
+func TestWriterLoneRecordAfterSharedBatch(t *testing.T) {
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	var log batchLog
+	inner := log.store()
+	w := NewWriter(funcStore(func(ctx context.Context, recs []Record) ([]Entry, error) {
+		if recs[0].RequestID == "hold" {
+			held <- struct{}{}
+			<-hold
+		}
+		return inner(ctx, recs)
+	}), WriterOptions{BatchSize: 8, MaxWait: time.Hour})
+	defer w.Close()
+	ctx := context.Background()
+	async := func(id string) <-chan error {
+		res := make(chan error, 1)
+		go func() { res <- w.Record(ctx, Record{RequestID: id}) }()
+		return res
+	}
+	first := async("hold")
+	<-held
+	a, b := async("a"), async("b")
+	for len(w.reqs) < 2 { // both queued behind the held commit: they share the next
+		runtime.Gosched()
+	}
+	close(hold)
+	for _, res := range []<-chan error{first, a, b} {
+		if err := within(t, "shared batch", res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := within(t, "lone record after a shared batch", async("lone")); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.String(); got != "[1 2 1]" {
+		t.Fatalf("batches = %s, want [1 2 1]", got)
 	}
 }

@@ -21,6 +21,10 @@ type AdminConfig struct {
 	// Tokens are static admin bearer tokens, configured by their SHA-256 so
 	// the configuration never holds the token itself.
 	Tokens []AdminToken `yaml:"tokens"`
+	// PProf serves net/http/pprof under /debug/pprof/ on the admin
+	// listener (server.admin_listen), never on the API listener. Off by
+	// default: the admin listener has no authentication.
+	PProf bool `yaml:"pprof"`
 }
 
 // AdminToken is one static admin token.

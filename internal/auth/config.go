@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/validate"
 )
 
@@ -79,6 +80,8 @@ type BuildDeps struct {
 	// STS with it); the endpoint allow-list applies regardless.
 	STSClient *http.Client
 	Now       func() time.Time
+	// Metrics counts the JWT verified-token cache's events.
+	Metrics *metrics.Metrics
 }
 
 // Build returns the chain of configured authenticators.
@@ -142,6 +145,9 @@ func (c *Config) BuildWith(d BuildDeps) (Chain, []io.Closer, error) {
 		var opts []JWTOption
 		if d.Logger != nil {
 			opts = append(opts, WithLogger(d.Logger))
+		}
+		if d.Metrics != nil {
+			opts = append(opts, WithMetrics(d.Metrics))
 		}
 		j, err := NewJWT(*c.JWT, opts...)
 		if err != nil {

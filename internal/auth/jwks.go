@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,9 @@ type jwksSource struct {
 	client  *http.Client
 	log     *zap.Logger
 	now     func() time.Time
+	// onChange, when set, runs after a fetch replaced the keys with a
+	// different set (the verified-token cache flushes).
+	onChange func()
 
 	cached atomic.Pointer[[]verificationKey]
 	group  singleflight.Group
@@ -162,8 +166,25 @@ func (s *jwksSource) fetch(ctx context.Context) error {
 	}
 	s.lastFailure = nil
 	s.fetched = s.now()
-	s.cached.Store(&keys)
+	old := s.cached.Swap(&keys)
+	if old != nil && s.onChange != nil && !sameKeys(*old, keys) {
+		s.onChange()
+	}
 	return nil
+}
+
+// sameKeys reports whether two key sets verify exactly the same tokens.
+func sameKeys(a, b []verificationKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		k, ok := a[i].key.(interface{ Equal(crypto.PublicKey) bool })
+		if a[i].id != b[i].id || !slices.Equal(a[i].algs, b[i].algs) || !ok || !k.Equal(b[i].key) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *jwksSource) download(ctx context.Context) ([]verificationKey, error) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/fault"
+	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/validate"
 )
 
@@ -47,6 +48,13 @@ type JWTConfig struct {
 	// development tokens. Production configs leave it empty.
 	SigningKeyFile string `yaml:"signing_key_file"`
 	SigningKeyID   string `yaml:"signing_key_id"`
+	// CacheMaxLifetime is how long the identity of a verified token is
+	// reused without checking its signature again (default 60s; 0s turns
+	// the cache off). An entry never outlives the token's exp.
+	CacheMaxLifetime *duration.Duration `yaml:"cache_max_lifetime"`
+	// CacheMaxEntries bounds the verified-token cache (default 10000; the
+	// least recently used entry is evicted).
+	CacheMaxEntries int `yaml:"cache_max_entries"`
 }
 
 // JWTKey is one verification key with its algorithm allow-list.
@@ -84,6 +92,13 @@ func (c *JWTConfig) ApplyDefaults() {
 	if c.JWKSTimeout == 0 {
 		c.JWKSTimeout = duration.Duration(5 * time.Second)
 	}
+	if c.CacheMaxLifetime == nil {
+		d := duration.Duration(time.Minute)
+		c.CacheMaxLifetime = &d
+	}
+	if c.CacheMaxEntries == 0 {
+		c.CacheMaxEntries = 10000
+	}
 }
 
 // Validate records problems under path. It loads key files, so missing or
@@ -116,6 +131,12 @@ func (c *JWTConfig) Validate(p *validate.Problems, path string) {
 		if c.JWKSTimeout.D() <= 0 || c.JWKSTimeout.D() > 30*time.Second {
 			p.Addf(validate.Join(path, "jwks_timeout"), "must be between 0 and 30s")
 		}
+	}
+	if l := c.CacheMaxLifetime; l != nil && (l.D() < 0 || l.D() > time.Hour) {
+		p.Addf(validate.Join(path, "cache_max_lifetime"), "must be between 0s (no cache) and 1h")
+	}
+	if c.CacheMaxEntries < 1 || c.CacheMaxEntries > 1000000 {
+		p.Addf(validate.Join(path, "cache_max_entries"), "must be between 1 and 1000000")
 	}
 	for i, k := range c.Keys {
 		if _, err := loadKey(k); err != nil {
@@ -305,15 +326,17 @@ type JWT struct {
 	jwks   *jwksSource
 	parser *jwt.Parser
 	now    func() time.Time
+	cache  *tokenCache // nil when cache_max_lifetime is 0
 }
 
 // JWTOption adjusts a JWT authenticator.
 type JWTOption func(*jwtOptions)
 
 type jwtOptions struct {
-	log    *zap.Logger
-	client *http.Client
-	now    func() time.Time
+	log     *zap.Logger
+	client  *http.Client
+	now     func() time.Time
+	metrics *metrics.Metrics
 }
 
 // WithLogger sets the logger for JWKS fetch failures.
@@ -322,6 +345,9 @@ func WithLogger(l *zap.Logger) JWTOption { return func(o *jwtOptions) { o.log = 
 // WithHTTPClient sets the client used to fetch the JWKS (its Timeout
 // overrides jwks_timeout).
 func WithHTTPClient(c *http.Client) JWTOption { return func(o *jwtOptions) { o.client = c } }
+
+// WithMetrics counts the verified-token cache's hits and misses.
+func WithMetrics(m *metrics.Metrics) JWTOption { return func(o *jwtOptions) { o.metrics = m } }
 
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) JWTOption { return func(o *jwtOptions) { o.now = now } }
@@ -341,8 +367,16 @@ func NewJWT(cfg JWTConfig, opts ...JWTOption) (*JWT, error) {
 		}
 		a.keys = append(a.keys, vk)
 	}
+	if cfg.CacheMaxLifetime != nil {
+		a.cache = newTokenCache(cfg.CacheMaxLifetime.D(), cfg.CacheMaxEntries, cfg.Leeway.D(), o.metrics)
+	}
 	if cfg.JWKSURL != "" {
 		a.jwks = newJWKSSource(cfg.JWKSURL, cfg.JWKSRefresh.D(), cfg.JWKSMinInterval.D(), cfg.JWKSTimeout.D(), o.client, o.log, func() time.Time { return a.now() })
+		if a.cache != nil {
+			// An identity proven with a key the set no longer holds must
+			// not be served from the cache.
+			a.jwks.onChange = a.cache.flush
+		}
 	}
 	var all []string
 	for _, l := range algsByKind {
@@ -375,7 +409,7 @@ func (a *JWT) Authenticate(r *http.Request) (Identity, error) {
 		// Not a bearer token (for example an AWS4-HMAC-SHA256 signature).
 		return Identity{}, ErrNoCredentials
 	}
-	return a.Verify(raw)
+	return a.verifyCached(raw)
 }
 
 // Verify checks a raw token and maps its claims to an Identity.

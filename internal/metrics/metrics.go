@@ -34,6 +34,7 @@ type Metrics struct {
 	RateLimitBackend  *prometheus.GaugeVec   // backend: redis, local (1 = in use)
 	RevocationHits    *prometheus.CounterVec // kind
 	AuthFailures      *prometheus.CounterVec // method, reason
+	JWTCacheEvents    *prometheus.CounterVec // event: hit, miss, eviction, flush
 	PackedPolicySize  prometheus.Histogram
 	ServedLifetime    prometheus.Histogram
 	STSThrottles      prometheus.Counter
@@ -76,6 +77,7 @@ func New(version string) *Metrics {
 	m.RateLimitBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limiter_backend", Help: "Which limiter is in use (1): redis or local fallback."}, []string{"backend"})
 	m.RevocationHits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "revocation_hits_total", Help: "Requests refused by a revocation, by kind."}, []string{"kind"})
 	m.AuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Authentication failures by method and reason."}, []string{"method", "reason"})
+	m.JWTCacheEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jwt_cache_events_total", Help: "Verified-token cache events: hit (signature check skipped), miss, eviction (the cache was full), flush (the key set changed)."}, []string{"event"})
 	m.PackedPolicySize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "packed_policy_size_percent", Help: "PackedPolicySize reported by STS (percent of the limit).", Buckets: []float64{5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100}})
 	m.ServedLifetime = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "served_credential_remaining_seconds", Help: "Remaining lifetime of served credentials.", Buckets: []float64{300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200}})
 	m.STSThrottles = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sts_throttles_total", Help: "Throttling answers from STS."})
@@ -84,7 +86,7 @@ func New(version string) *Metrics {
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info", Help: "Build information."}, []string{"version", "goversion"})
 	for _, c := range []prometheus.Collector{m.Requests, m.Issuances, m.Latency, m.BackendLatency, m.BackendErrors, m.CacheEvents, m.CacheSize,
 		m.CacheOldestLeft, m.AuditWriteLatency, m.AuditBatchSize, m.AuditFailures, m.AuditAnchorAge, m.RateLimited, m.RateLimitBackend,
-		m.RevocationHits, m.AuthFailures, m.PackedPolicySize, m.ServedLifetime, m.STSThrottles, m.TLSCertExpiry, m.ConfigReloads, m.BuildInfo} {
+		m.RevocationHits, m.AuthFailures, m.JWTCacheEvents, m.PackedPolicySize, m.ServedLifetime, m.STSThrottles, m.TLSCertExpiry, m.ConfigReloads, m.BuildInfo} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())
@@ -204,6 +206,14 @@ func (m *Metrics) AuthFailure(method, reason string) {
 		return
 	}
 	m.AuthFailures.WithLabelValues(method, reason).Inc()
+}
+
+// JWTCache counts a verified-token cache event (hit, miss, eviction, flush).
+func (m *Metrics) JWTCache(event string) {
+	if m == nil {
+		return
+	}
+	m.JWTCacheEvents.WithLabelValues(event).Inc()
 }
 
 // Served records a served credential's remaining lifetime and packed size.

@@ -34,7 +34,10 @@ type Grant struct {
 	RoleARN    string `json:"role_arn,omitempty"`
 	ExternalID string `json:"-"` // a shared secret of sorts with the customer: not rendered
 	// Policy is the compact JSON session policy. It is never empty.
-	Policy            string        `json:"policy"`
+	Policy string `json:"policy"`
+	// PolicySHA256 is the hex SHA-256 of Policy when Decide made the grant
+	// ("" otherwise: compute it).
+	PolicySHA256      string        `json:"-"`
 	Duration          time.Duration `json:"-"`
 	SessionName       string        `json:"session_name"`
 	Tags              []Tag         `json:"tags,omitempty"`

@@ -27,7 +27,8 @@ const maxIDLen = 128
 // Decide only parses the request and matches it against precompiled rules.
 // Rules are immutable and safe for concurrent use.
 type Rules struct {
-	tenants map[string]*tenantRules
+	tenants  map[string]*tenantRules
+	policies policyCache
 }
 
 // tenantRules is one tenant with everything Decide needs precomputed.
@@ -276,16 +277,17 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 		}
 		d = min(req.Duration, t.MaxDuration.D())
 	}
-	policy, compacted, err := buildPolicy(op, loc, keys, t.policy)
+	cp, err := r.policies.policy(op, loc, keys, t.policy)
 	if err != nil {
 		return Grant{}, fault.Wrap(err, fault.InvalidRequest, "policy_too_large", "%v", err)
 	}
+	policy, compacted := cp.policy, cp.compacted
 	g := Grant{
 		Org: t.Org, Principal: s.Principal, Operation: op,
 		Bucket: loc.Bucket, Prefix: loc.Prefix, Keys: keys, Compacted: compacted,
 		JobID: req.JobID, TaskID: req.TaskID,
 		Backend: t.Backend, RoleARN: t.RoleARN, ExternalID: t.ExternalID,
-		Policy: policy, Duration: d,
+		Policy: policy, PolicySHA256: cp.sha256, Duration: d,
 		TransitiveTagKeys: t.TransitiveTagKeys,
 	}
 	vals := templateValues{varOrg: t.Org, varPrincipal: s.Principal, varJobID: req.JobID,

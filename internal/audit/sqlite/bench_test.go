@@ -36,7 +36,8 @@ func benchDurable(b *testing.B, wait time.Duration) {
 	t0 := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := w.Record(context.Background(), rec); err != nil {
+			// Announced, as the API announces each request's record.
+			if err := w.Expect().Record(context.Background(), rec); err != nil {
 				b.Error(err)
 				return
 			}
