@@ -387,7 +387,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 		}
-		id, err := s.authn.Load().worker.Authenticate(r)
+		id, err := s.authenticateWorker(r)
 		if err != nil {
 			if g := s.opt.AuthFailures; g != nil && !fault.Is(err, fault.BackendUnavailable) {
 				g.Failed(client)
@@ -408,6 +408,26 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
+// authenticateWorker runs the worker authenticators on a request that
+// carries at most one Authorization header.
+func (s *Server) authenticateWorker(r *http.Request) (auth.Identity, error) {
+	if err := singleAuthorization(r); err != nil {
+		return auth.Identity{}, err
+	}
+	return s.authn.Load().worker.Authenticate(r)
+}
+
+// singleAuthorization refuses a request with more than one Authorization
+// header: which one counts would be each reader's choice (Go's Get takes
+// the first, a proxy may take the last), so a valid token could carry an
+// unchecked one past a component that reads the other.
+func singleAuthorization(r *http.Request) error {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return fault.New(fault.InvalidRequest, "repeated_authorization", "send exactly one Authorization header")
+	}
+	return nil
+}
+
 // authenticateAdmin admits only admin identities; the failure is logged but
 // not written to the credential audit trail (no credential was asked for).
 func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
@@ -418,6 +438,10 @@ func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), keyAdminRoute, true))
+		if err := singleAuthorization(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		id, err := admin.Authenticate(r)
 		if err != nil {
 			fe := fault.From(err)
