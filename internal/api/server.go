@@ -54,7 +54,7 @@ type Options struct {
 	OpenAPI []byte
 	Now     func() time.Time
 	// Limiter, when set, throttles issuance (after scope decides, before
-	// vending; a grant the vendor serves from cache skips it).
+	// vending; grants the vendor serves from its cache included).
 	Limiter Limiter
 	// AuthFailures, when set, refuses a client address that keeps failing
 	// authentication before authenticating it (and before writing another

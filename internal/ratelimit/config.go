@@ -1,9 +1,9 @@
 // Package ratelimit throttles credential issuance with token buckets per
-// principal and per organization. Limits protect issuance (STS, the audit
-// trail), not repetition: the api skips the limiter for a grant its vendor
-// would serve from cache. With Redis configured the buckets are shared by
-// every replica; when Redis is unreachable each replica falls back to its
-// own buckets rather than refusing to vend.
+// principal and per organization. Every issuance spends a token, one the
+// credential cache serves included: each is a durable audit record. With
+// Redis configured the buckets are shared by every replica; when Redis is
+// unreachable each replica falls back to its own buckets rather than
+// refusing to vend.
 package ratelimit
 
 import (
