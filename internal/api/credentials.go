@@ -360,7 +360,7 @@ func (s *Server) tenantLabel(org string) string {
 
 func (s *Server) baseRecord(r *http.Request, start time.Time) audit.Record {
 	return audit.Record{
-		Time: start.UTC(), RequestID: RequestID(r.Context()), ClientAddr: clientAddr(r),
+		Time: start.UTC(), RequestID: RequestID(r.Context()), ClientAddr: s.clientAddr(r),
 		UserAgent: truncate(r.UserAgent(), 256), ReplicaID: s.opt.ReplicaID, PackedPolicySize: -1,
 		Latency: s.opt.Now().Sub(start),
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
@@ -24,11 +25,19 @@ type Limiter interface {
 	Allow(ctx context.Context, principal, org string) error
 }
 
-// AuthFailureGuard budgets failed authentications per client address.
-// Blocked is asked before authenticating; Failed is told after a failure.
+// AuthFailureGuard budgets failed authentications per client (an address
+// or the caller a trusted gateway asserts). Blocked is asked before
+// authenticating; Failed is told after a failure.
 type AuthFailureGuard interface {
 	Blocked(client string) (retryAfter time.Duration, blocked bool)
 	Failed(client string)
+}
+
+// Folder is implemented by recorders that count a refusal into a summary
+// record instead of recording it on its own (internal/denials): a client
+// over its failed-authentication budget is refused that way.
+type Folder interface {
+	Fold(rec audit.Record)
 }
 
 // RevocationChecker answers from a replica's in-memory revocation list.
