@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -122,5 +127,113 @@ func TestRedisLogsAreJSON(t *testing.T) {
 	}
 	if !sawRedis {
 		t.Fatalf("go-redis's dial failure was not logged at all; stderr:\n%s", p.stderr.String())
+	}
+}
+
+// holdIdle opens n keep-alive connections to addr from 127.<block>.x.y
+// (ten per source address), sends one request on each so it becomes an
+// idle keep-alive connection, and returns them still open. It takes about
+// two seconds whatever the server does.
+func holdIdle(t *testing.T, addr string, n, block int) []net.Conn {
+	t.Helper()
+	var out []net.Conn
+	for i := range n {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopback(block, i/10))}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			continue
+		}
+		out = append(out, c)
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: "+addr+"\r\n\r\n")
+	}
+	// Read the answers together: a connection the server never accepted
+	// (or closed at once) gives up at the shared deadline or at once.
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for _, c := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetReadDeadline(deadline)
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			_ = c.SetReadDeadline(time.Time{})
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range out {
+			c.Close()
+		}
+	})
+	return out
+}
+
+// metricValue reads one sample (name{labels} value) from /metrics text.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// TestIdleConnectionsCannotExhaustDescriptors runs the binary with a
+// hard descriptor limit of 512 and holds more idle keep-alive connections
+// than it can have open (600 on the API listener from 60 addresses, 100
+// on the admin listener). Without connection caps the process ran out of
+// descriptors: accepts failed, /healthz and /credentials timed out and
+// checkpoint anchoring failed with "too many open files". With them, both
+// listeners' /healthz and a real /credentials request still answer.
+func TestIdleConnectionsCannotExhaustDescriptors(t *testing.T) {
+	p := startServe(t, nil, "sh", "-c", `ulimit -n 512 && exec "$0" "$@"`)
+	holdIdle(t, p.addr, 600, 5)
+	holdIdle(t, p.admin, 100, 6)
+	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, u := range []string{"http://" + p.addr + "/healthz", "http://" + p.admin + "/healthz", "http://" + p.admin + "/readyz"} {
+		resp, err := fresh.Get(u)
+		if err != nil {
+			t.Fatalf("%s while the idle connections are held: %v\nstderr:\n%s", u, err, p.stderr.String())
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", u, resp.StatusCode)
+		}
+	}
+	if code, err := p.credentials(t, fresh, "J1"); err != nil || code != 200 {
+		t.Fatalf("/credentials while the idle connections are held: %d %v\nstderr:\n%s", code, err, p.stderr.String())
+	}
+	resp, err := fresh.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(b)
+	limit := metricValue(t, text, `dispenser_connections_limit{listener="api"}`)
+	open := metricValue(t, text, `dispenser_connections_open{listener="api"}`)
+	if limit != 512-256-64 || open > limit {
+		t.Fatalf("api listener: %v open, cap %v; want the cap derived from 512 descriptors (192) and no more open", open, limit)
+	}
+	shed := metricValue(t, text, `dispenser_connections_idle_closed_total{listener="api"}`) +
+		metricValue(t, text, `dispenser_connections_refused_total{listener="api",reason="max_connections"}`)
+	if shed < 600-limit {
+		t.Fatalf("%v connections shed on the api listener, want at least %v", shed, 600-limit)
+	}
+	if metricValue(t, text, `dispenser_connections_idle_closed_total{listener="admin"}`)+
+		metricValue(t, text, `dispenser_connections_refused_total{listener="admin",reason="max_connections"}`) < 100-64 {
+		t.Fatalf("admin listener shed too few connections:\n%s", text)
+	}
+	if strings.Contains(p.stderr.String(), "too many open files") {
+		t.Fatalf("the process ran out of descriptors:\n%s", p.stderr.String())
 	}
 }
