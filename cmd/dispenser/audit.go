@@ -21,6 +21,7 @@ import (
 	"github.com/vtk/dispenser/internal/audit/postgres"
 	"github.com/vtk/dispenser/internal/audit/sqlite"
 	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/denials"
 	"github.com/vtk/dispenser/internal/fault"
 )
 
@@ -159,19 +160,19 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	return w, nil
 }
 
-// announcingWriter lets the API announce each request's record to the
-// audit writer (api.Announcer), so its group commit waits only for
-// requests actually on their way.
-type announcingWriter struct{ *audit.Writer }
+// announcingTrail lets the API announce each request's record through the
+// denial budget to the audit writer (api.Announcer), so the writer's group
+// commit waits only for requests actually on their way.
+type announcingTrail struct{ *denials.Trail }
 
 // Expect implements api.Announcer.
-func (w announcingWriter) Expect() api.Expectation { return w.Writer.Expect() }
+func (t announcingTrail) Expect() api.Expectation { return t.Trail.Expect() }
 
-var _ api.Announcer = announcingWriter{}
+var _ api.Announcer = announcingTrail{}
 
 const auditUsage = `Usage:
   dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
-                         [--outcome issued|denied|failed|revoked|unrevoked] [--bucket B] [--since RFC3339] [--until RFC3339]
+                         [--outcome issued|denied|failed|revoked|unrevoked|summarized] [--bucket B] [--since RFC3339] [--until RFC3339]
                          [--limit N] [--cursor C] [--format table|json|ndjson]
   dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
                          exit 0: verified; 1: tampering found; 2: verified, but records after the newest

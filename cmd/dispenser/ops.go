@@ -249,7 +249,8 @@ func restartOnly(old, cur *config.Config) []string {
 		}
 	}
 	// The server section (listeners, timeouts, floor, hosts, body limit,
-	// mTLS client auth mode) and logging are read once at start.
+	// mTLS client auth mode, connection caps, trusted proxies) and logging
+	// are read once at start.
 	check("server", serverSansTLS(old.Server), serverSansTLS(cur.Server))
 	check("log", old.Log, cur.Log)
 	check("admin.pprof", old.Admin.PProf, cur.Admin.PProf)
@@ -258,6 +259,9 @@ func restartOnly(old, cur *config.Config) []string {
 	// The budget in effect, not just the setting: unset, it depends on
 	// whether a gateway or proxy fronts the dispenser.
 	check("rate_limits.auth_failures_per_client", authFailureLimit(old), authFailureLimit(cur))
+	// The denial-record budget and its summaries are built once.
+	check("rate_limits.denial_records", old.RateLimits.DenialRecords, cur.RateLimits.DenialRecords)
+	check("rate_limits.denial_summary_interval", old.RateLimits.DenialSummaryInterval, cur.RateLimits.DenialSummaryInterval)
 	check("revocation", old.Revocation, cur.Revocation)
 	check("correlate", old.Correlate, cur.Correlate)
 	types := func(c *config.Config) map[string]string {

@@ -55,26 +55,56 @@ tenants:
 	if got := restartOnly(old, cur); !slices.Contains(got, "backends.sts") {
 		t.Errorf("backend option change not named: %v", got)
 	}
-	// Adding a gateway turns the unset failed-auth budget off, which only
-	// a restart applies: the reload must say so.
+	// Putting the dispenser behind a TLS proxy it does not trust turns the
+	// unset failed-auth budget off, which only a restart applies: the
+	// reload must say so.
 	cur = base()
-	cur.Auth.Gateway = &auth.GatewayConfig{}
+	cur.Server.BehindTLSProxy = true
 	if got := restartOnly(old, cur); !slices.Contains(got, "rate_limits.auth_failures_per_client") {
-		t.Errorf("a gateway added by reload leaves the budget on unannounced: %v", got)
+		t.Errorf("behind_tls_proxy added by reload leaves the budget on unannounced: %v", got)
+	}
+	cur = base()
+	cur.RateLimits.DenialRecords = &ratelimit.Limit{Rate: 1, Burst: 1}
+	cur.RateLimits.DenialSummaryInterval *= 2
+	got = restartOnly(old, cur)
+	for _, want := range []string{"rate_limits.denial_records", "rate_limits.denial_summary_interval"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("restartOnly = %v, missing %q", got, want)
+		}
+	}
+	cur = base()
+	cur.Server.MaxConnections = 100
+	cur.Server.TrustedProxies = []string{"10.0.0.0/8"}
+	if got := restartOnly(old, cur); !slices.Contains(got, "server") {
+		t.Errorf("connection caps and trusted proxies are read at start: %v", got)
 	}
 }
 
-// TestAuthFailureGuardDefault: on by default for direct callers, off by
-// default behind a proxy or gateway, explicit settings win.
+// TestAuthFailureGuardDefault: on by default for direct callers, behind a
+// gateway and behind a trusted proxy (the budget keys on what they
+// assert); off by default only behind a TLS proxy the dispenser cannot see
+// past; explicit settings win.
 func TestAuthFailureGuardDefault(t *testing.T) {
 	direct := &config.Config{}
 	if authFailureGuard(direct) == nil {
 		t.Error("direct callers: want the default guard")
 	}
+	gateway := &config.Config{}
+	gateway.Server.BehindTLSProxy = true
+	gateway.Auth.Gateway = &auth.GatewayConfig{}
+	if authFailureGuard(gateway) == nil {
+		t.Error("behind a gateway: want the default guard (keyed on the asserted caller)")
+	}
+	trusted := &config.Config{}
+	trusted.Server.BehindTLSProxy = true
+	trusted.Server.TrustedProxies = []string{"10.0.0.0/8"}
+	if authFailureGuard(trusted) == nil {
+		t.Error("behind a trusted proxy: want the default guard (keyed on the forwarded address)")
+	}
 	proxied := &config.Config{}
 	proxied.Server.BehindTLSProxy = true
 	if authFailureGuard(proxied) != nil {
-		t.Error("behind a proxy: the guard must be off by default")
+		t.Error("behind an untrusted proxy: the guard must be off by default")
 	}
 	proxied.RateLimits.AuthFailuresPerClient = &ratelimit.Limit{Rate: 1, Burst: 5}
 	if authFailureGuard(proxied) == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/diskspace"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/ratelimit"
 	"github.com/vtk/dispenser/internal/revoke"
@@ -128,6 +129,9 @@ type appDeps struct {
 	// requests keep naming the real STS hosts, so the endpoint allow-list
 	// is exercised as in production.
 	STSClient *http.Client
+	// FreeSpace reads the SQLite audit volume's free space (default
+	// statfs). Tests report a nearly full volume without filling one.
+	FreeSpace diskspace.FreeFunc
 }
 
 // authDeps are the authenticator dependencies of a build or a reload.
@@ -220,13 +224,17 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 	// stops, so a replica cut off from the store never ignores revocations.
 	maxAge := max(5*cfg.Revocation.PollInterval.D(), 10*time.Second)
 	a.revocations = revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke"), Metrics: a.metrics, MaxAge: maxAge})
+	// Refusals past the denial-record budget (or with the audit volume
+	// low) become summaries; issuances and revocation changes are all
+	// recorded.
+	decisions := a.wireDenials(recorder)
 	a.server = api.New(api.Options{
 		Logger:             log,
 		Authenticator:      chain,
 		AdminAuthenticator: admin,
 		Rules:              rules,
 		Vendor:             a.vendor,
-		Recorder:           announcingWriter{recorder},
+		Recorder:           announcingTrail{decisions},
 		Audit:              &audit.Service{Trail: a.trail, Checkpointer: a.checkpointer, OriginBase: cfg.Audit.Checkpoint.Origin},
 		MinRemaining:       cfg.Server.MinRemaining.D(),
 		AllowedHosts:       cfg.Server.AllowedHosts,
@@ -238,6 +246,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		Limiter:            a.limiter,
 		Revocations:        a.revocations,
 		AuthFailures:       authFailureGuard(cfg),
+		TrustedProxies:     trustedProxies(cfg),
 		RevocationAdmin:    a.revocations,
 	})
 	return a, nil
@@ -307,9 +316,11 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 // authFailureGuard builds the per-client budget of failed authentications,
 // or returns nil (no guard) when it is turned off.
 //
-// Unset, it is on by default only when callers connect directly: behind a
-// TLS-terminating proxy or a gateway every caller has the proxy's address,
-// and one misbehaving worker would get every worker refused.
+// Unset, it is on by default, keyed on the TCP peer, the address a trusted
+// proxy forwards or the caller a trusted gateway asserts. Only behind a
+// TLS proxy the dispenser does not trust to forward addresses is it off:
+// every caller would have the proxy's address, and one misbehaving worker
+// would get every worker refused.
 func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
 	l := authFailureLimit(cfg)
 	if l == nil {
@@ -323,7 +334,7 @@ func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
 func authFailureLimit(cfg *config.Config) *ratelimit.Limit {
 	l := cfg.RateLimits.AuthFailuresPerClient
 	if l == nil {
-		if cfg.Server.BehindTLSProxy || cfg.Auth.Gateway != nil {
+		if behindUntrustedProxy(cfg) {
 			return nil
 		}
 		l = &ratelimit.DefaultAuthFailures
@@ -437,11 +448,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "admin listen:", err)
 		return 1
 	}
+	capped, cappedAdmin, err := a.capListeners(ln, adminLn)
+	if err != nil {
+		_ = ln.Close()
+		_ = adminLn.Close()
+		fmt.Fprintln(stderr, "serve:", err)
+		return 1
+	}
+	ln, adminLn = capped, cappedAdmin
+	srv.ConnState = capped.ConnState
+	if behindUntrustedProxy(cfg) {
+		log.Warn("behind_tls_proxy without server.trusted_proxies: every caller has the proxy's address, so the failed-authentication budget is off unless set explicitly and connections are not capped per client; list the proxy in server.trusted_proxies")
+	}
 	if host, _, _ := net.SplitHostPort(cfg.Server.AdminListen); !config.IsLoopback(host) {
 		log.Warn("the admin listener (/metrics, /healthz, /readyz) has no authentication and listens beyond loopback: restrict it with a network policy",
 			zap.String("addr", adminLn.Addr().String()))
 	}
 	adminSrv := a.adminServer()
+	adminSrv.ConnState = cappedAdmin.ConnState
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", zap.Error(err))

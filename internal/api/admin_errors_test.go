@@ -62,6 +62,10 @@ func TestAdminErrors(t *testing.T) {
 		{name: "revocation store down", method: "POST", target: "/v1/revocations", route: "/v1/revocations", body: `{"kind":"job","value":"x","reason":"r"}`, hdr: json1, revStoreDown: true, status: 503, code: fault.BackendUnavailable},
 		{name: "delete unknown revocation", method: "DELETE", target: "/v1/revocations/nope", route: "/v1/revocations/{id}", status: 404, code: fault.NotFound},
 		{name: "delete store down", method: "DELETE", target: "/v1/revocations/nope", route: "/v1/revocations/{id}", revStoreDown: true, status: 503, code: fault.BackendUnavailable},
+		{name: "revocation value with NUL", method: "POST", target: "/v1/revocations", route: "/v1/revocations", body: `{"kind":"job","value":"x\u0000","reason":"r"}`, hdr: json1, status: 400, code: fault.InvalidRequest},
+		{name: "revocation body not UTF-8", method: "POST", target: "/v1/revocations", route: "/v1/revocations", body: "{\"kind\":\"job\",\"value\":\"\xff\",\"reason\":\"r\"}", hdr: json1, status: 400, code: fault.InvalidRequest},
+		{name: "delete id with NUL", method: "DELETE", target: "/v1/revocations/rev%00", route: "/v1/revocations/{id}", status: 400, code: fault.InvalidRequest},
+		{name: "receipt id not UTF-8", target: "/v1/audit/main:%FF/proof", route: "/v1/audit/{id}/proof", status: 400, code: fault.InvalidRequest},
 		{name: "revocations wrong method", method: "PUT", target: "/v1/revocations", route: "", status: 405, code: fault.MethodNotAllowed},
 	} {
 		t.Run(c.name, func(t *testing.T) {

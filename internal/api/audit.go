@@ -152,7 +152,12 @@ func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
 const exportPageTimeout = 30 * time.Second
 
 func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
-	rc, err := s.opt.Audit.Receipt(r.Context(), chi.URLParam(r, "id"))
+	id := chi.URLParam(r, "id")
+	if err := checkPathText("id", id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rc, err := s.opt.Audit.Receipt(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, auditReadError(err))
 		return

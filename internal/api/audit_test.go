@@ -52,6 +52,7 @@ func TestParseAuditFilter(t *testing.T) {
 		{"limit=0", audit.Filter{}, "bad_limit"},
 		{"limit=x", audit.Filter{}, "bad_limit"},
 		{"outcome=maybe", audit.Filter{}, "bad_filter"},
+		{"outcome=summarized", audit.Filter{Outcome: audit.Summarized, Limit: 100}, ""},
 		{"principal=%FF", audit.Filter{}, "bad_filter"},
 		{"job_id=j%00", audit.Filter{}, "bad_filter"},
 		{"since=yesterday", audit.Filter{}, "bad_time"},

@@ -1,16 +1,19 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
@@ -22,11 +25,19 @@ type Limiter interface {
 	Allow(ctx context.Context, principal, org string) error
 }
 
-// AuthFailureGuard budgets failed authentications per client address.
-// Blocked is asked before authenticating; Failed is told after a failure.
+// AuthFailureGuard budgets failed authentications per client (an address
+// or the caller a trusted gateway asserts). Blocked is asked before
+// authenticating; Failed is told after a failure.
 type AuthFailureGuard interface {
 	Blocked(client string) (retryAfter time.Duration, blocked bool)
 	Failed(client string)
+}
+
+// Folder is implemented by recorders that count a refusal into a summary
+// record instead of recording it on its own (internal/denials): a client
+// over its failed-authentication budget is refused that way.
+type Folder interface {
+	Fold(rec audit.Record)
 }
 
 // RevocationChecker answers from a replica's in-memory revocation list.
@@ -79,14 +90,25 @@ type RevocationList struct {
 
 func (s *Server) addRevocation(w http.ResponseWriter, r *http.Request) {
 	var req RevocationRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.writeError(w, r, fault.New(fault.RequestTooLarge, "body_too_large", "request body is too large"))
 			return
 		}
+		s.writeError(w, r, fault.Wrap(err, fault.InvalidRequest, "bad_body", "request body could not be read"))
+		return
+	}
+	// encoding/json would replace invalid UTF-8 by U+FFFD: the operator
+	// would revoke a value other than the one sent.
+	if !utf8.Valid(raw) {
+		s.writeError(w, r, fault.New(fault.InvalidRequest, "bad_json", "request body must be UTF-8"))
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
 		s.writeError(w, r, fault.Wrap(err, fault.InvalidRequest, "bad_json", "request body is not a valid revocation: %s", jsonProblem(err)))
 		return
 	}
@@ -138,7 +160,12 @@ func (s *Server) listRevocations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteRevocation(w http.ResponseWriter, r *http.Request) {
 	admin, _ := IdentityFrom(r.Context())
-	if err := s.opt.RevocationAdmin.Delete(r.Context(), chi.URLParam(r, "id"), admin.Principal); err != nil {
+	id := chi.URLParam(r, "id")
+	if err := checkPathText("id", id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.opt.RevocationAdmin.Delete(r.Context(), id, admin.Principal); err != nil {
 		var inc *revoke.Incomplete
 		if !errors.As(err, &inc) {
 			s.writeError(w, r, err)
@@ -153,6 +180,16 @@ func (s *Server) deleteRevocation(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkPathText refuses a path parameter no store keeps as text (NUL,
+// invalid UTF-8): PostgreSQL would fail the query (a 503), SQLite would
+// look it up; either way it names nothing that can exist.
+func checkPathText(name, v string) error {
+	if !revoke.Text(v) {
+		return fault.New(fault.InvalidRequest, "bad_"+name, "%s must be UTF-8 without NUL", name)
+	}
+	return nil
 }
 
 // checkRevoked refuses a revoked caller, org, job or task.

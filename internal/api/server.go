@@ -18,6 +18,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
@@ -77,12 +78,16 @@ type Options struct {
 	OpenAPI []byte
 	Now     func() time.Time
 	// Limiter, when set, throttles issuance (after scope decides, before
-	// vending; a grant the vendor serves from cache skips it).
+	// vending; grants the vendor serves from its cache included).
 	Limiter Limiter
-	// AuthFailures, when set, refuses a client address that keeps failing
+	// AuthFailures, when set, refuses a client that keeps failing
 	// authentication before authenticating it (and before writing another
-	// audit record for it).
+	// audit record for it). The client is the caller a trusted gateway
+	// asserts (auth.ClientKeyer), else the client address.
 	AuthFailures AuthFailureGuard
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client address (budgets, records, logs); empty: the TCP peer.
+	TrustedProxies clientip.Trusted
 	// Revocations, when set, refuses revoked callers, jobs, tasks and keys.
 	Revocations RevocationChecker
 	// RevocationAdmin, when set with AdminAuthenticator, serves the
@@ -410,25 +415,37 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		start := s.opt.Now()
-		client := clientAddr(r)
+		client := s.clientAddr(r)
+		key := s.failureKey(r, client)
 		if g := s.opt.AuthFailures; g != nil {
-			if wait, blocked := g.Blocked(client); blocked {
-				// Not authenticated and not a credential decision: refused
-				// without an audit record, counted and logged (sampled).
+			if wait, blocked := g.Blocked(key); blocked {
+				// Refused before authentication: no record of its own
+				// (a flood would grow the trail), but counted into the
+				// trail's summary of refusals, the metrics and the log
+				// (sampled).
+				err := fault.New(fault.Throttled, "rate_limited_auth_failures",
+					"too many failed authentications from this client; retry later").WithRetryAfter(max(wait, time.Second))
 				s.opt.Metrics.Limited("auth_failures")
 				s.log(r).Info("client over its failed-authentication budget", zap.String("client", client))
-				s.writeError(w, r, fault.New(fault.Throttled, "rate_limited_auth_failures",
-					"too many failed authentications from this address; retry later").WithRetryAfter(max(wait, time.Second)))
+				if f, ok := s.opt.Recorder.(Folder); ok {
+					rec := s.baseRecord(r, start)
+					rec.Outcome, rec.Reason = audit.Denied, err.Reason
+					f.Fold(rec)
+				}
+				s.writeError(w, r, err)
 				return
 			}
 		}
-		id, err := s.authn.Load().worker.Authenticate(r)
+		id, err := s.authenticateWorker(r)
 		if err != nil {
-			if g := s.opt.AuthFailures; g != nil && !fault.Is(err, fault.BackendUnavailable) {
-				g.Failed(client)
+			// Every failure spends the budget, a dependency being down
+			// (JWKS, STS, the key store) included: forged requests that
+			// reach an outage must not escape it.
+			if g := s.opt.AuthFailures; g != nil {
+				g.Failed(key)
 			}
 			fe := fault.From(err)
-			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
+			s.log(r).Info("authentication failed", zap.String("reason", fe.Reason), zap.String("client", client))
 			s.opt.Metrics.AuthFailure(authMethodOf(fe), fe.Reason)
 			s.opt.Metrics.Decision("", "", "", "denied", fe.Reason, s.opt.Now().Sub(start))
 			rec := s.baseRecord(r, start)
@@ -443,6 +460,26 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
+// authenticateWorker runs the worker authenticators on a request that
+// carries at most one Authorization header.
+func (s *Server) authenticateWorker(r *http.Request) (auth.Identity, error) {
+	if err := singleAuthorization(r); err != nil {
+		return auth.Identity{}, err
+	}
+	return s.authn.Load().worker.Authenticate(r)
+}
+
+// singleAuthorization refuses a request with more than one Authorization
+// header: which one counts would be each reader's choice (Go's Get takes
+// the first, a proxy may take the last), so a valid token could carry an
+// unchecked one past a component that reads the other.
+func singleAuthorization(r *http.Request) error {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return fault.New(fault.InvalidRequest, "repeated_authorization", "send exactly one Authorization header")
+	}
+	return nil
+}
+
 // authenticateAdmin admits only admin identities; the failure is logged but
 // not written to the credential audit trail (no credential was asked for).
 func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
@@ -453,10 +490,14 @@ func (s *Server) authenticateAdmin(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), keyAdminRoute, true))
+		if err := singleAuthorization(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		id, err := admin.Authenticate(r)
 		if err != nil {
 			fe := fault.From(err)
-			s.log(r).Info("admin authentication failed", zap.String("reason", fe.Reason), zap.String("client", clientAddr(r)))
+			s.log(r).Info("admin authentication failed", zap.String("reason", fe.Reason), zap.String("client", s.clientAddr(r)))
 			s.opt.Metrics.AuthFailure("admin", fe.Reason)
 			s.writeError(w, r, err)
 			return
@@ -483,12 +524,19 @@ func auditUnavailable(err error) *fault.Error {
 	return fault.Wrap(err, fault.AuditUnavailable, "audit_unavailable", "the audit trail cannot record this request; no credentials were issued").WithRetryAfter(2 * time.Second)
 }
 
-func clientAddr(r *http.Request) string {
-	h, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// clientAddr is the client's address: the TCP peer, or the address a
+// trusted proxy forwards.
+func (s *Server) clientAddr(r *http.Request) string { return s.opt.TrustedProxies.Of(r) }
+
+// failureKey is whom a failed authentication is charged to: the caller a
+// trusted gateway asserts, else the client address.
+func (s *Server) failureKey(r *http.Request, client string) string {
+	if k, ok := s.authn.Load().worker.(auth.ClientKeyer); ok {
+		if key, ok := k.ClientKey(r); ok {
+			return key
+		}
 	}
-	return h
+	return client
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

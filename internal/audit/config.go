@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vtk/dispenser/internal/diskspace"
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/validate"
 )
@@ -49,7 +50,16 @@ type Config struct {
 	// boundary record and a signed checkpoint at the cut are kept, so the
 	// remaining trail still verifies.
 	Retention duration.Duration `yaml:"retention"`
+	// MinFreeSpace is the free-space floor of the SQLite volume (default
+	// 256MiB; 0 turns the check off): below it refusals are recorded as
+	// summaries only and dispenser_audit_volume_low is 1, well before a
+	// full volume fails every write (and so every request).
+	MinFreeSpace *diskspace.Bytes `yaml:"min_free_space"`
 }
+
+// DefaultMinFreeSpace is the SQLite volume's free-space floor when none is
+// configured.
+const DefaultMinFreeSpace = 256 << 20
 
 // CheckpointConfig configures the signed checkpoints.
 type CheckpointConfig struct {
@@ -103,6 +113,10 @@ func (c *Config) ApplyDefaults() {
 		if c.AnchorDir == "" {
 			c.AnchorDir = c.Path + ".anchors"
 		}
+		if c.MinFreeSpace == nil {
+			v := diskspace.Bytes(DefaultMinFreeSpace)
+			c.MinFreeSpace = &v
+		}
 	}
 }
 
@@ -151,6 +165,9 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	}
 	if r := c.Retention.D(); r != 0 && r < time.Hour {
 		p.Addf(validate.Join(path, "retention"), "must be 0 (keep forever) or at least 1h")
+	}
+	if c.Type == "postgres" && c.MinFreeSpace != nil && *c.MinFreeSpace != 0 {
+		p.Addf(validate.Join(path, "min_free_space"), "applies to type sqlite only (PostgreSQL's volume is the database server's)")
 	}
 	if w := c.Wait(); w < 0 || w > time.Second {
 		p.Addf(validate.Join(path, "batch_wait"), "must be between 0 and 1s")

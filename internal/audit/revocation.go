@@ -15,6 +15,8 @@ func (o Outcome) Known() bool {
 	switch o {
 	case Issued, Denied, Failed, Revoked, Unrevoked:
 		return true
+	case Summarized: // refusals counted past the denial-record budget
+		return true
 	}
 	return false
 }

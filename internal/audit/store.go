@@ -204,7 +204,7 @@ func (f *Filter) Normalize() error {
 		return fmt.Errorf("limit must be between 1 and %d", MaxLimit)
 	}
 	if f.Outcome != "" && !f.Outcome.Known() {
-		return fmt.Errorf("outcome must be issued, denied, failed, revoked or unrevoked")
+		return fmt.Errorf("outcome must be issued, denied, failed, revoked, unrevoked or summarized")
 	}
 	// Stored values are valid UTF-8 without NUL (see the API's auditText),
 	// so such a filter matches nothing; PostgreSQL would refuse it as a

@@ -63,6 +63,14 @@ type Challenger interface {
 	Challenge() string
 }
 
+// ClientKeyer is implemented by authenticators that know who a request
+// comes from better than its TCP peer does (a trusted gateway asserts the
+// caller). ClientKey returns false when it has nothing to say; the key is
+// only used to budget failed authentications, never as an identity.
+type ClientKeyer interface {
+	ClientKey(r *http.Request) (string, bool)
+}
+
 // Chain tries each authenticator in order. The first one that recognises a
 // credential decides: a failing credential is never retried with another
 // method, so a bad token cannot fall through to a weaker method.
@@ -78,6 +86,18 @@ func (c Chain) Authenticate(r *http.Request) (Identity, error) {
 		return id, err
 	}
 	return Identity{}, fault.New(fault.Unauthorized, "missing_credentials", "no credentials: authenticate with one of the methods named in WWW-Authenticate (bearer token, SigV4, ...)")
+}
+
+// ClientKey implements ClientKeyer: the first member's key that has one.
+func (c Chain) ClientKey(r *http.Request) (string, bool) {
+	for _, a := range c {
+		if k, ok := a.(ClientKeyer); ok {
+			if key, ok := k.ClientKey(r); ok {
+				return key, true
+			}
+		}
+	}
+	return "", false
 }
 
 // Challenges returns the distinct WWW-Authenticate challenges of the chain.

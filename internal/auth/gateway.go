@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"net/netip"
@@ -9,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/validate"
 )
@@ -132,6 +135,40 @@ func certNames(c *x509.Certificate) []string {
 		out = append(out, c.Subject.CommonName)
 	}
 	return out
+}
+
+// ClientKey implements ClientKeyer. A request from the trusted gateway is
+// keyed on the caller the gateway asserts (its ARN header) or, without
+// one, on the client address the gateway forwards in X-Forwarded-For:
+// every such request comes from the gateway's address, and keying a
+// budget on it would let one failing caller get every caller refused.
+func (g *Gateway) ClientKey(r *http.Request) (string, bool) {
+	arns := r.Header.Values(g.cfg.Header)
+	if len(arns) == 0 && r.Header.Get("X-Forwarded-For") == "" {
+		return "", false
+	}
+	if !g.trusted(r) {
+		return "", false
+	}
+	if len(arns) == 1 {
+		arn := strings.TrimSpace(arns[0])
+		if len(arn) > 512 {
+			sum := sha256.Sum256([]byte(arn))
+			arn = hex.EncodeToString(sum[:])
+		}
+		return "caller:" + arn, true
+	}
+	// The gateway's own hops (its proxy networks, and the peer itself
+	// when a client certificate made it trusted) are skipped.
+	peer, ok := clientip.Peer(r)
+	if !ok {
+		return "", false
+	}
+	hops := append(clientip.Trusted{netip.PrefixFrom(peer, peer.BitLen())}, g.proxies...)
+	if a, ok := hops.Forwarded(r); ok && !hops.Contains(a) {
+		return "addr:" + a.String(), true
+	}
+	return "", false
 }
 
 func gwErr(reason, format string, args ...any) *fault.Error {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -134,6 +135,49 @@ func TestGatewayTrust(t *testing.T) {
 	r.Header.Add("X-Dispenser-Caller-Arn", arn)
 	_, err = g.Authenticate(r)
 	wantReason(t, err, "gateway_malformed")
+}
+
+// TestGatewayClientKey: from the trusted gateway, the failed-auth budget
+// key is the asserted caller, or the address the gateway forwards; from
+// anyone else (or with nothing asserted) the chain has no key and the
+// TCP peer is used.
+func TestGatewayClientKey(t *testing.T) {
+	g, err := NewGateway(GatewayConfig{Header: "X-Dispenser-Caller-Arn", TrustedProxies: []string{"10.0.0.0/16"},
+		Principals: []ARNRule{{ARN: "arn:aws:sts::873682911326:assumed-role/VTKWorker/*", Org: "vtk"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := "arn:aws:sts::1:assumed-role/" + strings.Repeat("x", 600)
+	for _, tc := range []struct {
+		name, remote, arn, xff string
+		key                    string // "" = no key
+	}{
+		{"asserted caller", "10.0.3.4:1", "arn:aws:sts::1:assumed-role/R/s", "198.51.100.1", "caller:arn:aws:sts::1:assumed-role/R/s"},
+		{"forwarded address", "10.0.3.4:1", "", "1.2.3.4, 198.51.100.1", "addr:198.51.100.1"},
+		{"forwarded through a second gateway hop", "10.0.3.4:1", "", "198.51.100.1, 10.0.9.9", "addr:198.51.100.1"},
+		{"only gateway hops", "10.0.3.4:1", "", "10.0.9.9", ""},
+		{"nothing asserted", "10.0.3.4:1", "", "", ""},
+		{"untrusted peer", "192.0.2.1:1", "arn:aws:sts::1:assumed-role/R/s", "198.51.100.1", ""},
+		{"a very long ARN is hashed", "10.0.3.4:1", long, "", "caller:"},
+	} {
+		r := httptest.NewRequest("GET", "/credentials", nil)
+		r.RemoteAddr = tc.remote
+		if tc.arn != "" {
+			r.Header.Set("X-Dispenser-Caller-Arn", tc.arn)
+		}
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		key, ok := Chain{&JWT{}, g}.ClientKey(r)
+		switch {
+		case tc.key == "" && ok:
+			t.Errorf("%s: key %q, want none", tc.name, key)
+		case tc.key == "caller:" && (!ok || len(key) != len("caller:")+64):
+			t.Errorf("%s: key %q, want caller:<sha256>", tc.name, key)
+		case tc.key != "" && tc.key != "caller:" && key != tc.key:
+			t.Errorf("%s: key %q %v, want %q", tc.name, key, ok, tc.key)
+		}
+	}
 }
 
 func TestGatewayValidate(t *testing.T) {

@@ -425,6 +425,12 @@ func (a *JWT) Verify(raw string) (Identity, error) {
 	if err != nil || !tok.Valid {
 		return Identity{}, fault.Wrap(err, fault.Unauthorized, jwtReason(err), "invalid bearer token: %s", jwtMessage(err))
 	}
+	// RFC 7515 §4.1.11: a recipient must refuse a token whose "crit" names
+	// a header parameter it does not process. golang-jwt ignores "crit",
+	// and the dispenser processes no extension, so any "crit" is refused.
+	if _, ok := tok.Header["crit"]; ok {
+		return Identity{}, fault.New(fault.Unauthorized, "jwt_unsupported_crit", "invalid bearer token: it has critical header parameters (crit) this server does not process")
+	}
 	str := func(name string) string {
 		v, _ := claims[name].(string)
 		return v

@@ -112,6 +112,12 @@ func TestJWTVerify(t *testing.T) {
 		{name: "job_id of the wrong type", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"] = 42 }), k.ed), reason: "jwt_bad_binding"},
 		{name: "task_id of the wrong type", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["task_id"] = []string{"T1"} }), k.ed), reason: "jwt_bad_binding"},
 		{name: "job_id null", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"] = nil }), k.ed), reason: "jwt_bad_binding"},
+		// RFC 7515 §4.1.11: a critical header parameter the dispenser does
+		// not process makes the token unacceptable, whatever it names.
+		{name: "crit naming a claim", token: signHeader(t, jwt.SigningMethodEdDSA, "ed", valid, k.ed, map[string]any{"crit": []string{"exp"}}), reason: "jwt_unsupported_crit"},
+		{name: "crit naming an extension", token: signHeader(t, jwt.SigningMethodEdDSA, "ed", valid, k.ed, map[string]any{"crit": []string{"b64"}, "b64": false}), reason: "jwt_unsupported_crit"},
+		{name: "crit empty", token: signHeader(t, jwt.SigningMethodEdDSA, "ed", valid, k.ed, map[string]any{"crit": []string{}}), reason: "jwt_unsupported_crit"},
+		{name: "crit not a list", token: signHeader(t, jwt.SigningMethodEdDSA, "ed", valid, k.ed, map[string]any{"crit": "exp"}), reason: "jwt_unsupported_crit"},
 		{name: "job and task binding claims", token: sign(t, jwt.SigningMethodEdDSA, "ed", with(func(c jwt.MapClaims) { c["job_id"], c["task_id"] = "J1", "T1" }), k.ed),
 			want: Identity{Principal: "worker-1", Org: "acme", Method: MethodJWT, JobID: "J1", TaskID: "T1"}},
 	}

@@ -89,3 +89,20 @@ func sign(t testing.TB, m jwt.SigningMethod, kid string, c jwt.MapClaims, key an
 	}
 	return s
 }
+
+// signHeader is sign with extra JOSE header parameters.
+func signHeader(t testing.TB, m jwt.SigningMethod, kid string, c jwt.MapClaims, key any, hdr map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	for k, v := range hdr {
+		tok.Header[k] = v
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -24,8 +24,9 @@ type MTLSConfig struct {
 	// methods serve those that do not) or required (the TLS handshake fails
 	// without one, for every route including health checks).
 	ClientAuth string `yaml:"client_auth"`
-	// PrincipalFrom picks the name used as principal: uri (first URI SAN,
-	// e.g. a SPIFFE id), dns (first DNS SAN) or cn (subject common name).
+	// PrincipalFrom picks the name used as principal: uri (the URI SAN,
+	// e.g. a SPIFFE id; a certificate with several is refused), dns (first
+	// DNS SAN) or cn (subject common name).
 	PrincipalFrom string `yaml:"principal_from"`
 	// Principals map certificate names (patterns with * and ?) to orgs.
 	Principals []CertRule `yaml:"principals"`
@@ -165,7 +166,13 @@ func (m *MTLS) Authenticate(r *http.Request) (Identity, error) {
 	var name string
 	switch m.cfg.PrincipalFrom {
 	case "uri":
-		if len(leaf.URIs) > 0 {
+		// A SPIFFE SVID has exactly one URI SAN. With more, which one names
+		// the caller would be a choice the certificate holder could steer
+		// (the first today, another after a library change): refuse.
+		if len(leaf.URIs) > 1 {
+			return Identity{}, mtlsErr("ambiguous_principal", "the client certificate has %d URI names; exactly one is accepted", len(leaf.URIs))
+		}
+		if len(leaf.URIs) == 1 {
 			name = leaf.URIs[0].String()
 		}
 	case "dns":

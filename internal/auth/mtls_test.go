@@ -111,6 +111,25 @@ func TestMTLSHandshakes(t *testing.T) {
 			t.Fatalf("no uri: %v %v", out, err)
 		}
 	})
+	t.Run("two URI SANs", func(t *testing.T) {
+		// A SPIFFE SVID carries exactly one URI SAN: with two, which one
+		// names the caller is the certificate holder's choice.
+		two, _, _ := ca.Issue(t, authtest.Leaf{CN: "w1", URIs: []string{"spiffe://vtk.example/ns/workers/sa/w1", "spiffe://vtk.example/ns/admin/sa/root"}})
+		cfg := MTLSConfig{CAFile: caFile, Principals: rules}
+		cfg.ApplyDefaults()
+		srv := mtlsServer(t, cfg, ca)
+		out, err := call(t, clientFor(ca, &two), srv.URL)
+		if err != nil || out["error"] != "mtls_ambiguous_principal" || out["principal"] != "" {
+			t.Fatalf("two URI SANs: %v %v, want mtls_ambiguous_principal", out, err)
+		}
+		// principal_from dns or cn does not read URI SANs: not ambiguous.
+		cfg = MTLSConfig{CAFile: caFile, PrincipalFrom: "cn", Principals: []CertRule{{Match: "w1", Org: "vtk"}}}
+		cfg.ApplyDefaults()
+		srv = mtlsServer(t, cfg, ca)
+		if out, err := call(t, clientFor(ca, &two), srv.URL); err != nil || out["principal"] != "w1" {
+			t.Fatalf("cn with two URI SANs: %v %v", out, err)
+		}
+	})
 	t.Run("required", func(t *testing.T) {
 		cfg := MTLSConfig{CAFile: caFile, ClientAuth: "required", Principals: rules}
 		cfg.ApplyDefaults()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/auth"
+	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/correlate"
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/ratelimit"
@@ -75,6 +76,23 @@ type ServerConfig struct {
 	// WatchConfig reloads the configuration when its file changes (SIGHUP
 	// always does).
 	WatchConfig bool `yaml:"watch_config"`
+	// TrustedProxies are CIDRs of proxies (the TCP peer, never a header)
+	// whose X-Forwarded-For names the client: the failed-authentication
+	// budget, audit records and logs then see callers, not the proxy.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MaxConnections caps the API listener's open connections (0: derived
+	// from the descriptor limit, see docs/limits.md). Near it, idle
+	// keep-alive connections are closed first; at it, new ones are closed
+	// at once.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerClient caps one client address's connections to the
+	// API listener (0: none). Unset: a tenth of max_connections, except
+	// behind a TLS proxy not listed in trusted_proxies (every connection
+	// comes from the proxy). Trusted proxies are never capped.
+	MaxConnectionsPerClient *int `yaml:"max_connections_per_client"`
+	// AdminMaxConnections caps the admin listener (default 64), whose
+	// descriptors are reserved apart from the API listener's.
+	AdminMaxConnections int `yaml:"admin_max_connections"`
 }
 
 // TLSConfig is the server certificate.
@@ -162,6 +180,9 @@ func (c *Config) ApplyDefaults() {
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = 64 << 10
 	}
+	if s.AdminMaxConnections == 0 {
+		s.AdminMaxConnections = 64
+	}
 	if s.ReplicaID == "" {
 		s.ReplicaID, _ = os.Hostname()
 	}
@@ -214,6 +235,18 @@ func (c *Config) Validate(p *validate.Problems) {
 	}
 	if s.MaxBodyBytes < 1024 {
 		p.Addf("server.max_body_bytes", "must be at least 1024")
+	}
+	if _, err := clientip.Parse(s.TrustedProxies); err != nil {
+		p.Addf("server.trusted_proxies", "%v", err)
+	}
+	if s.MaxConnections != 0 && s.MaxConnections < 16 {
+		p.Addf("server.max_connections", "must be at least 16 (0 derives it from the descriptor limit), got %d", s.MaxConnections)
+	}
+	if n := s.MaxConnectionsPerClient; n != nil && *n < 0 {
+		p.Addf("server.max_connections_per_client", "must be 0 (no cap) or more, got %d", *n)
+	}
+	if s.AdminMaxConnections < 4 || s.AdminMaxConnections > 1024 {
+		p.Addf("server.admin_max_connections", "must be between 4 and 1024 (probes and scrapes need only a few), got %d", s.AdminMaxConnections)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

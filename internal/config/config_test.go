@@ -51,8 +51,11 @@ func TestParseDefaults(t *testing.T) {
 	if c.Tenants[0].Backend != "default" || c.Tenants[0].MaxDuration.D() != time.Hour {
 		t.Fatalf("tenant defaults %+v", c.Tenants[0])
 	}
-	if c.Audit.Type != "sqlite" {
+	if c.Audit.Type != "sqlite" || c.Audit.MinFreeSpace == nil || *c.Audit.MinFreeSpace != 256<<20 {
 		t.Fatalf("audit defaults %+v", c.Audit)
+	}
+	if s.MaxConnections != 0 || s.MaxConnectionsPerClient != nil || s.AdminMaxConnections != 64 || len(s.TrustedProxies) != 0 {
+		t.Fatalf("connection defaults %+v", s)
 	}
 }
 
@@ -81,6 +84,9 @@ func TestParseProblems(t *testing.T) {
 		{"admin audience equals worker audience", minimal + "admin:\n  jwt: {issuer: i, audience: dispenser, keys: [{hmac_secret_env: CONFIG_TEST_HMAC}]}\n",
 			[]string{"admin.jwt.audience"}},
 		{"audit postgres without dsn", minimal + "audit: {type: postgres}\n", []string{"audit.dsn"}},
+		{"connection and proxy limits", minimal + "server: {trusted_proxies: [0.0.0.0/0], max_connections: 3, max_connections_per_client: -1, admin_max_connections: 2}\n",
+			[]string{"server.trusted_proxies", "server.max_connections", "server.max_connections_per_client", "server.admin_max_connections"}},
+		{"free-space floor on postgres", minimal + "audit: {type: postgres, dsn: postgres://x, min_free_space: 1GiB}\n", []string{"audit.min_free_space"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

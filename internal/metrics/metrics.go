@@ -42,6 +42,16 @@ type Metrics struct {
 	ConfigReloads     *prometheus.CounterVec // result: ok, rejected
 	BuildInfo         *prometheus.GaugeVec
 
+	// Abuse limits (limits.go): connections, folded refusals, the audit
+	// volume's free space.
+	ConnectionsOpen    *prometheus.GaugeVec   // listener
+	ConnectionsLimit   *prometheus.GaugeVec   // listener
+	ConnectionsRefused *prometheus.CounterVec // listener, reason
+	ConnectionsClosed  *prometheus.CounterVec // listener (idle ones closed near the cap)
+	DenialsFolded      *prometheus.CounterVec // cause
+	AuditVolumeFree    prometheus.Gauge
+	AuditVolumeLow     prometheus.Gauge
+
 	cacheMu   sync.Mutex
 	caches    map[int]CacheSource
 	cacheNext int
@@ -89,6 +99,7 @@ func New(version string) *Metrics {
 		m.RevocationHits, m.AuthFailures, m.JWTCacheEvents, m.PackedPolicySize, m.ServedLifetime, m.STSThrottles, m.TLSCertExpiry, m.ConfigReloads, m.BuildInfo} {
 		f(c)
 	}
+	m.newLimitCollectors(f)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, goVersion()).Set(1)

@@ -1,9 +1,9 @@
 // Package ratelimit throttles credential issuance with token buckets per
-// principal and per organization. Limits protect issuance (STS, the audit
-// trail), not repetition: the api skips the limiter for a grant its vendor
-// would serve from cache. With Redis configured the buckets are shared by
-// every replica; when Redis is unreachable each replica falls back to its
-// own buckets rather than refusing to vend.
+// principal and per organization. Every issuance spends a token, one the
+// credential cache serves included: each is a durable audit record. With
+// Redis configured the buckets are shared by every replica; when Redis is
+// unreachable each replica falls back to its own buckets rather than
+// refusing to vend.
 package ratelimit
 
 import (
@@ -61,18 +61,32 @@ type Config struct {
 	PerOrg       Limit                `yaml:"per_org"`
 	Tenants      map[string]Overrides `yaml:"tenants"`
 	Redis        *RedisConfig         `yaml:"redis"`
-	// AuthFailuresPerClient is a bucket per client address charged only by
-	// failed authentications; rate 0 turns it off. A client over it is
-	// refused before authentication, so a flood of bad credentials cannot
-	// grow the audit trail or crowd out issuance. Unset, it defaults to
-	// DefaultAuthFailures, except behind a proxy or gateway, where every
-	// caller shares the proxy's address (see the README).
+	// AuthFailuresPerClient is a bucket per client charged by failed
+	// authentications (a dependency being down included); rate 0 turns it
+	// off. A client over it is refused before authentication, so a flood
+	// of bad credentials cannot crowd out issuance. The client is the TCP
+	// peer, the caller a trusted gateway asserts, or the address a trusted
+	// proxy forwards. Unset, it is DefaultAuthFailures, except behind a
+	// TLS proxy that is not trusted to forward addresses (every caller
+	// would share its address; see docs/limits.md).
 	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
+	// DenialRecords is the global budget of refusal records (records per
+	// second across all clients): past it refusals are folded into one
+	// summary record per reason and interval. Unset: DefaultDenialRecords;
+	// rate 0 records every refusal on its own.
+	DenialRecords *Limit `yaml:"denial_records"`
+	// DenialSummaryInterval is how often summaries are written (default
+	// 10s).
+	DenialSummaryInterval duration.Duration `yaml:"denial_summary_interval"`
 }
 
-// DefaultAuthFailures is the failed-authentication budget per client
-// address when none is configured and callers connect directly.
+// DefaultAuthFailures is the failed-authentication budget per client when
+// none is configured.
 var DefaultAuthFailures = Limit{Rate: 5, Burst: 50}
+
+// DefaultDenialRecords is the global budget of individual refusal records
+// when none is configured.
+var DefaultDenialRecords = Limit{Rate: 10, Burst: 100}
 
 // Enabled reports whether any limit is configured.
 func (c *Config) Enabled() bool {
@@ -96,6 +110,14 @@ func defBurst(l *Limit) {
 // ApplyDefaults fills unset fields: a burst defaults to one second of rate.
 func (c *Config) ApplyDefaults() {
 	defBurst(c.AuthFailuresPerClient)
+	if c.DenialRecords == nil {
+		l := DefaultDenialRecords
+		c.DenialRecords = &l
+	}
+	defBurst(c.DenialRecords)
+	if c.DenialSummaryInterval == 0 {
+		c.DenialSummaryInterval = duration.Duration(10 * time.Second)
+	}
 	defBurst(&c.PerPrincipal)
 	defBurst(&c.PerOrg)
 	for org, o := range c.Tenants {
@@ -133,6 +155,10 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	checkLimit(p, validate.Join(path, "per_principal"), &c.PerPrincipal)
 	checkLimit(p, validate.Join(path, "per_org"), &c.PerOrg)
 	checkLimit(p, validate.Join(path, "auth_failures_per_client"), c.AuthFailuresPerClient)
+	checkLimit(p, validate.Join(path, "denial_records"), c.DenialRecords)
+	if d := c.DenialSummaryInterval.D(); d < time.Second || d > 5*time.Minute {
+		p.Addf(validate.Join(path, "denial_summary_interval"), "must be between 1s and 5m, got %s", c.DenialSummaryInterval)
+	}
 	orgs := make([]string, 0, len(c.Tenants))
 	for org := range c.Tenants {
 		orgs = append(orgs, org)

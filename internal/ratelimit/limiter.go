@@ -63,6 +63,7 @@ func New(cfg Config, o Options) (*Limiter, error) {
 	c := cfg
 	l.cfg.Store(&c)
 	if r := cfg.Redis; r != nil {
+		useRedisLogger(o.Logger.Named("redis"))
 		var password string
 		if r.PasswordEnv != "" {
 			password = os.Getenv(r.PasswordEnv)

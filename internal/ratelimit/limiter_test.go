@@ -126,12 +126,14 @@ func TestSetConfig(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	c := Config{PerPrincipal: Limit{Rate: -1}, PerOrg: Limit{Rate: 1, Burst: -2},
-		Tenants: map[string]Overrides{"acme": {PerOrg: &Limit{Rate: 2, Burst: -1}}}, Redis: &RedisConfig{}}
+		Tenants: map[string]Overrides{"acme": {PerOrg: &Limit{Rate: 2, Burst: -1}}}, Redis: &RedisConfig{},
+		DenialRecords: &Limit{Rate: -3}, DenialSummaryInterval: duration.Duration(time.Hour)}
 	c.ApplyDefaults()
 	var p validate.Problems
 	c.Validate(&p, "rate_limits")
 	want := map[string]bool{"rate_limits.per_principal.rate": true, "rate_limits.per_org.burst": true,
-		"rate_limits.tenants.acme.per_org.burst": true, "rate_limits.redis.addr": true}
+		"rate_limits.tenants.acme.per_org.burst": true, "rate_limits.redis.addr": true,
+		"rate_limits.denial_records.rate": true, "rate_limits.denial_summary_interval": true}
 	for _, pr := range p.List() {
 		delete(want, pr.Path)
 	}
@@ -142,6 +144,9 @@ func TestValidate(t *testing.T) {
 	ok.ApplyDefaults()
 	if ok.PerPrincipal.Burst != 3 {
 		t.Fatalf("default burst = %d, want 3", ok.PerPrincipal.Burst)
+	}
+	if *ok.DenialRecords != DefaultDenialRecords || ok.DenialSummaryInterval.D() != 10*time.Second {
+		t.Fatalf("denial record defaults %+v every %s", ok.DenialRecords, ok.DenialSummaryInterval)
 	}
 	var p2 validate.Problems
 	ok.Validate(&p2, "rate_limits")

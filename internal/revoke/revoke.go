@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,15 +72,20 @@ func (r Revocation) Validate(now time.Time) error {
 	switch {
 	case !r.Kind.Valid():
 		return fault.New(fault.InvalidRequest, "bad_revocation", "kind must be one of org, principal, job, task, access_key_id")
-	case r.Value == "" || len(r.Value) > 256 || !utf8.ValidString(r.Value):
-		return fault.New(fault.InvalidRequest, "bad_revocation", "value must be 1 to 256 bytes of UTF-8")
-	case r.Reason == "" || len(r.Reason) > 1024 || !utf8.ValidString(r.Reason):
-		return fault.New(fault.InvalidRequest, "bad_revocation", "reason must be 1 to 1024 bytes of UTF-8")
+	case r.Value == "" || len(r.Value) > 256 || !Text(r.Value):
+		return fault.New(fault.InvalidRequest, "bad_revocation", "value must be 1 to 256 bytes of UTF-8 without NUL")
+	case r.Reason == "" || len(r.Reason) > 1024 || !Text(r.Reason):
+		return fault.New(fault.InvalidRequest, "bad_revocation", "reason must be 1 to 1024 bytes of UTF-8 without NUL")
 	case r.ExpiresAt != nil && !r.ExpiresAt.After(now):
 		return fault.New(fault.InvalidRequest, "bad_revocation", "expires_at must be in the future")
 	}
 	return nil
 }
+
+// Text reports whether s is valid UTF-8 without NUL: what every store
+// keeps as text (PostgreSQL refuses both, SQLite would keep them), so a
+// value outside it is refused as a bad request before any store sees it.
+func Text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // NewID returns a random revocation id.
 func NewID() string {
@@ -351,6 +357,9 @@ func (g *Registry) Add(ctx context.Context, r Revocation, actor string) (Revocat
 	now := g.o.Now()
 	if err := r.Validate(now); err != nil {
 		return Revocation{}, err
+	}
+	if !Text(actor) {
+		return Revocation{}, fault.New(fault.InvalidRequest, "bad_revocation", "the admin principal must be UTF-8 without NUL")
 	}
 	r.ID, r.CreatedAt, r.CreatedBy = NewID(), now.UTC().Truncate(time.Microsecond), actor
 	if r.ExpiresAt != nil {

@@ -87,9 +87,19 @@ func TestValidateAndDelete(t *testing.T) {
 		{Kind: revoke.KindJob, Value: "", Reason: "r"},
 		{Kind: revoke.KindJob, Value: "x", Reason: ""},
 		{Kind: revoke.KindJob, Value: "x", Reason: "r", ExpiresAt: &past},
+		{Kind: revoke.KindJob, Value: "x\x00", Reason: "r"},
+		{Kind: revoke.KindJob, Value: "x", Reason: "r\x00"},
+		{Kind: revoke.KindJob, Value: "x\xff", Reason: "r"},
+		{Kind: revoke.KindJob, Value: "x", Reason: "\xfe"},
 	} {
 		if _, err := g.Add(context.Background(), bad, "a"); !fault.Is(err, fault.InvalidRequest) {
 			t.Fatalf("Add(%+v) = %v, want InvalidRequest", bad, err)
+		}
+	}
+	// The admin principal is stored with the revocation too.
+	for _, actor := range []string{"ops\x00", "ops\xff"} {
+		if _, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindJob, Value: "x", Reason: "r"}, actor); !fault.Is(err, fault.InvalidRequest) {
+			t.Fatalf("Add by %q = %v, want InvalidRequest", actor, err)
 		}
 	}
 	r, err := g.Add(context.Background(), revoke.Revocation{Kind: revoke.KindJob, Value: "j", Reason: "r"}, "a")

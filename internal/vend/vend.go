@@ -51,7 +51,6 @@ type Readiness interface {
 
 // CacheChecker is implemented by vendors that can tell, without calling
 // upstream, whether a grant would be served from a valid cached credential.
-// The rate limiter uses it: limits protect issuance, not repetition.
 type CacheChecker interface {
 	Cached(g scope.Grant) bool
 }

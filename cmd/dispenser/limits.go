@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/clientip"
+	"github.com/vtk/dispenser/internal/config"
+	"github.com/vtk/dispenser/internal/connlimit"
+	"github.com/vtk/dispenser/internal/denials"
+	"github.com/vtk/dispenser/internal/diskspace"
+)
+
+// volumeCheckInterval is how often the SQLite audit volume's free space is
+// read (one statfs).
+const volumeCheckInterval = 5 * time.Second
+
+// wireDenials puts the denial-record budget in front of the audit writer
+// and, on SQLite, the free-space guard of the audit volume. Both stop
+// before the writer does (a.closer runs in reverse), so the last summaries
+// are written through it.
+func (a *app) wireDenials(next *audit.Writer) *denials.Trail {
+	cfg := a.current.Load()
+	var low func() bool
+	if cfg.Audit.Type == "sqlite" && cfg.Audit.MinFreeSpace != nil && *cfg.Audit.MinFreeSpace > 0 {
+		g := diskspace.New(filepath.Dir(cfg.Audit.Path), uint64(*cfg.Audit.MinFreeSpace),
+			diskspace.Options{Free: a.deps.FreeSpace, Metrics: a.metrics, Logger: a.log.Named("audit")})
+		g.Check() // the first refusal already knows
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(ctx, volumeCheckInterval) }()
+		a.closer = append(a.closer, func() error { cancel(); <-done; return nil })
+		low = g.Low
+	}
+	lim := cfg.RateLimits.DenialRecords
+	t := denials.New(denials.Options{Next: next, Expect: func() denials.Expectation { return next.Expect() }, Rate: lim.Rate, Burst: lim.Burst, Interval: cfg.RateLimits.DenialSummaryInterval.D(),
+		Low: low, ReplicaID: cfg.Server.ReplicaID, Metrics: a.metrics, Logger: a.log.Named("audit")})
+	a.closer = append(a.closer, t.Close)
+	return t
+}
+
+// The denial trail writes through the audit writer and announces to it.
+var (
+	_ denials.Recorder    = (*audit.Writer)(nil)
+	_ denials.Expectation = (*audit.Expected)(nil)
+)
+
+// behindUntrustedProxy reports whether every caller reaches the dispenser
+// through a TLS proxy it cannot see past (no trusted_proxies, no
+// gateway): client addresses are all the proxy's.
+func behindUntrustedProxy(cfg *config.Config) bool {
+	return cfg.Server.BehindTLSProxy && len(cfg.Server.TrustedProxies) == 0 && cfg.Auth.Gateway == nil
+}
+
+// trustedProxies are server.trusted_proxies, validated by the loader.
+func trustedProxies(cfg *config.Config) clientip.Trusted {
+	t, _ := clientip.Parse(cfg.Server.TrustedProxies)
+	return t
+}
+
+// adminReserve is the descriptors kept for everything but the listeners'
+// connections when max_connections is set explicitly.
+const adminReserve = 64
+
+// connectionCaps are the caps of the API and admin listeners for a
+// process allowed nofile descriptors. current is read per connection: a
+// reload that changes the gateway's trusted proxies changes who the
+// per-client cap exempts.
+func connectionCaps(cfg *config.Config, nofile uint64, current func() *config.Config) (apiCap, adminCap connlimit.Options, err error) {
+	s := cfg.Server
+	adminCap = connlimit.Options{Name: "admin", Max: s.AdminMaxConnections}
+	apiCap = connlimit.Options{Name: "api", Max: s.MaxConnections}
+	if apiCap.Max == 0 {
+		if apiCap.Max, err = connlimit.DefaultMax(nofile, s.AdminMaxConnections); err != nil {
+			return apiCap, adminCap, err
+		}
+	} else if need := uint64(apiCap.Max + adminCap.Max + adminReserve); need > nofile {
+		return apiCap, adminCap, fmt.Errorf("server.max_connections (%d) plus server.admin_max_connections (%d) and %d descriptors for the stores and anchors exceed the descriptor limit (%d): lower them or raise RLIMIT_NOFILE",
+			apiCap.Max, adminCap.Max, adminReserve, nofile)
+	}
+	switch {
+	case s.MaxConnectionsPerClient != nil:
+		apiCap.MaxPerClient = *s.MaxConnectionsPerClient
+	case behindUntrustedProxy(cfg):
+		// Every connection is the proxy's: a per-address cap would be a
+		// cap on everyone.
+	default:
+		apiCap.MaxPerClient = connlimit.DefaultMaxPerClient(apiCap.Max)
+	}
+	apiCap.Exempt = proxyExemption(current)
+	return apiCap, adminCap, nil
+}
+
+// proxyExemption reports whether a peer is a proxy (server.trusted_proxies
+// or auth.gateway.trusted_proxies of the configuration in force), whose
+// connections carry many clients and are not capped per client.
+func proxyExemption(current func() *config.Config) func(netip.Addr) bool {
+	type cached struct {
+		cfg *config.Config
+		set clientip.Trusted
+	}
+	var cache atomic.Pointer[cached]
+	return func(a netip.Addr) bool {
+		cfg := current()
+		c := cache.Load()
+		if c == nil || c.cfg != cfg {
+			set := trustedProxies(cfg)
+			if g := cfg.Auth.Gateway; g != nil {
+				gw, _ := clientip.Parse(g.TrustedProxies)
+				set = append(append(clientip.Trusted{}, set...), gw...)
+			}
+			c = &cached{cfg: cfg, set: set}
+			cache.Store(c)
+		}
+		return c.set.Contains(a)
+	}
+}
+
+// capListeners wraps the API and admin listeners in their connection caps.
+func (a *app) capListeners(ln, adminLn net.Listener) (*connlimit.Listener, *connlimit.Listener, error) {
+	cfg := a.current.Load()
+	nofile, err := connlimit.DescriptorLimit()
+	if err != nil {
+		return nil, nil, err
+	}
+	apiCap, adminCap, err := connectionCaps(cfg, nofile, a.current.Load)
+	if err != nil {
+		return nil, nil, err
+	}
+	apiCap.Metrics, adminCap.Metrics = a.metrics, a.metrics
+	apiCap.Logger, adminCap.Logger = a.log.Named("http"), a.log.Named("admin-http")
+	a.log.Info("connection caps", zap.Uint64("descriptor_limit", nofile), zap.Int("max_connections", apiCap.Max),
+		zap.Int("max_connections_per_client", apiCap.MaxPerClient), zap.Int("admin_max_connections", adminCap.Max))
+	return connlimit.Wrap(ln, apiCap), connlimit.Wrap(adminLn, adminCap), nil
+}
