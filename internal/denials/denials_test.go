@@ -260,3 +260,62 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
+
+// announced records what happened to one announcement.
+type announced struct {
+	next              *fakeNext
+	recorded, cancels int
+}
+
+func (a *announced) Record(ctx context.Context, r audit.Record) error {
+	a.recorded++
+	return a.next.Record(ctx, r)
+}
+
+func (a *announced) Cancel() { a.cancels++ }
+
+// TestExpectPassesAnnouncementsThrough: an announced issuance, and a
+// refusal within the budget, reach the writer through their announcement;
+// a refusal the trail folds ends its announcement without a record, so the
+// writer's group commit never waits for it.
+func TestExpectPassesAnnouncementsThrough(t *testing.T) {
+	var made []*announced
+	tr, next, _ := newTrail(t, Options{Rate: 1, Burst: 1, Expect: func() Expectation {
+		a := &announced{next: nil}
+		made = append(made, a)
+		return a
+	}})
+	for i := range 3 {
+		e := tr.Expect()
+		made[i].next = next
+		rec := refusal("jwt_invalid", "10.0.0.1")
+		if i == 0 {
+			rec = audit.Record{Outcome: audit.Issued, AccessKeyID: "ASIA1", PackedPolicySize: -1}
+		}
+		if err := e.Record(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The issuance and the first refusal (the budget's one token) are
+	// recorded through their announcements; the second refusal is folded.
+	if got := [3]int{made[0].recorded, made[1].recorded, made[2].recorded}; got != [3]int{1, 1, 0} {
+		t.Fatalf("recorded through announcements: %v", got)
+	}
+	if made[2].cancels != 1 || made[0].cancels+made[1].cancels != 0 {
+		t.Fatalf("cancels: %d %d %d", made[0].cancels, made[1].cancels, made[2].cancels)
+	}
+	if n := len(next.take()); n != 2 {
+		t.Fatalf("writer got %d records, want 2", n)
+	}
+	// Cancel without a record ends the announcement too.
+	e := tr.Expect()
+	e.Cancel()
+	if made[3].cancels != 1 {
+		t.Fatal("Cancel did not end the announcement")
+	}
+	// Without Options.Expect the trail records directly.
+	plain, next2, _ := newTrail(t, Options{})
+	if err := plain.Expect().Record(context.Background(), audit.Record{Outcome: audit.Issued, PackedPolicySize: -1}); err != nil || len(next2.take()) != 1 {
+		t.Fatalf("plain expect: %v", err)
+	}
+}
