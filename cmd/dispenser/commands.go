@@ -43,7 +43,7 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 	var p validate.Problems
 	if ve != nil {
 		for _, pr := range ve.Problems {
-			p.Addf(pr.Path, "%s", pr.Message)
+			p.Add(pr)
 		}
 	}
 	backends := vend.Build(c.Backends, vend.Deps{MinRemaining: c.Server.MinRemaining.D()}, &p)
@@ -52,6 +52,8 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 			tv.ValidateTenant(t, &p, validate.Join("tenants", i))
 		}
 	}
+	// The backends' problems are placed in the file like the others.
+	p.Locate(c.Line)
 	if err := p.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

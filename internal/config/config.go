@@ -5,10 +5,7 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -22,6 +19,7 @@ import (
 	"github.com/vtk/dispenser/internal/ratelimit"
 	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/strictyaml"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
 )
@@ -43,6 +41,9 @@ type Config struct {
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
+
+	// lines maps YAML paths to their lines in the file.
+	lines map[string]int
 }
 
 // ServerConfig configures the HTTP listener.
@@ -90,13 +91,13 @@ type LogConfig struct {
 
 // Load reads, defaults and validates the file at path. On a validation
 // error (a *validate.Error in the chain) it also returns the defaulted
-// config; on a read or YAML error the config is nil.
+// config; on a read or YAML syntax error the config is nil.
 func Load(path string, edits ...func(*Config)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b, edits...)
+	c, err := parse(b, "", edits...)
 	if c != nil {
 		c.Path = path
 	}
@@ -108,32 +109,74 @@ func Load(path string, edits ...func(*Config)) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes YAML (unknown keys are errors), applies defaults and
-// validates. The returned error is a *validate.Error listing every problem,
-// or a YAML syntax error.
+// Parse decodes YAML, applies defaults and validates. The
+// returned error is a *validate.Error listing every problem, each with its
+// YAML path and line: unknown keys (with the key probably meant), keys set
+// twice, values of the wrong type, and what validation finds; or a YAML
+// syntax error, with a nil config.
 //
 // edits run after decoding and before defaults and validation, so command
 // line overrides (serve --listen) are judged like the file's own values.
 func Parse(b []byte, edits ...func(*Config)) (*Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	return parse(b, "", edits...)
+}
+
+func parse(b []byte, dir string, edits ...func(*Config)) (*Config, error) {
+	var doc yaml.Node
 	// An empty file is an empty configuration: validation then lists
 	// every missing section instead of a bare "EOF".
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	var c Config
+	var decoded validate.Problems
+	strictyaml.Decode(&doc, &c, &decoded, "", strictyaml.Options{Dir: dir})
+	c.lines = strictyaml.Lines(&doc, "")
+	// Backends decode their own options later (vend.Build), against the
+	// same directory.
+	for name, spec := range c.Backends {
+		spec.Dir = dir
+		c.Backends[name] = spec
 	}
 	for _, e := range edits {
 		e(&c)
 	}
 	c.ApplyDefaults()
-	var p validate.Problems
-	c.Validate(&p)
+	var checked validate.Problems
+	c.Validate(&checked)
+	p := MergeProblems(decoded.List(), checked.List())
+	p.Locate(c.Line)
 	if err := p.Err(); err != nil {
 		return &c, err
 	}
 	return &c, nil
 }
+
+// MergeProblems lists the decoding problems, then the later problems not
+// at or under the path of one of them: a value that could not be read is
+// reported once, not again by the checks that then find it missing.
+func MergeProblems(decoded, later []validate.Problem) *validate.Problems {
+	var p validate.Problems
+	bad := map[string]bool{}
+	for _, pr := range decoded {
+		p.Add(pr)
+		bad[pr.Path] = true
+	}
+next:
+	for _, pr := range later {
+		for path := pr.Path; path != ""; path = validate.Parent(path) {
+			if bad[path] {
+				continue next
+			}
+		}
+		p.Add(pr)
+	}
+	return &p
+}
+
+// Line is the line of the file the value at path (a problem's path, such
+// as tenants[0].grants[1].bucket) is on, 0 when the file does not set it.
+func (c *Config) Line(path string) int { return c.lines[path] }
 
 // ApplyDefaults fills every unset field.
 func (c *Config) ApplyDefaults() {

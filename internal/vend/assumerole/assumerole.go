@@ -152,8 +152,7 @@ func (o Options) Validate(p *validate.Problems, path string) {
 func init() {
 	vend.Register(Type, func(spec vend.Spec, d vend.Deps, p *validate.Problems, path string) vend.Vendor {
 		var o Options
-		if err := spec.Decode(&o); err != nil {
-			p.Addf(path, "%v", err)
+		if !spec.Decode(&o, p, path) {
 			return nil
 		}
 		o.ApplyDefaults()

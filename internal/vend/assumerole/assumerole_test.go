@@ -336,7 +336,8 @@ func TestOptionValidation(t *testing.T) {
 		{"cache floor", "cache: {min_remaining: 1m}", "backends.sts.cache.min_remaining"},
 		{"cache size", "cache: {max_entries: -1}", "backends.sts.cache.max_entries"},
 		{"budget concurrency", "budget: {concurrency: -2}", "backends.sts.budget.concurrency"},
-		{"unknown key", "regoin: eu-west-1", "backends.sts"},
+		{"unknown key", "regoin: eu-west-1", "backends.sts.regoin"},
+		{"wrong type", "max_attempts: many", "backends.sts.max_attempts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var spec vend.Spec

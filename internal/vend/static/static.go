@@ -60,8 +60,7 @@ type key struct {
 func init() {
 	vend.Register("static", func(spec vend.Spec, d vend.Deps, p *validate.Problems, path string) vend.Vendor {
 		var o Options
-		if err := spec.Decode(&o); err != nil {
-			p.Addf(path, "%v", err)
+		if !spec.Decode(&o, p, path) {
 			return nil
 		}
 		if o.Expiration == 0 {
