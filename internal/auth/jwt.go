@@ -45,15 +45,15 @@ type JWTConfig struct {
 	TaskIDClaim    string            `yaml:"task_id_claim"`
 	// SigningKeyFile is a private key used only by `dispenser token` to mint
 	// development tokens. Production configs leave it empty.
-	SigningKeyFile string `yaml:"signing_key_file"`
+	SigningKeyFile string `yaml:"signing_key_file" config:"path"`
 	SigningKeyID   string `yaml:"signing_key_id"`
 }
 
 // JWTKey is one verification key with its algorithm allow-list.
 type JWTKey struct {
 	ID             string   `yaml:"kid"`
-	PublicKeyFile  string   `yaml:"public_key_file"`
-	HMACSecretFile string   `yaml:"hmac_secret_file"`
+	PublicKeyFile  string   `yaml:"public_key_file" config:"path"`
+	HMACSecretFile string   `yaml:"hmac_secret_file" config:"path"`
 	HMACSecretEnv  string   `yaml:"hmac_secret_env"`
 	Algorithms     []string `yaml:"algorithms"`
 }

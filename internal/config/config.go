@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -76,8 +77,8 @@ type ServerConfig struct {
 
 // TLSConfig is the server certificate.
 type TLSConfig struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile string `yaml:"cert_file" config:"path"`
+	KeyFile  string `yaml:"key_file" config:"path"`
 }
 
 // Enabled reports whether TLS is configured.
@@ -89,15 +90,26 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or console
 }
 
-// Load reads, defaults and validates the file at path. On a validation
-// error (a *validate.Error in the chain) it also returns the defaulted
-// config; on a read or YAML syntax error the config is nil.
+// Load reads, defaults and validates the file at path. Relative paths in
+// the file (key files, certificates, the audit database, the backends' own
+// files: every field tagged `config:"path"`) are resolved against the
+// file's directory, not the working directory, so a dispenser started from
+// anywhere, or a container that mounts only the configuration and its keys
+// in one directory, reads the same files. Paths derived from another (the
+// checkpoint key beside the audit database) follow the resolved one.
+//
+// On a validation error (a *validate.Error in the chain) it also returns
+// the defaulted config; on a read or YAML syntax error the config is nil.
 func Load(path string, edits ...func(*Config)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := parse(b, "", edits...)
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := parse(b, dir, edits...)
 	if c != nil {
 		c.Path = path
 	}
@@ -109,7 +121,8 @@ func Load(path string, edits ...func(*Config)) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes YAML, applies defaults and validates. The
+// Parse decodes YAML, applies defaults and validates, leaving relative
+// paths as written (Load resolves them against the file's directory). The
 // returned error is a *validate.Error listing every problem, each with its
 // YAML path and line: unknown keys (with the key probably meant), keys set
 // twice, values of the wrong type, and what validation finds; or a YAML

@@ -158,7 +158,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestExampleConfigIsValid(t *testing.T) {
-	// examples/local.yaml names its key files relative to the repository root.
+	// The README's first command, from the repository root.
 	wd, _ := os.Getwd()
 	t.Chdir(filepath.Join(wd, "..", ".."))
 	if _, err := Load("examples/local.yaml"); err != nil {

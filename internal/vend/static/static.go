@@ -30,7 +30,7 @@ import (
 // Options of a static backend.
 type Options struct {
 	// File holds the credentials (YAML or JSON).
-	File string `yaml:"file"`
+	File string `yaml:"file" config:"path"`
 	// Expiration is the lifetime advertised to clients.
 	Expiration duration.Duration `yaml:"expiration"`
 }
