@@ -281,6 +281,23 @@ func (s *Server) assumeRole(w http.ResponseWriter, r *Request) {
 	WriteAssumeRole(w, *c)
 }
 
+// STS's answers to parameters it refuses, in its wire format: a
+// constraint failure names the parameter ("at 'policy'"), other refusals
+// name it in the sentence.
+var (
+	// PolicyOutsideCharset: the session policy holds a character STS does
+	// not accept there (only tab, newline, CR and U+0020 to U+00FF).
+	PolicyOutsideCharset = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must satisfy regular expression pattern: [\u0009\u000A\u000D\u0020-\u00FF]+"}
+	// DurationAboveRoleMaximum: DurationSeconds above the role's
+	// MaxSessionDuration.
+	DurationAboveRoleMaximum = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."}
+	// SessionNameTooLong: a RoleSessionName over 64 characters.
+	SessionNameTooLong = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "1 validation error detected: Value 'x' at 'roleSessionName' failed to satisfy constraint: Member must have length less than or equal to 64"}
+)
+
 // InvalidTransitiveTagKey is STS's answer to a TransitiveTagKeys entry that
 // names no session tag of the request.
 var InvalidTransitiveTagKey = Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue",

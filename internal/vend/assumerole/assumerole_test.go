@@ -200,7 +200,14 @@ func TestErrorMapping(t *testing.T) {
 		{"malformed policy", ststest.MalformedPolicyDocument, fault.InvalidRequest, "sts_malformed_policy", 1, false},
 		{"packed policy too large", ststest.PackedPolicyTooLarge, fault.InvalidRequest, "sts_packed_policy_too_large", 1, false},
 		{"region disabled", ststest.RegionDisabled, fault.BackendUnavailable, "sts_region_disabled", 1, false},
-		{"invalid parameter", ststest.InvalidTransitiveTagKey, fault.BackendUnavailable, "sts_validation_error", 1, false},
+		{"transitive tag key", ststest.InvalidTransitiveTagKey, fault.BackendUnavailable, "sts_invalid_session_tags", 1, false},
+		{"policy characters", ststest.PolicyOutsideCharset, fault.InvalidRequest, "sts_invalid_policy", 1, false},
+		{"policy, InvalidParameterValue", ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: ststest.PolicyOutsideCharset.Message},
+			fault.InvalidRequest, "sts_invalid_policy", 1, false},
+		{"duration above the role's maximum", ststest.DurationAboveRoleMaximum, fault.BackendUnavailable, "sts_invalid_duration", 1, false},
+		{"session name", ststest.SessionNameTooLong, fault.BackendUnavailable, "sts_invalid_session_name", 1, false},
+		{"unknown parameter", ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: "Something else is wrong."},
+			fault.BackendUnavailable, "sts_validation_error", 1, false},
 		{"throttled throughout", ststest.Throttling, fault.BackendUnavailable, "sts_throttled", 3, true},
 		{"internal failure", ststest.InternalFailure, fault.BackendUnavailable, "sts_unavailable", 3, true},
 		{"service unavailable", ststest.ServiceUnavailable, fault.BackendUnavailable, "sts_unavailable", 3, true},
@@ -440,10 +447,35 @@ func TestTransitiveKeyWithoutTagIsADefiniteRefusal(t *testing.T) {
 	g.TransitiveTagKeys = []string{"org", "session"}
 	_, err := v.Vend(context.Background(), g)
 	fe := fault.From(err)
-	if fe == nil || fe.Reason != "sts_validation_error" || fe.RetryAfter != 0 {
+	if fe == nil || fe.Reason != "sts_invalid_session_tags" || fe.RetryAfter != 0 {
 		t.Fatalf("got %v (%+v)", err, fe)
 	}
 	if n := fake.Count("AssumeRole"); n != 1 {
 		t.Errorf("attempts = %d, want 1", n)
+	}
+}
+
+// TestParameterRefusalsNameTheParameter: STS's refusal of one parameter is
+// reported as that parameter's problem; only a refused DurationSeconds
+// mentions the duration (a policy refusal used to suggest it).
+func TestParameterRefusalsNameTheParameter(t *testing.T) {
+	for _, tc := range []struct {
+		fault       ststest.Fault
+		want, never string
+	}{
+		{ststest.PolicyOutsideCharset, "session policy", "DurationSeconds"},
+		{ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: ststest.PolicyOutsideCharset.Message}, "session policy", "DurationSeconds"},
+		{ststest.DurationAboveRoleMaximum, "MaxSessionDuration", "policy"},
+		{ststest.SessionNameTooLong, "session name", "DurationSeconds"},
+		{ststest.InvalidTransitiveTagKey, "transitive_tag_keys", "DurationSeconds"},
+	} {
+		fake := ststest.New(t)
+		fake.AssumeRole = ststest.Sequence(ststest.Fail(tc.fault))
+		v := newVendor(t, fake, nil, nil)
+		_, err := v.Vend(context.Background(), grant())
+		fe := fault.From(err)
+		if !strings.Contains(fe.Message, tc.want) || strings.Contains(fe.Message, tc.never) {
+			t.Errorf("%s %q: message %q, want %q and never %q", tc.fault.Code, tc.fault.Message, fe.Message, tc.want, tc.never)
+		}
 	}
 }
