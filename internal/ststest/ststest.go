@@ -75,7 +75,11 @@ type Credentials struct {
 	Expiration                                 time.Time
 	AssumedRoleArn, AssumedRoleID              string
 	PackedPolicySize                           int // < 0 omits the element
-	SourceIdentity                             string
+	// SessionTokenUtilization is the percentage of STS's session token
+	// size limit the token uses (nil omits the element); the SDK names it
+	// the replacement of PackedPolicySize.
+	SessionTokenUtilization *int
+	SourceIdentity          string
 }
 
 // Fault is an STS error answer.
@@ -334,6 +338,7 @@ func (s *Server) DefaultCredentials(in AssumeRoleInput) *Credentials {
 		account = p[4]
 	}
 	role := in.RoleArn[strings.LastIndexByte(in.RoleArn, '/')+1:]
+	size := min(100, (len(in.Policy)*100)/2048+len(in.Tags))
 	return &Credentials{
 		AccessKeyID:      "ASIA" + randString(16),
 		SecretAccessKey:  randString(40),
@@ -341,8 +346,10 @@ func (s *Server) DefaultCredentials(in AssumeRoleInput) *Credentials {
 		Expiration:       now().Add(time.Duration(d) * time.Second).UTC().Truncate(time.Second),
 		AssumedRoleArn:   "arn:aws:sts::" + account + ":assumed-role/" + role + "/" + in.RoleSessionName,
 		AssumedRoleID:    "AROA" + randString(17) + ":" + in.RoleSessionName,
-		PackedPolicySize: min(100, (len(in.Policy)*100)/2048+len(in.Tags)),
-		SourceIdentity:   in.SourceIdentity,
+		PackedPolicySize: size,
+		// Both elements: the vendor must prefer the newer one.
+		SessionTokenUtilization: &size,
+		SourceIdentity:          in.SourceIdentity,
 	}
 }
 
@@ -372,7 +379,8 @@ type assumeRoleResponse struct {
 			SessionToken    string `xml:"SessionToken"`
 			Expiration      string `xml:"Expiration"`
 		} `xml:"Credentials"`
-		PackedPolicySize *int `xml:"PackedPolicySize,omitempty"`
+		PackedPolicySize        *int `xml:"PackedPolicySize,omitempty"`
+		SessionTokenUtilization *int `xml:"SessionTokenUtilization,omitempty"`
 	} `xml:"AssumeRoleResult"`
 	RequestID string `xml:"ResponseMetadata>RequestId"`
 }
@@ -392,6 +400,7 @@ func WriteAssumeRole(w http.ResponseWriter, c Credentials) {
 		p := c.PackedPolicySize
 		resp.Result.PackedPolicySize = &p
 	}
+	resp.Result.SessionTokenUtilization = c.SessionTokenUtilization
 	resp.RequestID = newRequestID()
 	WriteXML(w, http.StatusOK, resp)
 }

@@ -28,7 +28,9 @@ type Credentials struct {
 	SessionToken    secret.Secret
 	Expiration      time.Time
 	AccountID       string
-	// PackedPolicySize is the percentage STS reported, or -1 when unknown.
+	// PackedPolicySize is the share of STS's session size limit the
+	// session uses, in percent, as STS reported it (SessionTokenUtilization,
+	// or the older PackedPolicySize), or -1 when unknown.
 	PackedPolicySize int
 	// Source says where these came from ("sts", "cache", "mock", "static").
 	Source string

@@ -363,9 +363,7 @@ func (s stsCall) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 			creds.AccountID = p[4]
 		}
 	}
-	if out.PackedPolicySize != nil {
-		creds.PackedPolicySize = int(*out.PackedPolicySize)
-	}
+	creds.PackedPolicySize = sizeUtilization(out)
 	lvl := v.deps.Logger.Debug
 	if creds.PackedPolicySize >= 80 {
 		lvl = v.deps.Logger.Warn // close to PackedPolicyTooLarge
@@ -373,6 +371,21 @@ func (s stsCall) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 	lvl("sts:AssumeRole", zap.String("backend", v.deps.Name), zap.String("org", g.Org), zap.String("role_arn", g.RoleARN),
 		zap.String("session_name", g.SessionName), zap.Int("packed_policy_size", creds.PackedPolicySize), zap.Duration("elapsed", elapsed))
 	return creds, nil
+}
+
+// sizeUtilization is the session's share of STS's size limit, in percent:
+// SessionTokenUtilization, which the SDK names the replacement of the
+// deprecated PackedPolicySize, else PackedPolicySize from an endpoint that
+// sends only that (older STS-compatible servers); -1 when neither is sent.
+func sizeUtilization(out *sts.AssumeRoleOutput) int {
+	if u := out.SessionTokenUtilization; u != nil {
+		return int(*u)
+	}
+	//lint:ignore SA1019 read only when SessionTokenUtilization is absent, so endpoints that send just the old element keep the metric
+	if p := out.PackedPolicySize; p != nil {
+		return int(*p)
+	}
+	return -1
 }
 
 // mapError turns an STS failure into the dispenser's error. Messages name

@@ -479,3 +479,38 @@ func TestParameterRefusalsNameTheParameter(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionSizeUtilization: the session's share of STS's size limit is
+// read from SessionTokenUtilization (the SDK's replacement of the
+// deprecated PackedPolicySize), and from PackedPolicySize only when an
+// endpoint sends nothing else; -1 when neither is sent.
+func TestSessionSizeUtilization(t *testing.T) {
+	pct := func(n int) *int { return &n }
+	for _, tc := range []struct {
+		name        string
+		packed      int
+		utilization *int
+		want        int
+	}{
+		{"both", 30, pct(55), 55},
+		{"utilization only", -1, pct(42), 42},
+		{"packed only", 17, nil, 17},
+		{"neither", -1, nil, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := ststest.New(t)
+			fake.AssumeRole = func(in ststest.AssumeRoleInput) ststest.Answer {
+				return ststest.Answer{Creds: &ststest.Credentials{AccessKeyID: "ASIAUTILTEST", SecretAccessKey: "s", SessionToken: "t",
+					Expiration: time.Now().Add(time.Hour), AssumedRoleArn: "arn:aws:sts::222222222222:assumed-role/r/s",
+					PackedPolicySize: tc.packed, SessionTokenUtilization: tc.utilization}}
+			}
+			c, err := newVendor(t, fake, nil, nil).Vend(context.Background(), grant())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PackedPolicySize != tc.want {
+				t.Errorf("got %d, want %d", c.PackedPolicySize, tc.want)
+			}
+		})
+	}
+}
