@@ -286,10 +286,19 @@ func (a *app) close() {
 	a.closer = nil // close is idempotent
 }
 
-func newLogger(c config.LogConfig) (*zap.Logger, error) {
+// newLogger builds the configured logger; opts are applied last (tests
+// observe its entries).
+func newLogger(c config.LogConfig, opts ...zap.Option) (*zap.Logger, error) {
 	var zc zap.Config
 	if c.Format == "console" {
 		zc = zap.NewDevelopmentConfig()
+		// The development preset adds a stack trace to every warning,
+		// which buries one line ("generated an audit checkpoint signing
+		// key") under eight frames, and makes DPanic panic. A person
+		// reading the console gets stack traces for panics only.
+		zc.Development = false
+		zc.DisableStacktrace = true
+		opts = append([]zap.Option{zap.AddStacktrace(zapcore.DPanicLevel)}, opts...)
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.TimeKey = "time"
@@ -300,7 +309,7 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 		return nil, err
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
-	return zc.Build()
+	return zc.Build(opts...)
 }
 
 // authFailureGuard builds the per-client budget of failed authentications,
