@@ -87,6 +87,10 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// maxTokenTTL bounds `dispenser token --ttl`: its tokens are development
+// bearer tokens, which should not outlive a working day.
+const maxTokenTTL = 24 * time.Hour
+
 func cmdToken(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("token", stderr)
 	path := fs.String("config", "", "configuration file")
@@ -96,6 +100,12 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	job := fs.String("job-id", "", "bind the token to one job id")
 	task := fs.String("task-id", "", "bind the token to one task id")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// A non-positive lifetime mints a token that is already expired (and
+	// fails only later, as a puzzling 401); a development token is short.
+	if *ttl < time.Second || *ttl > maxTokenTTL {
+		fmt.Fprintf(stderr, "token: --ttl must be between 1s and %s, got %s\n", maxTokenTTL, *ttl)
 		return 2
 	}
 	c, err := loadConfig(*path)
