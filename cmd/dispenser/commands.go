@@ -197,3 +197,13 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, g.Policy)
 	return 0
 }
+
+// location shows a bucket and prefix as s3://bucket/prefix, or "-" for a
+// record that has no bucket (a refused authentication, a malformed
+// request) rather than "s3:///".
+func location(bucket, prefix string) string {
+	if bucket == "" {
+		return "-"
+	}
+	return "s3://" + bucket + "/" + prefix
+}

@@ -42,3 +42,30 @@ func TestTokenRefusesNonPositiveAndAbsurdTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditQueryTextShowsNoEmptyLocation: a record without a bucket (a
+// refused authentication) shows "-" in the LOCATION column, not "s3:///".
+func TestAuditQueryTextShowsNoEmptyLocation(t *testing.T) {
+	dir := t.TempDir()
+	path := localConfig(t, dir)
+	a, srv := startAuditApp(t, path)
+	if code, body, _ := call(t, "GET", srv.URL+"/credentials?operation=get&location=s3://media/acme/in/", "not-a-token"); code != 401 {
+		t.Fatalf("bad token: %d %s", code, body)
+	}
+	srv.Close()
+	a.close()
+	code, out, errs := runCLI(t, "audit", "query", "--config", path)
+	if code != 0 {
+		t.Fatalf("audit query: %d %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "denied") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if strings.Contains(out, "s3:///") {
+		t.Errorf("an empty location is shown as s3:///:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 11 || f[9] != "-" {
+		t.Errorf("LOCATION column %q, want -:\n%s", f, out)
+	}
+}
