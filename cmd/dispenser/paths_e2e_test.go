@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -99,6 +100,10 @@ func TestContainerLayoutFromAnotherDirectory(t *testing.T) {
 	}
 	if code := get(); code != 200 {
 		t.Fatalf("credentials: %d\n%s", code, logs.String())
+	}
+	// The startup line names the pid SIGHUP must reach.
+	if !strings.Contains(logs.String(), fmt.Sprintf(`"pid": %d`, srv.Process.Pid)) {
+		t.Errorf("the startup log does not name the pid %d:\n%s", srv.Process.Pid, logs.String())
 	}
 	// A reload resolves against the configuration's directory again.
 	must(t, srv.Process.Signal(syscall.SIGHUP))

@@ -461,8 +461,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if certs != nil {
 		scheme = "https"
 	}
+	// The pid is the process SIGHUP must reach: under `go run`, $! is
+	// the go tool, not the dispenser.
 	log.Info("dispenser listening", zap.String("addr", ln.Addr().String()), zap.String("admin_addr", adminLn.Addr().String()),
-		zap.String("version", version), zap.Bool("tls", certs != nil))
+		zap.String("version", version), zap.Bool("tls", certs != nil), zap.Int("pid", os.Getpid()))
 	if cfg.Auth.JWT != nil && cfg.Auth.JWT.SigningKeyFile != "" {
 		fmt.Fprintf(stdout, "dispenser listening on %s://%s\nget a development token:\n  TOKEN=$(go run ./cmd/dispenser token --config %s --subject worker-1 --org ORG)\n  curl -s -H \"Authorization: Bearer $TOKEN\" '%s://%s/credentials?operation=get&location=s3://BUCKET/PREFIX/'\n",
 			scheme, ln.Addr(), *path, scheme, ln.Addr())
