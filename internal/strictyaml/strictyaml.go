@@ -15,6 +15,7 @@
 package strictyaml
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -129,8 +130,9 @@ type fieldInfo struct {
 }
 
 var (
-	unmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
-	nullTag     = "!!null"
+	unmarshaler     = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	nullTag         = "!!null"
 )
 
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, f fieldInfo, ignore []string, depth int) {
@@ -150,7 +152,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, f fieldInfo,
 		v.Set(reflect.Zero(v.Type()))
 		return
 	}
-	if v.CanAddr() && v.Addr().Type().Implements(unmarshaler) {
+	if v.CanAddr() && (v.Addr().Type().Implements(unmarshaler) || v.Addr().Type().Implements(textUnmarshaler)) {
+		// Types that read themselves (durations, backend specs, times)
+		// are decoded by yaml.v3 as a whole.
 		d.leaf(n, v, path, f)
 		return
 	}
@@ -196,14 +200,8 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, ignore [
 		}
 		name := kv.key.Value
 		child := validate.Join(path, name)
-		if !kv.merged {
-			if first, dup := seen[name]; dup {
-				d.addf(kv.key, child, "is set twice (first on line %d); remove one", first)
-				continue
-			}
-			seen[name] = kv.key.Line
-		} else if _, set := seen[name]; set {
-			continue // an explicit key overrides a merged one
+		if !d.first(seen, kv, child) {
+			continue
 		}
 		if contains(ignore, name) {
 			continue
@@ -230,13 +228,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string, depth int)
 		}
 		name := kv.key.Value
 		child := validate.Join(path, name)
-		if !kv.merged {
-			if first, dup := seen[name]; dup {
-				d.addf(kv.key, child, "is set twice (first on line %d); remove one", first)
-				continue
-			}
-			seen[name] = kv.key.Line
-		} else if _, set := seen[name]; set {
+		if !d.first(seen, kv, child) {
 			continue
 		}
 		elem := reflect.New(v.Type().Elem()).Elem()
@@ -248,7 +240,23 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string, depth int)
 	}
 }
 
-// lineSuffix is the "line N: " yaml.v3 and custom unmarshalers put first.
+// first reports whether kv is the first pair with its key in a mapping
+// (pairs lists the mapping's own keys before merged ones): an own key set
+// twice is a problem; a merged key is skipped once the mapping or an
+// earlier merge source has set it, as YAML's merge rules say.
+func (d *decoder) first(seen map[string]int, kv pair, path string) bool {
+	name := kv.key.Value
+	if line, set := seen[name]; set {
+		if !kv.merged {
+			d.addf(kv.key, path, "is set twice (first on line %d); remove one", line)
+		}
+		return false
+	}
+	seen[name] = kv.key.Line
+	return true
+}
+
+// linePrefix is the "line N: " yaml.v3 and custom unmarshalers put first.
 var linePrefix = regexp.MustCompile(`^(yaml: )?line \d+: `)
 
 // leaf decodes a scalar (or a value a custom unmarshaler owns) with yaml.v3
@@ -268,7 +276,7 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string, f fieldInfo) 
 		}
 		return
 	}
-	if v.Addr().Type().Implements(unmarshaler) {
+	if t := v.Addr().Type(); t.Implements(unmarshaler) || t.Implements(textUnmarshaler) {
 		d.addf(n, path, "%s", unmarshalerMessage(err))
 		return
 	}

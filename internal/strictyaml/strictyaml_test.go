@@ -1,9 +1,11 @@
 package strictyaml
 
 import (
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -87,6 +89,51 @@ untagged: u
 	}
 	if len(v.List) != 2 || v.List[1].Name != "shared" || strings.Join(v.Names, ",") != "a,b" || v.Map["one"].Name != "m" || v.Tags["k"] != "v" {
 		t.Errorf("collections %+v", v)
+	}
+}
+
+// TestDecodeMergeOrder: with several merge sources the earlier one wins,
+// and the mapping's own key wins over all (YAML's merge key rules).
+func TestDecodeMergeOrder(t *testing.T) {
+	v, ps := decode(t, `
+a: &a {name: from-a, wait: 1m}
+b: &b {name: from-b, wait: 2m, limit: 3}
+inner:
+  <<: [*a, *b]
+ptr:
+  <<: [*a, *b]
+  wait: 5m
+`, Options{Ignore: []string{"a", "b"}})
+	if len(ps) != 0 {
+		t.Fatal(ps)
+	}
+	if v.Inner.Name != "from-a" || v.Inner.Wait.D().Minutes() != 1 || v.Inner.Limit == nil || *v.Inner.Limit != 3 {
+		t.Errorf("inner %+v", v.Inner)
+	}
+	if v.Ptr.Name != "from-a" || v.Ptr.Wait.D().Minutes() != 5 {
+		t.Errorf("ptr %+v", v.Ptr)
+	}
+}
+
+// TestDecodeTextUnmarshalers: a type that reads itself from text (a time,
+// an address) is one value, not a mapping to walk.
+func TestDecodeTextUnmarshalers(t *testing.T) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte("at: 2026-01-02T03:04:05Z\naddr: 10.0.0.0/8\nbad: nope\n"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		At   time.Time    `yaml:"at"`
+		Addr netip.Prefix `yaml:"addr"`
+		Bad  netip.Prefix `yaml:"bad"`
+	}
+	var p validate.Problems
+	Decode(&doc, &v, &p, "", Options{})
+	if v.At.Year() != 2026 || v.Addr.Bits() != 8 {
+		t.Errorf("decoded %+v", v)
+	}
+	if l := p.List(); len(l) != 1 || l[0].Path != "bad" || l[0].Line != 3 {
+		t.Errorf("problems %v", l)
 	}
 }
 
