@@ -28,7 +28,7 @@ import (
 const (
 	credsExitRefused   = 1 // the dispenser answered with an error
 	credsExitUsage     = 2 // bad flags, unreadable token or CA file, missing keys
-	credsExitTransport = 3 // no usable answer: connection, TLS, timeout, malformed body
+	credsExitTransport = 3 // no usable answer: connection, TLS, timeout, an answer not from the dispenser
 )
 
 // maxCredentialsBody bounds what is read of an answer.
@@ -121,7 +121,11 @@ func cmdCredentials(args []string, stdout, stderr io.Writer) int {
 		return credsExitTransport
 	}
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(stderr, refusal(resp, body, u))
+		line, fromDispenser := refusal(resp, body, u)
+		fmt.Fprintln(stderr, line)
+		if !fromDispenser {
+			return credsExitTransport
+		}
 		return credsExitRefused
 	}
 	out, err := processAnswer(body)
@@ -236,9 +240,10 @@ func transportProblem(err error, u *url.URL, timeout time.Duration) string {
 }
 
 // refusal is the line the AWS CLI and SDKs show for a non-200 answer: the
-// dispenser's "code: message", or the HTTP status when the answer is not
-// the dispenser's error shape (a proxy in front, a wrong URL).
-func refusal(resp *http.Response, body []byte, u *url.URL) string {
+// dispenser's "code: message" (fromDispenser), or the HTTP status when the
+// answer is not the dispenser's error shape (a proxy in front of a
+// dispenser that is down, a wrong URL, a redirect).
+func refusal(resp *http.Response, body []byte, u *url.URL) (line string, fromDispenser bool) {
 	var e struct{ Code, Message string }
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/json" && json.Unmarshal(body, &e) == nil && e.Code != "" {
@@ -246,9 +251,9 @@ func refusal(resp *http.Response, body []byte, u *url.URL) string {
 		if ra := resp.Header.Get("Retry-After"); ra != "" && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 			line += " (retry after " + oneLine(ra) + "s)"
 		}
-		return line
+		return line, true
 	}
-	return fmt.Sprintf("credentials: %s answered HTTP %s without the dispenser's error body (is --url the dispenser's /credentials?)", endpoint(u), resp.Status)
+	return fmt.Sprintf("credentials: %s answered HTTP %s without the dispenser's error body (is --url the dispenser's /credentials?)", endpoint(u), oneLine(resp.Status)), false
 }
 
 // oneLine keeps a server-supplied string on one bounded line.

@@ -190,8 +190,9 @@ func TestCredentialsSigV4AndPrivateCA(t *testing.T) {
 }
 
 // TestCredentialsUsageAndTransportErrors: bad flags exit 2 with one clear
-// line; an unreachable or silent dispenser exits 3; a non-dispenser error
-// answer names the HTTP status; a redirect is not followed.
+// line; an unreachable or silent dispenser exits 3, as does an answer that
+// is not the dispenser's (it names the HTTP status); a redirect is not
+// followed.
 func TestCredentialsUsageAndTransportErrors(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -233,8 +234,8 @@ func TestCredentialsUsageAndTransportErrors(t *testing.T) {
 		{"bad ca file", []string{"--url", closed, "--token-file", tokenFile, "--ca-file", tokenFile}, credsExitUsage, "holds no PEM certificate"},
 		{"unreachable", []string{"--url", closed, "--token-file", tokenFile}, credsExitTransport, "cannot reach http://" + strings.TrimPrefix(strings.SplitN(closed, "/credentials", 2)[0], "http://") + "/credentials"},
 		{"silent", []string{"--url", silent.URL + "/credentials", "--token-file", tokenFile, "--timeout", "300ms"}, credsExitTransport, "no answer from " + silent.URL + "/credentials within 300ms"},
-		{"not the dispenser", []string{"--url", proxy.URL + "/credentials", "--token-file", tokenFile}, credsExitRefused, "answered HTTP 502 Bad Gateway without the dispenser's error body"},
-		{"redirect", []string{"--url", redirect.URL + "/credentials", "--token-file", tokenFile}, credsExitRefused, "answered HTTP 302 Found"},
+		{"not the dispenser", []string{"--url", proxy.URL + "/credentials", "--token-file", tokenFile}, credsExitTransport, "answered HTTP 502 Bad Gateway without the dispenser's error body"},
+		{"redirect", []string{"--url", redirect.URL + "/credentials", "--token-file", tokenFile}, credsExitTransport, "answered HTTP 302 Found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCmd(append([]string{"credentials"}, tc.args...)...)
