@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/vtk/dispenser/internal/auth/authtest"
 )
 
 // devKeys are the development key files examples/local.yaml names,
@@ -140,4 +142,41 @@ func TestExampleCommandsFromAnyDirectory(t *testing.T) {
 	if code, out, errs := runCmd("token", "--config", cfg, "--subject", "w1", "--org", "acme"); code != 0 || strings.Count(out, ".") != 2 {
 		t.Fatalf("token: %d %q %s", code, out, errs)
 	}
+}
+
+// TestWatchWithRelativeConfigBesideItsCertificate: started as
+// `serve --config dispenser.yaml` from the configuration's directory, with
+// the certificate beside it and watch_config on, an edit of the
+// configuration is reloaded. The directory is watched under one name
+// (the configuration path is made absolute like the certificate's), so
+// its events are recognised.
+func TestWatchWithRelativeConfigBesideItsCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfgPath := localConfig(t, dir)
+	ca := authtest.NewCA(t, "watch-test")
+	_, certPEM, keyPEM := ca.Issue(t, authtest.Leaf{CN: "localhost", DNS: []string{"localhost"}, Server: true})
+	authtest.WriteFile(t, dir, "cert.pem", certPEM)
+	authtest.WriteFile(t, dir, "key.pem", keyPEM)
+	b, err := os.ReadFile(cfgPath)
+	must(t, err)
+	s := strings.Replace(string(b), "  min_remaining: 20m\n", "  min_remaining: 20m\n  watch_config: true\n  tls: {cert_file: cert.pem, key_file: key.pem}\n", 1)
+	s = strings.Replace(s, "level: error", "level: info", 1)
+	must(t, os.WriteFile(cfgPath, []byte(s), 0o600))
+	addr, admin := freePort(t), freePort(t)
+	logs := &lockedBuffer{}
+	cmd := exec.Command(bin, "serve", "--config", filepath.Base(cfgPath), "--listen", addr, "--admin-listen", admin)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = io.Discard, logs
+	must(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	waitReady(t, "http://"+admin+"/readyz")
+	replaceFile(t, cfgPath, strings.Replace(s, "        operations: [get, put, check, tag]\n", archiveGrant, 1))
+	waitFor(t, "the watched reload", func() bool { return strings.Contains(logs.String(), "configuration reloaded") }, logs)
 }
