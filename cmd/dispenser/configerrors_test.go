@@ -54,3 +54,12 @@ func TestCheckConfigReportsEveryProblemWithItsLine(t *testing.T) {
 }
 
 func lineOf(n int, rest string) string { return fmt.Sprintf("line %d: %s", n, rest) }
+
+// TestOverriddenValueHasNoLine: a problem with a value --admin-listen set
+// does not point at the line of the file's value it replaced.
+func TestOverriddenValueHasNoLine(t *testing.T) {
+	_, err := loadConfigWithListen(testConfig(t, false), "", "not-an-address")
+	if err == nil || !strings.Contains(err.Error(), "\n  server.admin_listen: must be host:port") {
+		t.Fatalf("got %v", err)
+	}
+}

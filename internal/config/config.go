@@ -151,8 +151,16 @@ func parse(b []byte, dir string, edits ...func(*Config)) (*Config, error) {
 		spec.Dir = dir
 		c.Backends[name] = spec
 	}
+	before := c.Server
 	for _, e := range edits {
 		e(&c)
+	}
+	// A value a flag replaced is not on any line of the file.
+	if c.Server.Listen != before.Listen {
+		c.lines["server.listen"] = validate.NotInFile
+	}
+	if c.Server.AdminListen != before.AdminListen {
+		c.lines["server.admin_listen"] = validate.NotInFile
 	}
 	c.ApplyDefaults()
 	var checked validate.Problems

@@ -13,10 +13,14 @@ import (
 type Problem struct {
 	Path    string // e.g. tenants[0].grants[1].bucket
 	Message string
-	// Line is the line of the configuration file the problem is at, 0 when
-	// unknown (a value that comes from a default or a flag).
+	// Line is the line of the configuration file the problem is at; 0
+	// when unknown, NotInFile when the value came from elsewhere (a flag).
 	Line int
 }
+
+// NotInFile is the Line of a value that did not come from the file (a
+// command line flag replaced it): Locate leaves it without a line.
+const NotInFile = -1
 
 func (p Problem) String() string {
 	if p.Line > 0 {
@@ -37,8 +41,8 @@ func (ps *Problems) Addf(path, format string, args ...any) {
 func (ps *Problems) Add(p Problem) { ps.list = append(ps.list, p) }
 
 // Locate sets the line of every problem that has none, from line(path); a
-// path line does not know is looked up by its parents (a missing key is
-// reported at the section that lacks it).
+// path line does not know (0) is looked up by its parents (a missing key
+// is reported at the section that lacks it); NotInFile stops the search.
 func (ps *Problems) Locate(line func(path string) int) {
 	for i := range ps.list {
 		p := &ps.list[i]
