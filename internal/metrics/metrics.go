@@ -76,7 +76,7 @@ func New(version string) *Metrics {
 	m.RateLimitBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limiter_backend", Help: "Which limiter is in use (1): redis or local fallback."}, []string{"backend"})
 	m.RevocationHits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "revocation_hits_total", Help: "Requests refused by a revocation, by kind."}, []string{"kind"})
 	m.AuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Authentication failures by method and reason."}, []string{"method", "reason"})
-	m.PackedPolicySize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "packed_policy_size_percent", Help: "Session size STS reported, in percent of its limit (SessionTokenUtilization, or PackedPolicySize where only that is sent).", Buckets: []float64{5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100}})
+	m.PackedPolicySize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "packed_policy_size_percent", Help: "PackedPolicySize reported by STS (percent of the limit).", Buckets: []float64{5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100}})
 	m.ServedLifetime = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "served_credential_remaining_seconds", Help: "Remaining lifetime of served credentials.", Buckets: []float64{300, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200}})
 	m.STSThrottles = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sts_throttles_total", Help: "Throttling answers from STS."})
 	m.TLSCertExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "tls_cert_expiry_timestamp_seconds", Help: "NotAfter of the serving TLS certificate."})
