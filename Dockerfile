@@ -15,7 +15,10 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 # Runtime: no shell, no package manager; CA certificates for STS/IAM over
 # TLS; a fixed non-root user. The root filesystem can be mounted read-only:
 # the only writable path is /data (mount a volume there for the SQLite
-# audit database; with PostgreSQL nothing is written locally).
+# audit database; with PostgreSQL nothing is written locally). Relative
+# paths in the configuration resolve against its directory (/etc/dispenser):
+# leave audit.path unset (dispenser-audit.db in the working directory, /data)
+# or name /data/... absolutely.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/dispenser /usr/local/bin/dispenser
 COPY --from=build --chown=65532:65532 /out/data /data

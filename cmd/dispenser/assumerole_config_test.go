@@ -55,10 +55,17 @@ func TestAssumeRoleExampleAndItsChecks(t *testing.T) {
 // TestNewAppWrapsAssumeRoleInTheCache: serve's wiring puts the credential
 // cache (with the server floor) in front of an assume-role backend.
 func TestNewAppWrapsAssumeRoleInTheCache(t *testing.T) {
-	t.Chdir("../..")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-	cfg, err := loadConfig("examples/assume-role.yaml")
+	// A copy beside its key: newApp opens the audit database the example
+	// names beside itself, which must not land in examples/.
+	dir := t.TempDir()
+	copyDevKeys(t, dir)
+	b, err := os.ReadFile("../../examples/assume-role.yaml")
+	must(t, err)
+	path := filepath.Join(dir, "assume-role.yaml")
+	must(t, os.WriteFile(path, b, 0o600))
+	cfg, err := loadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}

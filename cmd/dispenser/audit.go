@@ -279,8 +279,8 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tID\tOUTCOME\tREASON\tORG\tPRINCIPAL\tJOB\tTASK\tOPERATION\tLOCATION\tACCESS KEY")
 		for _, r := range p.Records {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\ts3://%s/%s\t%s\n", r.Time.Format(time.RFC3339), r.ID, r.Outcome, dash(r.Reason),
-				dash(r.Org), dash(r.Principal), dash(r.JobID), dash(r.TaskID), dash(r.Operation), r.Bucket, r.Prefix, dash(r.AccessKeyID))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.ID, r.Outcome, dash(r.Reason),
+				dash(r.Org), dash(r.Principal), dash(r.JobID), dash(r.TaskID), dash(r.Operation), location(r.Bucket, r.Prefix), dash(r.AccessKeyID))
 		}
 		werr = tw.Flush()
 		if p.Next != "" && werr == nil {

@@ -18,16 +18,16 @@ import (
 // devAdminToken is the DEV-ONLY admin token of examples/local.yaml.
 const devAdminToken = "dispenser-dev-admin-token-DEV-ONLY-do-not-deploy"
 
-// localConfig writes examples/local.yaml into dir with absolute key paths
-// and the audit trail in dir, and returns its path.
+// localConfig writes examples/local.yaml into dir beside the development
+// keys it names and with the audit trail in dir, and returns its path.
 func localConfig(t *testing.T, dir string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../examples/local.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex, _ := filepath.Abs("../../examples")
-	s := strings.ReplaceAll(string(b), "examples/", ex+"/")
+	copyDevKeys(t, dir)
+	s := string(b)
 	s = strings.Replace(s, "path: dispenser-audit.db", "path: "+filepath.Join(dir, "audit.db"), 1)
 	s = strings.Replace(s, "level: info", "level: error", 1)
 	// Tests never take the fixed admin port (other test binaries may run).

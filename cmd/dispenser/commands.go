@@ -43,7 +43,7 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 	var p validate.Problems
 	if ve != nil {
 		for _, pr := range ve.Problems {
-			p.Addf(pr.Path, "%s", pr.Message)
+			p.Add(pr)
 		}
 	}
 	backends := vend.Build(c.Backends, vend.Deps{MinRemaining: c.Server.MinRemaining.D()}, &p)
@@ -52,6 +52,8 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 			tv.ValidateTenant(t, &p, validate.Join("tenants", i))
 		}
 	}
+	// The backends' problems are placed in the file like the others.
+	p.Locate(c.Line)
 	if err := p.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -85,6 +87,10 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// maxTokenTTL bounds `dispenser token --ttl`: its tokens are development
+// bearer tokens, which should not outlive a working day.
+const maxTokenTTL = 24 * time.Hour
+
 func cmdToken(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("token", stderr)
 	path := fs.String("config", "", "configuration file")
@@ -94,6 +100,12 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	job := fs.String("job-id", "", "bind the token to one job id")
 	task := fs.String("task-id", "", "bind the token to one task id")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	// A non-positive lifetime mints a token that is already expired (and
+	// fails only later, as a puzzling 401); a development token is short.
+	if *ttl < time.Second || *ttl > maxTokenTTL {
+		fmt.Fprintf(stderr, "token: --ttl must be between 1s and %s, got %s\n", maxTokenTTL, *ttl)
 		return 2
 	}
 	c, err := loadConfig(*path)
@@ -184,4 +196,14 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, g.Policy)
 	return 0
+}
+
+// location shows a bucket and prefix as s3://bucket/prefix, or "-" for a
+// record that has no bucket (a refused authentication, a malformed
+// request) rather than "s3:///".
+func location(bucket, prefix string) string {
+	if bucket == "" {
+		return "-"
+	}
+	return "s3://" + bucket + "/" + prefix
 }

@@ -15,10 +15,11 @@ const usage = `dispenser: scoped, audited, short-lived AWS credentials for stora
 
 Usage:
   dispenser serve        --config FILE [--listen ADDR] [--admin-listen ADDR]
-  dispenser token        --config FILE --subject NAME --org ORG [--ttl 1h] [--job-id J] [--task-id T]
+  dispenser token        --config FILE --subject NAME --org ORG [--ttl 1h (1s–24h)] [--job-id J] [--task-id T]
   dispenser policy       --config FILE --org ORG --location s3://B/P/ --operation OP [--file F ...] [--principal P]
   dispenser keys         create|list|disable --config FILE [--name N --org O | --id AKID]
   dispenser check-config --config FILE
+  dispenser credentials  --url URL (--token-file FILE | --sigv4 [--region R] [--service S]) [--ca-file FILE] [--timeout 20s]
   dispenser revoke add    --config FILE --kind org|principal|job|task|access_key_id --value V --reason R [--expires-in 24h | --expires-at RFC3339]
   dispenser revoke list   --config FILE [--all]
   dispenser revoke delete --config FILE --id ID
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(rest, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(rest, stdout, stderr)
+	case "credentials":
+		return cmdCredentials(rest, stdout, stderr)
 	case "revoke":
 		return cmdRevoke(rest, stdout, stderr)
 	case "version", "--version":

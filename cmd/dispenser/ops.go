@@ -382,7 +382,13 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 }
 
 // watchedFiles lists, cleaned, the files whose change triggers a reload.
+// The configuration's own path is made absolute like the paths it names
+// (resolved against its directory), so a directory named both ways is one
+// watch and its events carry one name.
 func watchedFiles(path string, cfg *config.Config) map[string]bool {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	out := map[string]bool{filepath.Clean(path): true}
 	add := func(f string) {
 		if f != "" {

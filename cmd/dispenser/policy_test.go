@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,26 +10,16 @@ import (
 	"github.com/vtk/dispenser/internal/scope"
 )
 
-// policyConfig writes the example configuration with absolute key paths, so
-// the command can run from the package directory.
+// policyConfig is examples/local.yaml itself, by absolute path: policy
+// reads no state, and the file's key paths resolve against its directory
+// whatever the working directory.
 func policyConfig(t *testing.T) string {
 	t.Helper()
-	examples, err := filepath.Abs("../../examples")
+	p, err := filepath.Abs("../../examples/local.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(examples, "local.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	s := strings.ReplaceAll(string(b), "examples/", examples+"/")
-	s = strings.ReplaceAll(s, "path: dispenser-audit.db", "path: "+filepath.Join(dir, "audit.db"))
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return p
 }
 
 func runPolicy(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -42,6 +31,8 @@ func runPolicy(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func TestPolicyCommandPrintsTheExactPolicy(t *testing.T) {
 	cfg := policyConfig(t)
+	// From any directory: the configuration's key paths are relative to it.
+	t.Chdir(t.TempDir())
 	want := func(op scope.Operation, loc scope.Location, keys []string) string {
 		p, _, err := scope.BuildPolicy(op, loc, keys, scope.PolicyOptions{})
 		if err != nil {

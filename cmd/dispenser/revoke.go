@@ -107,10 +107,21 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		now := time.Now()
+		shown := 0
 		for _, r := range list {
 			if *all || r.Active(now) {
 				fmt.Fprintln(stdout, r)
+				shown++
 			}
+		}
+		// Said on stderr, as kubectl does: stdout stays one revocation
+		// per line for scripts, and a person sees the list was read.
+		switch {
+		case shown > 0:
+		case *all:
+			fmt.Fprintln(stderr, "no revocations")
+		default:
+			fmt.Fprintln(stderr, "no active revocations (--all also lists expired ones)")
 		}
 		return 0
 	case "delete":

@@ -296,10 +296,19 @@ func (a *app) close() {
 	a.closer = nil // close is idempotent
 }
 
-func newLogger(c config.LogConfig) (*zap.Logger, error) {
+// newLogger builds the configured logger; opts are applied last (tests
+// observe its entries).
+func newLogger(c config.LogConfig, opts ...zap.Option) (*zap.Logger, error) {
 	var zc zap.Config
 	if c.Format == "console" {
 		zc = zap.NewDevelopmentConfig()
+		// The development preset adds a stack trace to every warning,
+		// which buries one line ("generated an audit checkpoint signing
+		// key") under eight frames, and makes DPanic panic. A person
+		// reading the console gets stack traces for panics only.
+		zc.Development = false
+		zc.DisableStacktrace = true
+		opts = append([]zap.Option{zap.AddStacktrace(zapcore.DPanicLevel)}, opts...)
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.TimeKey = "time"
@@ -310,7 +319,7 @@ func newLogger(c config.LogConfig) (*zap.Logger, error) {
 		return nil, err
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
-	return zc.Build()
+	return zc.Build(opts...)
 }
 
 // authFailureGuard builds the per-client budget of failed authentications,
@@ -476,8 +485,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if certs != nil {
 		scheme = "https"
 	}
+	// The pid is the process SIGHUP must reach: under `go run`, $! is
+	// the go tool, not the dispenser.
 	log.Info("dispenser listening", zap.String("addr", ln.Addr().String()), zap.String("admin_addr", adminLn.Addr().String()),
-		zap.String("version", version), zap.Bool("tls", certs != nil))
+		zap.String("version", version), zap.Bool("tls", certs != nil), zap.Int("pid", os.Getpid()))
 	if cfg.Auth.JWT != nil && cfg.Auth.JWT.SigningKeyFile != "" {
 		fmt.Fprintf(stdout, "dispenser listening on %s://%s\nget a development token:\n  TOKEN=$(go run ./cmd/dispenser token --config %s --subject worker-1 --org ORG)\n  curl -s -H \"Authorization: Bearer $TOKEN\" '%s://%s/credentials?operation=get&location=s3://BUCKET/PREFIX/'\n",
 			scheme, ln.Addr(), *path, scheme, ln.Addr())

@@ -74,7 +74,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.ReplaceAll(string(cfg), "examples/", root+"/examples/")
+	copyDevKeys(t, dir)
+	s := string(cfg)
 	s = strings.ReplaceAll(s, "path: dispenser-audit.db", "path: "+filepath.Join(dir, "audit.db"))
 	cfgPath := filepath.Join(dir, "local.yaml")
 	if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {

@@ -15,7 +15,7 @@ type Config struct {
 	// Type is sqlite (default) or postgres.
 	Type string `yaml:"type"`
 	// Path is the SQLite database file.
-	Path string `yaml:"path"`
+	Path string `yaml:"path" config:"path"`
 	// DSN is the PostgreSQL connection string.
 	DSN string `yaml:"dsn"`
 	// Log names the log this dispenser appends to: "main" on SQLite; on
@@ -37,7 +37,7 @@ type Config struct {
 	// AnchorDir receives every checkpoint outside the database. Put it on
 	// another volume, writable by the dispenser but not by whoever
 	// administers the database. Default for SQLite: "<path>.anchors".
-	AnchorDir string `yaml:"anchor_dir"`
+	AnchorDir string `yaml:"anchor_dir" config:"path"`
 	// AnchorURL, when set, also sends every checkpoint to an HTTP witness
 	// (PUT/GET {anchor_url}/{origin}); AnchorTokenEnv names an environment
 	// variable with a bearer token for it.
@@ -45,7 +45,7 @@ type Config struct {
 	AnchorTokenEnv string `yaml:"anchor_token_env"`
 	// Mirror, when set, also writes every durable record as a JSON line to
 	// "stdout" or a file, for log shipping. It is a copy, not the evidence.
-	Mirror string `yaml:"mirror"`
+	Mirror string `yaml:"mirror" config:"sink"`
 	// Retention deletes records older than this (0: keep forever). The
 	// boundary record and a signed checkpoint at the cut are kept, so the
 	// remaining trail still verifies.
@@ -67,7 +67,7 @@ type CheckpointConfig struct {
 	// keygen" writes one). It is separate from the database credentials:
 	// whoever can write the database cannot sign. Default for SQLite:
 	// "<path>.checkpoint-key", generated on first start.
-	SigningKeyFile string `yaml:"signing_key_file"`
+	SigningKeyFile string `yaml:"signing_key_file" config:"path"`
 	// Origin prefixes every log's checkpoint origin (default
 	// "dispenser/audit"); the origin of log L is "<origin>/L".
 	Origin string `yaml:"origin"`

@@ -46,7 +46,7 @@ type JWTConfig struct {
 	TaskIDClaim    string            `yaml:"task_id_claim"`
 	// SigningKeyFile is a private key used only by `dispenser token` to mint
 	// development tokens. Production configs leave it empty.
-	SigningKeyFile string `yaml:"signing_key_file"`
+	SigningKeyFile string `yaml:"signing_key_file" config:"path"`
 	SigningKeyID   string `yaml:"signing_key_id"`
 	// CacheMaxLifetime is how long the identity of a verified token is
 	// reused without checking its signature again (default 60s; 0s turns
@@ -60,8 +60,8 @@ type JWTConfig struct {
 // JWTKey is one verification key with its algorithm allow-list.
 type JWTKey struct {
 	ID             string   `yaml:"kid"`
-	PublicKeyFile  string   `yaml:"public_key_file"`
-	HMACSecretFile string   `yaml:"hmac_secret_file"`
+	PublicKeyFile  string   `yaml:"public_key_file" config:"path"`
+	HMACSecretFile string   `yaml:"hmac_secret_file" config:"path"`
 	HMACSecretEnv  string   `yaml:"hmac_secret_env"`
 	Algorithms     []string `yaml:"algorithms"`
 }

@@ -19,7 +19,7 @@ import (
 // It needs server.tls: the dispenser must terminate TLS itself.
 type MTLSConfig struct {
 	// CAFile is the PEM bundle client certificates must chain to.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file" config:"path"`
 	// ClientAuth is optional (a client may present a certificate; other
 	// methods serve those that do not) or required (the TLS handshake fails
 	// without one, for every route including health checks).

@@ -190,7 +190,16 @@ func (s *SigV4) Authenticate(r *http.Request) (Identity, error) {
 	if req.presigned {
 		skip = "X-Amz-Signature"
 	}
-	query := canonicalQuery(req.query, skip)
+	queries := []string{canonicalQuery(req.query, skip)}
+	if !req.presigned {
+		// botocore signs an unencoded URL's query exactly as sent
+		// (?location=s3://media/acme/in/); the signature then covers the
+		// very bytes the dispenser reads, so that form is accepted too.
+		// Presigned URLs are signed canonically by every SDK.
+		if raw := rawSortedQuery(r.URL.RawQuery); raw != queries[0] {
+			queries = append(queries, raw)
+		}
+	}
 	uri := canonicalURI(r.URL)
 	scope := p.Date + "/" + p.Region + "/" + p.Service + "/aws4_request"
 
@@ -203,10 +212,12 @@ func (s *SigV4) Authenticate(r *http.Request) (Identity, error) {
 	}
 	sk := signingKey(key.Secret.Reveal(), p.Date, p.Region, p.Service)
 	ok := false
-	for _, ph := range payloads {
-		want := sigV4Signature(sk, stringToSign(r.Method, uri, query, headers, p.SignedHeaders, ph, req.amzDate, scope))
-		if signatureEqual(want, p.Signature) {
-			ok = true
+	for _, query := range queries {
+		for _, ph := range payloads {
+			want := sigV4Signature(sk, stringToSign(r.Method, uri, query, headers, p.SignedHeaders, ph, req.amzDate, scope))
+			if signatureEqual(want, p.Signature) {
+				ok = true
+			}
 		}
 	}
 	if !ok {

@@ -22,7 +22,9 @@ import (
 // SDKs do), canonical query = every parameter name and value URI-encoded
 // (RFC 3986 unreserved characters left as they are, space as %20), sorted by
 // name then value, canonical headers = lower-case names, trimmed values with
-// inner runs of spaces collapsed, repeated headers joined with commas.
+// inner runs of spaces collapsed, repeated headers joined with commas. The
+// query as sent, sorted (rawSortedQuery), is accepted as well: botocore
+// signs that form for a URL that is not percent-encoded.
 
 const (
 	sigV4Algorithm  = "AWS4-HMAC-SHA256"
@@ -185,6 +187,42 @@ func canonicalQuery(params []queryParam, skip string) string {
 	})
 	var b strings.Builder
 	for i, p := range enc {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(p.Name)
+		b.WriteByte('=')
+		b.WriteString(p.Value)
+	}
+	return b.String()
+}
+
+// rawSortedQuery is the query string as sent, in the form botocore signs
+// when a URL carries its own query (SigV4Auth._canonical_query_string_url):
+// the raw pieces between '&' (empty ones included), each split at its
+// first '=' ("k" becomes "k="), sorted by key then value, joined with '&';
+// nothing is decoded or re-encoded. Every byte of the query the dispenser
+// reads is covered; only the order of the pieces is not, as in the
+// canonical form (which sorts too).
+func rawSortedQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	pieces := strings.Split(raw, "&")
+	pairs := make([]queryParam, len(pieces))
+	for i, piece := range pieces {
+		k, v, _ := strings.Cut(piece, "=")
+		pairs[i] = queryParam{k, v}
+	}
+	sort.Slice(pairs, func(i, j int) bool {
+		if pairs[i].Name != pairs[j].Name {
+			return pairs[i].Name < pairs[j].Name
+		}
+		return pairs[i].Value < pairs[j].Value
+	})
+	var b strings.Builder
+	b.Grow(len(raw) + len(pairs))
+	for i, p := range pairs {
 		if i > 0 {
 			b.WriteByte('&')
 		}

@@ -5,12 +5,10 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/vtk/dispenser/internal/ratelimit"
 	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
+	"github.com/vtk/dispenser/internal/strictyaml"
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
 )
@@ -48,6 +47,9 @@ type Config struct {
 
 	// Path is the file the configuration was read from.
 	Path string `yaml:"-"`
+
+	// lines maps YAML paths to their lines in the file.
+	lines map[string]int
 }
 
 // ServerConfig configures the HTTP listener.
@@ -97,8 +99,8 @@ type ServerConfig struct {
 
 // TLSConfig is the server certificate.
 type TLSConfig struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile string `yaml:"cert_file" config:"path"`
+	KeyFile  string `yaml:"key_file" config:"path"`
 }
 
 // Enabled reports whether TLS is configured.
@@ -110,15 +112,26 @@ type LogConfig struct {
 	Format string `yaml:"format"` // json or console
 }
 
-// Load reads, defaults and validates the file at path. On a validation
-// error (a *validate.Error in the chain) it also returns the defaulted
-// config; on a read or YAML error the config is nil.
+// Load reads, defaults and validates the file at path. Relative paths in
+// the file (key files, certificates, the audit database, the backends' own
+// files: every field tagged `config:"path"`) are resolved against the
+// file's directory, not the working directory, so a dispenser started from
+// anywhere, or a container that mounts only the configuration and its keys
+// in one directory, reads the same files. Paths derived from another (the
+// checkpoint key beside the audit database) follow the resolved one.
+//
+// On a validation error (a *validate.Error in the chain) it also returns
+// the defaulted config; on a read or YAML syntax error the config is nil.
 func Load(path string, edits ...func(*Config)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b, edits...)
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := parse(b, dir, edits...)
 	if c != nil {
 		c.Path = path
 	}
@@ -130,32 +143,83 @@ func Load(path string, edits ...func(*Config)) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes YAML (unknown keys are errors), applies defaults and
-// validates. The returned error is a *validate.Error listing every problem,
-// or a YAML syntax error.
+// Parse decodes YAML, applies defaults and validates, leaving relative
+// paths as written (Load resolves them against the file's directory). The
+// returned error is a *validate.Error listing every problem, each with its
+// YAML path and line: unknown keys (with the key probably meant), keys set
+// twice, values of the wrong type, and what validation finds; or a YAML
+// syntax error, with a nil config.
 //
 // edits run after decoding and before defaults and validation, so command
 // line overrides (serve --listen) are judged like the file's own values.
 func Parse(b []byte, edits ...func(*Config)) (*Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	return parse(b, "", edits...)
+}
+
+func parse(b []byte, dir string, edits ...func(*Config)) (*Config, error) {
+	var doc yaml.Node
 	// An empty file is an empty configuration: validation then lists
 	// every missing section instead of a bare "EOF".
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
 	}
+	var c Config
+	var decoded validate.Problems
+	strictyaml.Decode(&doc, &c, &decoded, "", strictyaml.Options{Dir: dir})
+	c.lines = strictyaml.Lines(&doc, "")
+	// Backends decode their own options later (vend.Build), against the
+	// same directory.
+	for name, spec := range c.Backends {
+		spec.Dir = dir
+		c.Backends[name] = spec
+	}
+	before := c.Server
 	for _, e := range edits {
 		e(&c)
 	}
+	// A value a flag replaced is not on any line of the file.
+	if c.Server.Listen != before.Listen {
+		c.lines["server.listen"] = validate.NotInFile
+	}
+	if c.Server.AdminListen != before.AdminListen {
+		c.lines["server.admin_listen"] = validate.NotInFile
+	}
 	c.ApplyDefaults()
-	var p validate.Problems
-	c.Validate(&p)
+	var checked validate.Problems
+	c.Validate(&checked)
+	p := MergeProblems(decoded.List(), checked.List())
+	p.Locate(c.Line)
 	if err := p.Err(); err != nil {
 		return &c, err
 	}
 	return &c, nil
 }
+
+// MergeProblems lists the decoding problems, then the later problems not
+// at or under the path of one of them: a value that could not be read is
+// reported once, not again by the checks that then find it missing.
+func MergeProblems(decoded, later []validate.Problem) *validate.Problems {
+	var p validate.Problems
+	bad := map[string]bool{}
+	for _, pr := range decoded {
+		p.Add(pr)
+		bad[pr.Path] = true
+	}
+next:
+	for _, pr := range later {
+		for path := pr.Path; path != ""; path = validate.Parent(path) {
+			if bad[path] {
+				continue next
+			}
+		}
+		p.Add(pr)
+	}
+	return &p
+}
+
+// Line is the line of the file the value at path (a problem's path, such
+// as tenants[0].grants[1].bucket) is on, 0 when the file does not set it.
+func (c *Config) Line(path string) int { return c.lines[path] }
 
 // ApplyDefaults fills every unset field.
 func (c *Config) ApplyDefaults() {

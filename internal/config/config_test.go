@@ -126,9 +126,15 @@ func TestParseBehindProxy(t *testing.T) {
 }
 
 func TestParseRejectsUnknownKeysAndBadYAML(t *testing.T) {
-	for _, y := range []string{minimal + "srever: {}\n", "server: [\n", "server: {listen: 1, min_remaining: forever}\n"} {
+	// A syntax error leaves nothing to check.
+	if c, err := Parse([]byte("server: [\n")); err == nil || c != nil {
+		t.Errorf("got %v, %v", c, err)
+	}
+	// Unknown keys and undecodable values are problems like any other.
+	for y, path := range map[string]string{minimal + "srever: {}\n": "srever", minimal + "server: {listen: 1, min_remaining: forever}\n": "server.min_remaining"} {
 		c, err := Parse([]byte(y))
-		if err == nil || c != nil {
+		var ve *validate.Error
+		if !errors.As(err, &ve) || c == nil || !strings.Contains(err.Error(), path+":") {
 			t.Errorf("%q: got %v, %v", y, c, err)
 		}
 	}
@@ -158,7 +164,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestExampleConfigIsValid(t *testing.T) {
-	// examples/local.yaml names its key files relative to the repository root.
+	// The README's first command, from the repository root.
 	wd, _ := os.Getwd()
 	t.Chdir(filepath.Join(wd, "..", ".."))
 	if _, err := Load("examples/local.yaml"); err != nil {

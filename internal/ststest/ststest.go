@@ -75,7 +75,11 @@ type Credentials struct {
 	Expiration                                 time.Time
 	AssumedRoleArn, AssumedRoleID              string
 	PackedPolicySize                           int // < 0 omits the element
-	SourceIdentity                             string
+	// SessionTokenUtilization is the percentage of STS's session token
+	// size limit the token uses (nil omits the element); the SDK names it
+	// the replacement of PackedPolicySize.
+	SessionTokenUtilization *int
+	SourceIdentity          string
 }
 
 // Fault is an STS error answer.
@@ -281,6 +285,23 @@ func (s *Server) assumeRole(w http.ResponseWriter, r *Request) {
 	WriteAssumeRole(w, *c)
 }
 
+// STS's answers to parameters it refuses, in its wire format: a
+// constraint failure names the parameter ("at 'policy'"), other refusals
+// name it in the sentence.
+var (
+	// PolicyOutsideCharset: the session policy holds a character STS does
+	// not accept there (only tab, newline, CR and U+0020 to U+00FF).
+	PolicyOutsideCharset = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must satisfy regular expression pattern: [\u0009\u000A\u000D\u0020-\u00FF]+"}
+	// DurationAboveRoleMaximum: DurationSeconds above the role's
+	// MaxSessionDuration.
+	DurationAboveRoleMaximum = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."}
+	// SessionNameTooLong: a RoleSessionName over 64 characters.
+	SessionNameTooLong = Fault{Status: 400, Type: "Sender", Code: "ValidationError",
+		Message: "1 validation error detected: Value 'x' at 'roleSessionName' failed to satisfy constraint: Member must have length less than or equal to 64"}
+)
+
 // InvalidTransitiveTagKey is STS's answer to a TransitiveTagKeys entry that
 // names no session tag of the request.
 var InvalidTransitiveTagKey = Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue",
@@ -317,6 +338,7 @@ func (s *Server) DefaultCredentials(in AssumeRoleInput) *Credentials {
 		account = p[4]
 	}
 	role := in.RoleArn[strings.LastIndexByte(in.RoleArn, '/')+1:]
+	size := min(100, (len(in.Policy)*100)/2048+len(in.Tags))
 	return &Credentials{
 		AccessKeyID:      "ASIA" + randString(16),
 		SecretAccessKey:  randString(40),
@@ -324,8 +346,10 @@ func (s *Server) DefaultCredentials(in AssumeRoleInput) *Credentials {
 		Expiration:       now().Add(time.Duration(d) * time.Second).UTC().Truncate(time.Second),
 		AssumedRoleArn:   "arn:aws:sts::" + account + ":assumed-role/" + role + "/" + in.RoleSessionName,
 		AssumedRoleID:    "AROA" + randString(17) + ":" + in.RoleSessionName,
-		PackedPolicySize: min(100, (len(in.Policy)*100)/2048+len(in.Tags)),
-		SourceIdentity:   in.SourceIdentity,
+		PackedPolicySize: size,
+		// Both elements: the vendor must prefer the newer one.
+		SessionTokenUtilization: &size,
+		SourceIdentity:          in.SourceIdentity,
 	}
 }
 
@@ -355,7 +379,8 @@ type assumeRoleResponse struct {
 			SessionToken    string `xml:"SessionToken"`
 			Expiration      string `xml:"Expiration"`
 		} `xml:"Credentials"`
-		PackedPolicySize *int `xml:"PackedPolicySize,omitempty"`
+		PackedPolicySize        *int `xml:"PackedPolicySize,omitempty"`
+		SessionTokenUtilization *int `xml:"SessionTokenUtilization,omitempty"`
 	} `xml:"AssumeRoleResult"`
 	RequestID string `xml:"ResponseMetadata>RequestId"`
 }
@@ -375,6 +400,7 @@ func WriteAssumeRole(w http.ResponseWriter, c Credentials) {
 		p := c.PackedPolicySize
 		resp.Result.PackedPolicySize = &p
 	}
+	resp.Result.SessionTokenUtilization = c.SessionTokenUtilization
 	resp.RequestID = newRequestID()
 	WriteXML(w, http.StatusOK, resp)
 }

@@ -13,9 +13,21 @@ import (
 type Problem struct {
 	Path    string // e.g. tenants[0].grants[1].bucket
 	Message string
+	// Line is the line of the configuration file the problem is at; 0
+	// when unknown, NotInFile when the value came from elsewhere (a flag).
+	Line int
 }
 
-func (p Problem) String() string { return p.Path + ": " + p.Message }
+// NotInFile is the Line of a value that did not come from the file (a
+// command line flag replaced it): Locate leaves it without a line.
+const NotInFile = -1
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Message)
+	}
+	return p.Path + ": " + p.Message
+}
 
 // Problems accumulates Problem values.
 type Problems struct{ list []Problem }
@@ -23,6 +35,31 @@ type Problems struct{ list []Problem }
 // Addf records a problem at path.
 func (ps *Problems) Addf(path, format string, args ...any) {
 	ps.list = append(ps.list, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// Add records a problem as it is (with its line, when known).
+func (ps *Problems) Add(p Problem) { ps.list = append(ps.list, p) }
+
+// Locate sets the line of every problem that has none, from line(path); a
+// path line does not know (0) is looked up by its parents (a missing key
+// is reported at the section that lacks it); NotInFile stops the search.
+func (ps *Problems) Locate(line func(path string) int) {
+	for i := range ps.list {
+		p := &ps.list[i]
+		for path := p.Path; p.Line == 0 && path != ""; path = Parent(path) {
+			p.Line = line(path)
+		}
+	}
+}
+
+// Parent is the path one level up: Parent("tenants[2].role_arn") =
+// "tenants[2]", Parent("tenants[2]") = "tenants", Parent("auth") = "".
+func Parent(path string) string {
+	i := strings.LastIndexAny(path, ".[")
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
 }
 
 // List returns the problems in the order they were found.

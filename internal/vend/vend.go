@@ -5,7 +5,6 @@
 package vend
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/secret"
+	"github.com/vtk/dispenser/internal/strictyaml"
 	"github.com/vtk/dispenser/internal/validate"
 )
 
@@ -28,7 +28,9 @@ type Credentials struct {
 	SessionToken    secret.Secret
 	Expiration      time.Time
 	AccountID       string
-	// PackedPolicySize is the percentage STS reported, or -1 when unknown.
+	// PackedPolicySize is the share of STS's session size limit the
+	// session uses, in percent, as STS reported it (SessionTokenUtilization,
+	// or the older PackedPolicySize), or -1 when unknown.
 	PackedPolicySize int
 	// Source says where these came from ("sts", "cache", "mock", "static").
 	Source string
@@ -67,45 +69,39 @@ type TenantValidator interface {
 type Spec struct {
 	Type    string
 	Options yaml.Node
+	// Dir is the configuration file's directory, against which relative
+	// paths in the options (fields tagged `config:"path"`) are resolved;
+	// the configuration loader sets it.
+	Dir string
 }
 
 // UnmarshalYAML keeps the whole mapping for the constructor.
 func (s *Spec) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("must be a mapping with a type, for example {type: mock}")
+	}
 	var head struct {
 		Type string `yaml:"type"`
 	}
 	if err := n.Decode(&head); err != nil {
-		return err
+		return fmt.Errorf("type must be the name of a backend type (known: %v)", Types())
 	}
 	s.Type = head.Type
 	s.Options = *n
 	return nil
 }
 
-// Decode decodes the options into v, rejecting unknown keys (other than type).
-func (s Spec) Decode(v any) error {
+// Decode decodes the options into v (a pointer to the backend's options
+// struct) like the rest of the configuration: every unknown key (other
+// than type), key set twice or value of the wrong type is recorded in p
+// with its path under path and its line, and relative paths in fields
+// tagged `config:"path"` are resolved against Dir. It reports whether the
+// options decoded without a problem.
+func (s Spec) Decode(v any, p *validate.Problems, path string) bool {
 	if s.Options.Kind == 0 {
-		return nil
+		return true
 	}
-	b, err := yaml.Marshal(&s.Options)
-	if err != nil {
-		return err
-	}
-	var m map[string]yaml.Node
-	if err := yaml.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	delete(m, "type")
-	b, err = yaml.Marshal(m)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
-		return err
-	}
-	return nil
+	return strictyaml.Decode(&s.Options, v, p, path, strictyaml.Options{Dir: s.Dir, Ignore: []string{"type"}}) == 0
 }
 
 // Deps are what a constructor may use.

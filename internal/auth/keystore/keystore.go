@@ -53,14 +53,14 @@ type Config struct {
 	// Type is file (default), sqlite or postgres.
 	Type string `yaml:"type"`
 	// Path is the JSON file (type file) or the SQLite database (type sqlite).
-	Path string `yaml:"path"`
+	Path string `yaml:"path" config:"path"`
 	// DSN is the PostgreSQL connection string (type postgres).
 	DSN string `yaml:"dsn"`
 	// KEKEnv names an environment variable holding the base64 of a 32-byte
 	// key-encryption key; KEKFile is a file holding the same. With either
 	// set, secrets are stored encrypted with AES-256-GCM.
 	KEKEnv  string `yaml:"kek_env"`
-	KEKFile string `yaml:"kek_file"`
+	KEKFile string `yaml:"kek_file" config:"path"`
 }
 
 // ApplyDefaults fills unset fields.

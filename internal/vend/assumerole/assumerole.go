@@ -152,8 +152,7 @@ func (o Options) Validate(p *validate.Problems, path string) {
 func init() {
 	vend.Register(Type, func(spec vend.Spec, d vend.Deps, p *validate.Problems, path string) vend.Vendor {
 		var o Options
-		if err := spec.Decode(&o); err != nil {
-			p.Addf(path, "%v", err)
+		if !spec.Decode(&o, p, path) {
 			return nil
 		}
 		o.ApplyDefaults()
@@ -364,9 +363,7 @@ func (s stsCall) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 			creds.AccountID = p[4]
 		}
 	}
-	if out.PackedPolicySize != nil {
-		creds.PackedPolicySize = int(*out.PackedPolicySize)
-	}
+	creds.PackedPolicySize = sizeUtilization(out)
 	lvl := v.deps.Logger.Debug
 	if creds.PackedPolicySize >= 80 {
 		lvl = v.deps.Logger.Warn // close to PackedPolicyTooLarge
@@ -374,6 +371,21 @@ func (s stsCall) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 	lvl("sts:AssumeRole", zap.String("backend", v.deps.Name), zap.String("org", g.Org), zap.String("role_arn", g.RoleARN),
 		zap.String("session_name", g.SessionName), zap.Int("packed_policy_size", creds.PackedPolicySize), zap.Duration("elapsed", elapsed))
 	return creds, nil
+}
+
+// sizeUtilization is the session's share of STS's size limit, in percent:
+// SessionTokenUtilization, which the SDK names the replacement of the
+// deprecated PackedPolicySize, else PackedPolicySize from an endpoint that
+// sends only that (older STS-compatible servers); -1 when neither is sent.
+func sizeUtilization(out *sts.AssumeRoleOutput) int {
+	if u := out.SessionTokenUtilization; u != nil {
+		return int(*u)
+	}
+	//lint:ignore SA1019 read only when SessionTokenUtilization is absent, so endpoints that send just the old element keep the metric
+	if p := out.PackedPolicySize; p != nil {
+		return int(*p)
+	}
+	return -1
 }
 
 // mapError turns an STS failure into the dispenser's error. Messages name
@@ -395,8 +407,7 @@ func mapError(err error, g scope.Grant, callCtx, parent context.Context) *fault.
 			return fault.Wrap(err, fault.BackendUnavailable, "sts_region_disabled",
 				"STS is not activated in the configured region for the account of %s", g.RoleARN)
 		case "ValidationError", "InvalidParameterValue":
-			return fault.Wrap(err, fault.BackendUnavailable, "sts_validation_error",
-				"STS rejected the request for %s as invalid (%s; for example DurationSeconds above the role's maximum)", g.RoleARN, ae.ErrorCode())
+			return parameterError(err, ae, g)
 		case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch":
 			return fault.Wrap(err, fault.BackendUnavailable, "sts_base_credentials",
 				"the dispenser's own AWS credentials were rejected by STS (%s)", ae.ErrorCode()).WithRetryAfter(5 * time.Second)
@@ -423,6 +434,62 @@ func mapError(err error, g scope.Grant, callCtx, parent context.Context) *fault.
 		return fault.Wrap(err, fault.BackendUnavailable, "sts_error", "STS failed with %s", ae.ErrorCode()).WithRetryAfter(2 * time.Second)
 	}
 	return fault.Wrap(err, fault.BackendUnavailable, "sts_error", "the STS call failed; retry shortly").WithRetryAfter(2 * time.Second)
+}
+
+// refusedParameter finds the AssumeRole parameter an STS validation
+// message is about: a constraint failure names it ("Value '...' at
+// 'roleSessionName' failed to satisfy constraint"), other refusals in
+// their sentence ("The requested DurationSeconds exceeds ...").
+var refusedParameter = regexp.MustCompile(`at '([A-Za-z]+)`)
+
+// parameterError maps STS's refusal of one parameter to that parameter's
+// problem, so the message points at what to fix. Definite refusals: no
+// Retry-After (retrying cannot help). The session policy comes from the
+// request (prefix and file names), so its refusal is the caller's 400; the
+// rest comes from the configuration, so 502.
+func parameterError(err error, ae smithy.APIError, g scope.Grant) *fault.Error {
+	code, msg := ae.ErrorCode(), ae.ErrorMessage()
+	param := ""
+	if m := refusedParameter.FindStringSubmatch(msg); m != nil {
+		param = strings.ToLower(m[1])
+	} else {
+		lower := strings.ToLower(msg)
+		for _, kw := range []struct{ word, param string }{
+			{"durationseconds", "durationseconds"}, {"maxsessionduration", "durationseconds"},
+			{"rolesessionname", "rolesessionname"}, {"sourceidentity", "sourceidentity"},
+			{"externalid", "externalid"}, {"tag", "tags"}, {"policy", "policy"}, {"rolearn", "rolearn"},
+		} {
+			if strings.Contains(lower, kw.word) {
+				param = kw.param
+				break
+			}
+		}
+	}
+	switch param {
+	case "policy":
+		return fault.Wrap(err, fault.InvalidRequest, "sts_invalid_policy",
+			"STS rejected the session policy (%s): a prefix or file name may hold characters STS does not accept in a policy (only U+0020 to U+00FF), or the policy is too long; `dispenser policy` prints it", code)
+	case "durationseconds":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_duration",
+			"STS refused DurationSeconds for %s (%s): the role's MaxSessionDuration is below the tenant's max_duration, or role chaining limits sessions to 1h", g.RoleARN, code)
+	case "rolesessionname":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_session_name",
+			"STS rejected the role session name derived from the job and task ids (%s)", code)
+	case "tags", "transitivetagkeys":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_session_tags",
+			"STS rejected the session tags for %s (%s): check the tenant's session_tags and transitive_tag_keys (every transitive key must be a session tag) and the values they carry", g.RoleARN, code)
+	case "sourceidentity":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_source_identity",
+			"STS rejected the source identity for %s (%s): check the tenant's source_identity template", g.RoleARN, code)
+	case "externalid":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_external_id",
+			"STS rejected the external id for %s (%s): check the tenant's external_id", g.RoleARN, code)
+	case "rolearn":
+		return fault.Wrap(err, fault.BackendUnavailable, "sts_invalid_role_arn",
+			"STS rejected the role ARN %s (%s): check the tenant's role_arn", g.RoleARN, code)
+	}
+	return fault.Wrap(err, fault.BackendUnavailable, "sts_validation_error",
+		"STS rejected the request for %s as invalid (%s); the dispenser's log has STS's message", g.RoleARN, code)
 }
 
 func isRetryExhausted(err error) bool {

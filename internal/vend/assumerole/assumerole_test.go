@@ -200,7 +200,14 @@ func TestErrorMapping(t *testing.T) {
 		{"malformed policy", ststest.MalformedPolicyDocument, fault.InvalidRequest, "sts_malformed_policy", 1, false},
 		{"packed policy too large", ststest.PackedPolicyTooLarge, fault.InvalidRequest, "sts_packed_policy_too_large", 1, false},
 		{"region disabled", ststest.RegionDisabled, fault.BackendUnavailable, "sts_region_disabled", 1, false},
-		{"invalid parameter", ststest.InvalidTransitiveTagKey, fault.BackendUnavailable, "sts_validation_error", 1, false},
+		{"transitive tag key", ststest.InvalidTransitiveTagKey, fault.BackendUnavailable, "sts_invalid_session_tags", 1, false},
+		{"policy characters", ststest.PolicyOutsideCharset, fault.InvalidRequest, "sts_invalid_policy", 1, false},
+		{"policy, InvalidParameterValue", ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: ststest.PolicyOutsideCharset.Message},
+			fault.InvalidRequest, "sts_invalid_policy", 1, false},
+		{"duration above the role's maximum", ststest.DurationAboveRoleMaximum, fault.BackendUnavailable, "sts_invalid_duration", 1, false},
+		{"session name", ststest.SessionNameTooLong, fault.BackendUnavailable, "sts_invalid_session_name", 1, false},
+		{"unknown parameter", ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: "Something else is wrong."},
+			fault.BackendUnavailable, "sts_validation_error", 1, false},
 		{"throttled throughout", ststest.Throttling, fault.BackendUnavailable, "sts_throttled", 3, true},
 		{"internal failure", ststest.InternalFailure, fault.BackendUnavailable, "sts_unavailable", 3, true},
 		{"service unavailable", ststest.ServiceUnavailable, fault.BackendUnavailable, "sts_unavailable", 3, true},
@@ -336,7 +343,8 @@ func TestOptionValidation(t *testing.T) {
 		{"cache floor", "cache: {min_remaining: 1m}", "backends.sts.cache.min_remaining"},
 		{"cache size", "cache: {max_entries: -1}", "backends.sts.cache.max_entries"},
 		{"budget concurrency", "budget: {concurrency: -2}", "backends.sts.budget.concurrency"},
-		{"unknown key", "regoin: eu-west-1", "backends.sts"},
+		{"unknown key", "regoin: eu-west-1", "backends.sts.regoin"},
+		{"wrong type", "max_attempts: many", "backends.sts.max_attempts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var spec vend.Spec
@@ -439,10 +447,70 @@ func TestTransitiveKeyWithoutTagIsADefiniteRefusal(t *testing.T) {
 	g.TransitiveTagKeys = []string{"org", "session"}
 	_, err := v.Vend(context.Background(), g)
 	fe := fault.From(err)
-	if fe == nil || fe.Reason != "sts_validation_error" || fe.RetryAfter != 0 {
+	if fe == nil || fe.Reason != "sts_invalid_session_tags" || fe.RetryAfter != 0 {
 		t.Fatalf("got %v (%+v)", err, fe)
 	}
 	if n := fake.Count("AssumeRole"); n != 1 {
 		t.Errorf("attempts = %d, want 1", n)
+	}
+}
+
+// TestParameterRefusalsNameTheParameter: STS's refusal of one parameter is
+// reported as that parameter's problem; only a refused DurationSeconds
+// mentions the duration (a policy refusal used to suggest it).
+func TestParameterRefusalsNameTheParameter(t *testing.T) {
+	for _, tc := range []struct {
+		fault       ststest.Fault
+		want, never string
+	}{
+		{ststest.PolicyOutsideCharset, "session policy", "DurationSeconds"},
+		{ststest.Fault{Status: 400, Type: "Sender", Code: "InvalidParameterValue", Message: ststest.PolicyOutsideCharset.Message}, "session policy", "DurationSeconds"},
+		{ststest.DurationAboveRoleMaximum, "MaxSessionDuration", "policy"},
+		{ststest.SessionNameTooLong, "session name", "DurationSeconds"},
+		{ststest.InvalidTransitiveTagKey, "transitive_tag_keys", "DurationSeconds"},
+	} {
+		fake := ststest.New(t)
+		fake.AssumeRole = ststest.Sequence(ststest.Fail(tc.fault))
+		v := newVendor(t, fake, nil, nil)
+		_, err := v.Vend(context.Background(), grant())
+		fe := fault.From(err)
+		if !strings.Contains(fe.Message, tc.want) || strings.Contains(fe.Message, tc.never) {
+			t.Errorf("%s %q: message %q, want %q and never %q", tc.fault.Code, tc.fault.Message, fe.Message, tc.want, tc.never)
+		}
+	}
+}
+
+// TestSessionSizeUtilization: the session's share of STS's size limit is
+// read from SessionTokenUtilization (the SDK's replacement of the
+// deprecated PackedPolicySize), and from PackedPolicySize only when an
+// endpoint sends nothing else; -1 when neither is sent.
+func TestSessionSizeUtilization(t *testing.T) {
+	pct := func(n int) *int { return &n }
+	for _, tc := range []struct {
+		name        string
+		packed      int
+		utilization *int
+		want        int
+	}{
+		{"both", 30, pct(55), 55},
+		{"utilization only", -1, pct(42), 42},
+		{"packed only", 17, nil, 17},
+		{"neither", -1, nil, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := ststest.New(t)
+			fake.AssumeRole = func(in ststest.AssumeRoleInput) ststest.Answer {
+				return ststest.Answer{Creds: &ststest.Credentials{AccessKeyID: "ASIAUTILTEST", SecretAccessKey: "s", SessionToken: "t",
+					Expiration: time.Now().Add(time.Hour), AssumedRoleArn: "arn:aws:sts::222222222222:assumed-role/r/s",
+					PackedPolicySize: tc.packed, SessionTokenUtilization: tc.utilization}}
+			}
+			c, err := newVendor(t, fake, nil, nil).Vend(context.Background(), grant())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PackedPolicySize != tc.want {
+				t.Errorf("got %d, want %d", c.PackedPolicySize, tc.want)
+			}
+		})
 	}
 }

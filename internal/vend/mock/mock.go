@@ -19,8 +19,7 @@ func init() {
 		var opts struct {
 			AccountID string `yaml:"account_id"`
 		}
-		if err := spec.Decode(&opts); err != nil {
-			p.Addf(path, "%v", err)
+		if !spec.Decode(&opts, p, path) {
 			return nil
 		}
 		return &Vendor{Now: d.Now, AccountID: opts.AccountID}

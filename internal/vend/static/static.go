@@ -30,7 +30,7 @@ import (
 // Options of a static backend.
 type Options struct {
 	// File holds the credentials (YAML or JSON).
-	File string `yaml:"file"`
+	File string `yaml:"file" config:"path"`
 	// Expiration is the lifetime advertised to clients.
 	Expiration duration.Duration `yaml:"expiration"`
 }
@@ -60,8 +60,7 @@ type key struct {
 func init() {
 	vend.Register("static", func(spec vend.Spec, d vend.Deps, p *validate.Problems, path string) vend.Vendor {
 		var o Options
-		if err := spec.Decode(&o); err != nil {
-			p.Addf(path, "%v", err)
+		if !spec.Decode(&o, p, path) {
 			return nil
 		}
 		if o.Expiration == 0 {

@@ -218,7 +218,7 @@ func TestRegistryConstructor(t *testing.T) {
 		"type: static\n": "backends.st.file",
 		"type: static\nfile: " + p + "\nexpiration: 5m\n":    "backends.st.expiration",
 		"type: static\nfile: /nonexistent.yaml\n":            "backends.st.file",
-		"type: static\nfile: " + p + "\nunknown_option: 1\n": "backends.st",
+		"type: static\nfile: " + p + "\nunknown_option: 1\n": "backends.st.unknown_option",
 	} {
 		_, probs := buildSpec(t, y)
 		found := false
