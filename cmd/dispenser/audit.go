@@ -211,7 +211,7 @@ func (a *app) auditGate() *fault.Error {
 
 const auditUsage = `Usage:
   dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
-                         [--outcome issued|denied|failed|revoked|unrevoked] [--bucket B] [--since RFC3339] [--until RFC3339]
+                         [--outcome issued|denied|failed|revoked|unrevoked|adopted] [--bucket B] [--since RFC3339] [--until RFC3339]
                          [--limit N] [--cursor C] [--format table|json|ndjson]
   dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
                          reads only (creates and changes nothing); exit 0: verified; 1: tampering found;
