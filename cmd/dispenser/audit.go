@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -224,6 +225,24 @@ const auditUsage = `Usage:
   dispenser audit keygen --out FILE [--name NAME]
 `
 
+// verifyUsage is `audit verify --help`: what verify reads, and its exit
+// codes, which scripts and monitoring act on.
+const verifyUsage = `Usage: dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
+
+Checks every log of the audit trail: each entry's bytes, hash and chain link, every stored Merkle
+node, the query index, and the checkpoints in the database and in every configured anchor. It reads
+only: the database is opened read-only and nothing is created. See docs/audit.md.
+
+Exit codes:
+  0  verified
+  1  tampering found (each finding is printed)
+  2  verified, but records after the newest anchored checkpoint (an unanchored tail)
+  3  could not run (flags, configuration, the store missing or unreadable, an anchor unreachable)
+  4  anchor missing: a log holds records but an anchor holds no checkpoint of it (anchors deleted
+     or moved, or a new anchor); investigate, then dispenser audit adopt
+
+`
+
 func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)
@@ -350,7 +369,14 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	incremental := fs.Bool("incremental", false, "start each log at its newest anchored checkpoint")
 	key := fs.String("key", "", "verifier key (or a file holding it); default: derived from audit.checkpoint.signing_key_file")
 	format := fs.String("format", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), verifyUsage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 3
 	}
 	if *format != "text" && *format != "json" {

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/audit/audittest"
 	"github.com/vtk/dispenser/internal/audit/sqlite"
+	"github.com/vtk/dispenser/internal/testenv"
 )
 
 // TestAuditVerifyMissingDatabase: verify against a database that does not
@@ -257,5 +260,88 @@ func TestGhostIndexRowIsCountedAndLogged(t *testing.T) {
 	}
 	if v := value(scrape(t, a), "dispenser_audit_failures_total", map[string]string{"kind": "index"}); v != 1 {
 		t.Fatalf("index failures = %v, want 1", v)
+	}
+}
+
+// TestAnchorMissingOnPostgres: verify against a schema with no trail fails
+// (exit 3) and creates no table; a replica whose anchor was lost refuses
+// to vend and verify exits 4; `audit adopt` borrows the running replica's
+// log (it holds the advisory lock), and the replica serves again.
+func TestAnchorMissingOnPostgres(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgresSchema(t, "dispenser_anchor_")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "checkpoint.key")
+	if _, err := audit.GenerateKey(key, "dispenser-audit"); err != nil {
+		t.Fatal(err)
+	}
+	path := opsTestConfig(t, dir, "audit:\n  type: postgres\n  dsn: "+dsn+"\n  log: replica-a\n  anchor_dir: "+dir+"/anchors\n"+
+		"  checkpoint:\n    signing_key_file: "+key+"\n", "")
+	t.Setenv("DISPENSER_TEST_ADMIN_TOKEN", adminToken)
+	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 3 || !strings.Contains(stderr, "does not exist") {
+		t.Fatalf("verify of a schema with no trail: exit %d\n%s%s", code, out, stderr)
+	}
+	raw, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	var tables int
+	if err := raw.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("verify left %d tables (%v)", tables, err)
+	}
+
+	a, srv := startOpsApp(t, path)
+	for i := 0; i < 3; i++ {
+		if code, body := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/", token(t, "worker-1", "acme"), ""); code != 200 {
+			t.Fatalf("credentials: %d %s", code, body)
+		}
+	}
+	srv.Close()
+	a.close()
+	if err := os.RemoveAll(filepath.Join(dir, "anchors")); err != nil {
+		t.Fatal(err)
+	}
+	a, srv = startOpsApp(t, path)
+	if st := a.server.ReadyState(); st != "audit_anchor_missing" {
+		t.Fatalf("ReadyState = %q, want audit_anchor_missing", st)
+	}
+	if code, body := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/", token(t, "worker-1", "acme"), ""); code != 503 {
+		t.Fatalf("credentials with the anchor missing: %d %s", code, body)
+	}
+	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 4 {
+		t.Fatalf("verify: exit %d\n%s%s; want 4", code, out, stderr)
+	}
+	if code, out, stderr := runCLI(t, "audit", "adopt", "--config", path, "--reason", "anchor volume replaced", "--operator", "carol"); code != 0 {
+		t.Fatalf("adopt while the replica runs: exit %d\n%s%s", code, out, stderr)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for a.server.ReadyState() != "ready" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica did not pick up the adoption: %q", a.server.ReadyState())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := opsCall(t, srv, "GET", "/credentials?operation=get&location=s3://media/acme/in/", token(t, "worker-1", "acme"), ""); code != 200 {
+		t.Fatalf("credentials after the adoption: %d %s", code, body)
+	}
+	srv.Close()
+	a.close()
+	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 0 || !strings.Contains(out, "by carol") {
+		t.Fatalf("verify after the adoption: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestAuditVerifyHelpListsExitCodes: scripts act on verify's exit codes, so
+// its --help lists every one.
+func TestAuditVerifyHelpListsExitCodes(t *testing.T) {
+	code, _, stderr := runCLI(t, "audit", "verify", "--help")
+	if code != 0 {
+		t.Fatalf("audit verify --help: exit %d", code)
+	}
+	for _, want := range []string{"0  verified", "1  tampering", "2  verified, but", "3  could not run", "4  anchor missing"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("audit verify --help does not list %q:\n%s", want, stderr)
+		}
 	}
 }

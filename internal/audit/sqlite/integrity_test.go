@@ -562,3 +562,60 @@ func (f *fixture) reopen(t *testing.T) func() []string {
 		return append([]string(nil), got...)
 	}
 }
+
+// TestOneOfTwoAnchorsLost: with two anchors, one holding nothing is an
+// anchor missing for verify (named), while the checkpointer, vouched for
+// by the other, seeds it again.
+func TestOneOfTwoAnchorsLost(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	b := &audit.DirAnchor{Dir: filepath.Join(t.TempDir(), "anchor-b")}
+	f.opts.Anchors = []audit.Anchor{b}
+	r := f.verify(t)
+	if !r.AnchorMissing || len(r.AnchorsWithout) != 1 || r.AnchorsWithout[0] != b.Dir || len(r.Problems) > 0 || r.Anchored != 20 {
+		t.Fatalf("second anchor empty: %+v", r)
+	}
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer, Anchors: []audit.Anchor{f.anchor, b}}
+	if _, err := cp.Checkpoint(ctx, true); err != nil || cp.AnchorMissing() {
+		t.Fatalf("Checkpoint with one anchor vouching: %v", err)
+	}
+	if r := f.verify(t); r.AnchorMissing || len(r.Problems) > 0 {
+		t.Fatalf("after the empty anchor was seeded: %+v", r)
+	}
+}
+
+// TestMigrationStartsTheCursorWhereTheOldIndexerStopped: a store from
+// before the cursor, with a ghost index row that had stopped the old
+// indexer, migrates to a cursor just past the last entry actually indexed,
+// so the next query indexes every entry after it.
+func TestMigrationStartsTheCursorWhereTheOldIndexerStopped(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t) // 20 entries, all indexed
+	f.append(t, 20, 10)
+	f.exec(t, `DELETE FROM audit_index WHERE seq >= 25`) // the old indexer stopped at 25 ...
+	f.insertGhost(t, 1_000_000, "ASIAGHOST")             // ... behind a ghost row
+	f.exec(t, `DROP TABLE audit_index_cursor`)
+	f.exec(t, `DELETE FROM audit_schema WHERE version = 4`)
+	path := f.s.path
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var next int64
+	if err := s.r.QueryRow(`SELECT next_seq FROM audit_index_cursor WHERE log = 'main'`).Scan(&next); err != nil || next != 25 {
+		t.Fatalf("migrated cursor = %d, %v; want 25", next, err)
+	}
+	for i := 25; i < 30; i++ {
+		k := audittest.Sample(i).AccessKeyID
+		if k == "" {
+			continue
+		}
+		if p, err := s.Query(ctx, audit.Filter{AccessKeyID: k}); err != nil || len(p.Records) != 1 {
+			t.Fatalf("entry %d after the migration: %+v, %v", i, p.Records, err)
+		}
+	}
+}
