@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,16 +35,37 @@ func logName(cfg *config.Config) string {
 	return cfg.Server.ReplicaID
 }
 
-// openTrail opens the configured audit store (creating and migrating it).
-// readOnly opens PostgreSQL without claiming this replica's log (for the
-// CLI while a dispenser runs).
-func openTrail(ctx context.Context, cfg *config.Config, readOnly bool) (audit.Trail, error) {
+// trailMode is how a command opens the audit store.
+type trailMode int
+
+const (
+	// trailServe creates and migrates the store and claims this replica's
+	// log (PostgreSQL): the dispenser, and CLI commands with a log of
+	// their own (revoke).
+	trailServe trailMode = iota
+	// trailCLI reads without claiming the log; SQLite stays writable so a
+	// query can bring the index up to date, and on PostgreSQL every
+	// session is read-only (audit query).
+	trailCLI
+	// trailBorrow writes to this replica's log without claiming it, each
+	// append fenced by the head compare-and-swap (audit adopt while the
+	// replica runs).
+	trailBorrow
+	// trailVerify creates and changes nothing: SQLite mode=ro (a missing
+	// file is an error), PostgreSQL read-only sessions, no migrations.
+	trailVerify
+)
+
+// openTrail opens the configured audit store in mode. problems, when set,
+// is told of derived rows no entry accounts for (ghost index rows).
+func openTrail(ctx context.Context, cfg *config.Config, mode trailMode, problems func(string)) (audit.Trail, error) {
 	c := cfg.Audit
 	switch c.Type {
 	case "sqlite":
-		return sqlite.Open(ctx, sqlite.Options{Path: c.Path, Log: logName(cfg)})
+		return sqlite.Open(ctx, sqlite.Options{Path: c.Path, Log: logName(cfg), ReadOnly: mode == trailVerify, Problems: problems})
 	case "postgres":
-		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, Log: logName(cfg), ReadOnly: readOnly})
+		return postgres.Open(ctx, postgres.Options{DSN: c.DSN, Log: logName(cfg), ReadOnly: mode == trailCLI || mode == trailVerify,
+			Borrow: mode == trailBorrow, Problems: problems})
 	}
 	return nil, fmt.Errorf("audit: unsupported store type %q", c.Type)
 }
@@ -111,7 +134,14 @@ func anchors(cfg *config.Config) []audit.Anchor {
 // and registers their shutdown in a.closer.
 func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	cfg := a.current.Load()
-	trail, err := openTrail(ctx, cfg, false)
+	alog := a.log.Named("audit")
+	for _, w := range cfg.Audit.Warnings() {
+		alog.Warn(w)
+	}
+	trail, err := openTrail(ctx, cfg, trailServe, func(problem string) {
+		a.metrics.AuditFailure("index")
+		alog.Error("audit trail row with no entry behind it (tampering; run dispenser audit verify)", zap.String("problem", problem))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -139,10 +169,19 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	cp := &audit.Checkpointer{
 		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
 		Anchors:  anchors(cfg),
-		Interval: cfg.Audit.Checkpoint.Interval.D(), Idle: cfg.Audit.Checkpoint.IdleInterval.D(),
-		Metrics: a.metrics, Logger: a.log.Named("audit"),
+		Interval: cfg.Audit.Checkpoint.Interval.D(), MaxRecords: cfg.Audit.Checkpoint.MaxRecords, Idle: cfg.Audit.Checkpoint.IdleInterval.D(),
+		Metrics: a.metrics, Logger: alog,
 	}
 	a.checkpointer = cp
+	a.refuseUnanchored = cfg.Audit.OnMissingAnchor == audit.OnMissingAnchorRefuse
+	// The first checkpoint: the genesis of an empty log, or the unanchored
+	// tail a crash left, reported and anchored at once; or the finding that
+	// no anchor holds this log (logged by the checkpointer; Gate).
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	if _, err := cp.Resume(rctx); err != nil && !errors.Is(err, audit.ErrAnchorMissing) {
+		alog.Error("first audit checkpoint failed; retrying on the checkpoint cadence", zap.Error(err))
+	}
+	rcancel()
 	cctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cp.Run(cctx) }()
@@ -160,6 +199,18 @@ func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
 	return w, nil
 }
 
+// auditGate holds the replica out of service (api.Options.Gate) while its
+// log holds entries no anchor has a checkpoint of, unless the operator set
+// audit.on_missing_anchor: serve.
+func (a *app) auditGate() *fault.Error {
+	if !a.refuseUnanchored || a.checkpointer == nil || !a.checkpointer.AnchorMissing() {
+		return nil
+	}
+	return fault.New(fault.AuditUnavailable, "audit_anchor_missing",
+		"the audit log holds records but no anchor holds a checkpoint of it (anchors deleted or moved?); no credentials are issued until an operator investigates and runs dispenser audit adopt").
+		WithRetryAfter(30 * time.Second)
+}
+
 // announcingTrail lets the API announce each request's record through the
 // denial budget to the audit writer (api.Announcer), so the writer's group
 // commit waits only for requests actually on their way.
@@ -172,14 +223,36 @@ var _ api.Announcer = announcingTrail{}
 
 const auditUsage = `Usage:
   dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
-                         [--outcome issued|denied|failed|revoked|unrevoked|summarized] [--bucket B] [--since RFC3339] [--until RFC3339]
+                         [--outcome issued|denied|failed|revoked|unrevoked|summarized|adopted] [--bucket B] [--since RFC3339] [--until RFC3339]
                          [--limit N] [--cursor C] [--format table|json|ndjson]
   dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
-                         exit 0: verified; 1: tampering found; 2: verified, but records after the newest
-                         anchored checkpoint (unanchored tail); 3: could not run
+                         reads only (creates and changes nothing); exit 0: verified; 1: tampering found;
+                         2: verified, but records after the newest anchored checkpoint (unanchored tail);
+                         3: could not run; 4: anchor missing: a log holds records but an anchor holds no
+                         checkpoint of it (anchors deleted or moved, or new; see audit adopt)
+  dispenser audit adopt  --config FILE --reason TEXT [--operator NAME] [--log LOG]
+                         records an operator's adoption of a log no anchor holds, then anchors it
   dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
   dispenser audit keygen --out FILE [--name NAME]
 ` + correlateUsage
+
+// verifyUsage is `audit verify --help`: what verify reads, and its exit
+// codes, which scripts and monitoring act on.
+const verifyUsage = `Usage: dispenser audit verify --config FILE [--incremental] [--key VERIFIER_KEY_OR_FILE] [--format text|json]
+
+Checks every log of the audit trail: each entry's bytes, hash and chain link, every stored Merkle
+node, the query index, and the checkpoints in the database and in every configured anchor. It reads
+only: the database is opened read-only and nothing is created. See docs/audit.md.
+
+Exit codes:
+  0  verified
+  1  tampering found (each finding is printed)
+  2  verified, but records after the newest anchored checkpoint (an unanchored tail)
+  3  could not run (flags, configuration, the store missing or unreadable, an anchor unreachable)
+  4  anchor missing: a log holds records but an anchor holds no checkpoint of it (anchors deleted
+     or moved, or a new anchor); investigate, then dispenser audit adopt
+
+`
 
 func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -193,6 +266,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		return cmdAuditVerify(args[1:], stdout, stderr)
 	case "verify-receipt":
 		return cmdAuditVerifyReceipt(args[1:], stdout, stderr)
+	case "adopt":
+		return cmdAuditAdopt(args[1:], stdout, stderr)
 	case "keygen":
 		return cmdAuditKeygen(args[1:], stdout, stderr)
 	case "correlate":
@@ -239,7 +314,7 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
-	trail, err := openTrail(ctx, cfg, true)
+	trail, err := openTrail(ctx, cfg, trailCLI, func(problem string) { fmt.Fprintln(stderr, "audit query: warning:", problem) })
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -307,7 +382,14 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	incremental := fs.Bool("incremental", false, "start each log at its newest anchored checkpoint")
 	key := fs.String("key", "", "verifier key (or a file holding it); default: derived from audit.checkpoint.signing_key_file")
 	format := fs.String("format", "text", "text or json")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), verifyUsage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 3
 	}
 	if *format != "text" && *format != "json" {
@@ -325,9 +407,9 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	ctx := context.Background()
-	trail, err := openTrail(ctx, cfg, true)
+	trail, err := openTrail(ctx, cfg, trailVerify, nil)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, "audit verify:", err)
 		return 3
 	}
 	defer trail.Close()
@@ -342,30 +424,144 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
 	} else {
-		for _, l := range rep.Logs {
-			status := "ok"
-			if len(l.Problems) > 0 {
-				status = "TAMPERED"
-			} else if l.Unanchored > 0 {
-				status = "ok, unanchored tail"
-			}
-			fmt.Fprintf(stdout, "log %s: %s — %d entries (%d re-hashed), anchored checkpoint covers %d, %d unanchored\n",
-				l.Log, status, l.Size, l.Checked, l.Anchored, l.Unanchored)
-			for _, p := range l.Problems {
-				fmt.Fprintf(stdout, "  - %s\n", p)
-			}
-		}
-		if len(rep.Logs) == 0 {
-			fmt.Fprintln(stdout, "no logs")
-		}
+		printVerifyReport(stdout, rep, *path)
 	}
 	switch {
 	case rep.Tampered():
 		return 1
+	case rep.AnchorMissing():
+		return 4
 	case rep.UnanchoredTail():
 		return 2
 	}
 	return 0
+}
+
+// printVerifyReport writes a verify report as text: one line per log, its
+// adoptions and problems indented below it.
+func printVerifyReport(w io.Writer, rep audit.Report, configPath string) {
+	for _, l := range rep.Logs {
+		status := "ok"
+		switch {
+		case len(l.Problems) > 0:
+			status = "TAMPERED"
+		case l.AnchorMissing:
+			status = "ANCHOR MISSING"
+		case l.Unanchored > 0:
+			status = "ok, unanchored tail"
+		}
+		fmt.Fprintf(w, "log %s: %s — %d entries (%d re-hashed), anchored checkpoint covers %d, %d unanchored\n",
+			l.Log, status, l.Size, l.Checked, l.Anchored, l.Unanchored)
+		for _, ad := range l.Adoptions {
+			fmt.Fprintf(w, "  adopted: entry %d, %s, by %s, vouching for entries 0..%d that no anchor held: %q\n",
+				ad.Seq, ad.Time.Format(time.RFC3339), ad.Operator, ad.Size-1, ad.Reason)
+		}
+		if l.AnchorMissing {
+			fmt.Fprintf(w, "  - no checkpoint of this log in: %s (anchors deleted or moved, or new); nothing proves these entries are what was signed. "+
+				"Investigate; to vouch for the log as it stands: dispenser audit adopt --config %s --reason \"...\"\n",
+				strings.Join(l.AnchorsWithout, ", "), configPath)
+		}
+		for _, p := range l.Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
+	if len(rep.Problems) > 0 {
+		fmt.Fprintln(w, "trail: TAMPERED")
+		for _, p := range rep.Problems {
+			fmt.Fprintf(w, "  - %s\n", p)
+		}
+	}
+	if len(rep.Logs) == 0 {
+		fmt.Fprintln(w, "no logs")
+	}
+}
+
+// operatorName is who runs a command: the OS user.
+func operatorName() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}
+
+func cmdAuditAdopt(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("audit adopt", stderr)
+	path := fs.String("config", "", "configuration file")
+	reason := fs.String("reason", "", "why the log is adopted (recorded in the log; required)")
+	operator := fs.String("operator", "", "who adopts it (recorded in the log; default: the OS user)")
+	logFlag := fs.String("log", "", "the log to adopt (default: this configuration's, audit.log or server.replica_id)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if strings.TrimSpace(*reason) == "" {
+		fmt.Fprintln(stderr, "audit adopt: --reason is required (it is recorded in the log)")
+		return 2
+	}
+	if *operator == "" {
+		*operator = operatorName()
+	}
+	if strings.TrimSpace(*operator) == "" {
+		fmt.Fprintln(stderr, "audit adopt: cannot tell who you are; give --operator")
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if *logFlag != "" {
+		if !audit.ValidLogName(*logFlag) {
+			fmt.Fprintln(stderr, "audit adopt: --log is not a valid log name")
+			return 2
+		}
+		cfg.Audit.Log = *logFlag
+	}
+	if err := adopt(context.Background(), cfg, *reason, *operator, stdout); err != nil {
+		fmt.Fprintln(stderr, "audit adopt:", err)
+		return 1
+	}
+	return 0
+}
+
+// adopt verifies the log, then records the adoption and anchors it.
+func adopt(ctx context.Context, cfg *config.Config, reason, operator string, stdout io.Writer) error {
+	// The signing key must exist: a new one would sign what the old one
+	// never saw.
+	signer, vkey, err := audit.LoadSigner(cfg.Audit.Checkpoint.SigningKeyFile)
+	if err != nil {
+		return err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return err
+	}
+	trail, err := openTrail(ctx, cfg, trailBorrow, nil)
+	if err != nil {
+		return err
+	}
+	defer trail.Close()
+	log := logName(cfg)
+	rep, err := audit.Verify(ctx, trail, audit.VerifyOptions{OriginBase: cfg.Audit.Checkpoint.Origin, Verifier: v,
+		Anchors: anchors(cfg), Retention: cfg.Audit.Retention.D()})
+	if err != nil {
+		return err
+	}
+	for _, l := range rep.Logs {
+		if l.Log == log && len(l.Problems) > 0 {
+			printVerifyReport(stdout, audit.Report{Logs: []audit.LogReport{l}}, cfg.Path)
+			return fmt.Errorf("log %s does not verify (above); an adoption would vouch for tampered entries, refusing", log)
+		}
+	}
+	cp := &audit.Checkpointer{Source: trail, Log: log, Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, log), Signer: signer, Anchors: anchors(cfg)}
+	e, signed, err := audit.Adopt(ctx, trail, cp, audit.AdoptRequest{Reason: reason, Operator: operator, ReplicaID: cfg.Server.ReplicaID})
+	if err != nil {
+		return err
+	}
+	size, _, _ := audit.OpenCheckpoint(signed, cp.Origin, v)
+	fmt.Fprintf(stdout, "log %s adopted by %s: entries 0..%d vouched for (%q); adoption record %s; checkpoint of %d entries signed and anchored.\n"+
+		"Running replicas resume anchoring on their next checkpoint; audit verify lists the adoption.\n",
+		log, operator, e.Seq-1, reason, e.Record.ID, size)
+	return nil
 }
 
 func cmdAuditVerifyReceipt(args []string, stdout, stderr io.Writer) int {

@@ -119,12 +119,15 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 			}
 		}()
 	}
+	// Load for at least 1.5s, so the kill lands between checkpoints of a
+	// running cadence rather than before the first one.
+	loaded := time.Now().Add(1500 * time.Millisecond)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		mu.Lock()
 		n := len(received)
 		mu.Unlock()
-		if n >= 300 {
+		if n >= 300 && time.Now().After(loaded) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -138,9 +141,23 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 	_ = cmd.Wait()
 	stopWorkers()
 
+	// The unanchored tail the crash left (what a rewrite before the restart
+	// could change undetected): verify reports it (exit 2, or 0 if the
+	// last checkpoint caught everything), and so does the restart.
+	code, out, stderr := runCLI(t, "audit", "verify", "--config", path, "--format", "json")
+	var rep audit.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || (code != 0 && code != 2) || len(rep.Logs) == 0 {
+		t.Fatalf("audit verify after the crash, before the restart: exit %d\n%s%s", code, out, stderr)
+	}
+	tail := rep.Logs[0].Unanchored
+	span := tailSpan(t, path, rep.Logs[0])
+
 	// Restart on the same files: every credential handed out is on record.
 	a, srv := startAuditApp(t, path)
 	srv.Close()
+	if v := value(scrape(t, a), "dispenser_audit_start_unanchored_entries", nil); v != float64(tail) {
+		t.Fatalf("the restart reports an unanchored tail of %v, verify found %d", v, tail)
+	}
 	ctx := context.Background()
 	for _, k := range received {
 		p, err := a.trail.Query(ctx, audit.Filter{AccessKeyID: k})
@@ -155,5 +172,37 @@ func TestCrashKeepsEveryIssuedRecord(t *testing.T) {
 	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 0 {
 		t.Fatalf("audit verify after the crash: exit %d\n%s%s", code, out, stderr)
 	}
-	t.Logf("%d credentials received before SIGKILL, all on record; trail verifies", len(received))
+	t.Logf("%d credentials received before SIGKILL, all on record; trail verifies; unanchored tail after the kill: %d records spanning %s",
+		len(received), tail, span)
+}
+
+// tailSpan is how long the records of the unanchored tail were waiting for
+// a checkpoint when the process died: from the newest anchored record to
+// the newest record.
+func tailSpan(t *testing.T, path string, l audit.LogReport) time.Duration {
+	t.Helper()
+	if l.Unanchored == 0 || l.Anchored == 0 {
+		return 0
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trail, err := openTrail(context.Background(), cfg, trailVerify, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+	at := func(seq int64) time.Time {
+		b, err := trail.Body(context.Background(), l.Log, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := audit.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Record.Time
+	}
+	return at(l.Size - 1).Sub(at(l.Anchored - 1))
 }

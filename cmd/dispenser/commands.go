@@ -79,11 +79,15 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := loadConfig(*path); err != nil {
+	cfg, err := loadConfig(*path)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid\n", *path)
+	for _, w := range cfg.Audit.Warnings() {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	return 0
 }
 

@@ -103,7 +103,7 @@ func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
 		tolerance = d.D()
 	}
 	ctx := context.Background()
-	trail, err := openTrail(ctx, cfg, true)
+	trail, err := openTrail(ctx, cfg, trailCLI, func(problem string) { fmt.Fprintln(stderr, "audit correlate: warning:", problem) })
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return correlateCannot

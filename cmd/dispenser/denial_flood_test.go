@@ -51,7 +51,7 @@ type summaryDetail struct {
 func trailAfterClose(t *testing.T, cfg *config.Config) []audit.Record {
 	t.Helper()
 	ctx := context.Background()
-	trail, err := openTrail(ctx, cfg, true)
+	trail, err := openTrail(ctx, cfg, trailCLI, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ const cliLog = "revoke-cli"
 func cliJournal(ctx context.Context, c *config.Config, log *zap.Logger) (revoke.Journal, func(), error) {
 	cc := *c
 	cc.Audit.Log = cliLog
-	trail, err := openTrail(ctx, &cc, false)
+	trail, err := openTrail(ctx, &cc, trailServe, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit trail (revocation changes are recorded there): %w", err)
 	}
@@ -163,6 +163,11 @@ func cliJournal(ctx context.Context, c *config.Config, log *zap.Logger) (revoke.
 	}
 	cp := &audit.Checkpointer{Source: trail, Log: cliLog, Origin: audit.Origin(cc.Audit.Checkpoint.Origin, cliLog), Signer: signer,
 		Anchors: anchors(&cc), Logger: log.Named("audit")}
+	// Anchors the empty log's genesis checkpoint on first use (and checks
+	// the log against its anchors), so every record after it extends one.
+	if _, err := cp.Resume(ctx); err != nil {
+		log.Warn("the revocation CLI's audit log could not be checkpointed; its records stay unanchored", zap.Error(err))
+	}
 	j := revoke.AuditJournal{Recorder: anchoredAppend{trail: trail, cp: cp, log: log}, ReplicaID: cc.Server.ReplicaID}
 	return j, func() { _ = trail.Close() }, nil
 }

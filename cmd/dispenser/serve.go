@@ -118,7 +118,9 @@ type app struct {
 
 	trail        audit.Trail
 	checkpointer *audit.Checkpointer
-	deps         appDeps
+	// refuseUnanchored is audit.on_missing_anchor: refuse, read at start.
+	refuseUnanchored bool
+	deps             appDeps
 }
 
 // appDeps are collaborators newApp builds itself in production and tests
@@ -248,6 +250,7 @@ func newAppWith(cfg *config.Config, log *zap.Logger, deps appDeps) (_ *app, err 
 		AuthFailures:       authFailureGuard(cfg),
 		TrustedProxies:     trustedProxies(cfg),
 		RevocationAdmin:    a.revocations,
+		Gate:               a.auditGate,
 	})
 	return a, nil
 }

@@ -171,6 +171,8 @@ func auditReadError(err error) error {
 		return fault.New(fault.NotFound, "audit_record_not_found", "no audit record has this id")
 	case errors.Is(err, audit.ErrNotCheckpointed):
 		return fault.Wrap(err, fault.BackendUnavailable, "audit_not_checkpointed", "the record is not covered by a signed checkpoint yet; retry shortly").WithRetryAfter(time.Second)
+	case errors.Is(err, audit.ErrAnchorMissing):
+		return fault.Wrap(err, fault.AuditUnavailable, "audit_anchor_missing", "no anchor holds a checkpoint of this log, so none is signed for the record until an operator runs dispenser audit adopt").WithRetryAfter(30 * time.Second)
 	case errors.Is(err, audit.ErrBadCursor):
 		return fault.New(fault.InvalidRequest, "bad_cursor", "cursor is not one this API returned")
 	}

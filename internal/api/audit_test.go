@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -93,6 +94,8 @@ func TestAuditRoutesErrors(t *testing.T) {
 					return nil, audit.ErrNotFound
 				case "main:2":
 					return nil, audit.ErrNotCheckpointed
+				case "main:4":
+					return nil, fmt.Errorf("anchor checkpoint: %w", audit.ErrAnchorMissing)
 				}
 				return nil, storeDown
 			},
@@ -109,6 +112,7 @@ func TestAuditRoutesErrors(t *testing.T) {
 		{"/v1/audit/main:1/proof", "admin", 404, "NotFound"},
 		{"/v1/audit/main:2/proof", "admin", 503, "BackendUnavailable"},
 		{"/v1/audit/main:3/proof", "admin", 503, "AuditUnavailable"},
+		{"/v1/audit/main:4/proof", "admin", 503, "AuditUnavailable"},
 	} {
 		req := httptest.NewRequest("GET", c.path, nil)
 		if c.token != "" {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,5 +419,55 @@ func TestAllowedHosts(t *testing.T) {
 		if (w.Code == 200) != ok {
 			t.Errorf("Host %q: status %d", host, w.Code)
 		}
+	}
+}
+
+// anchorMissing is a Gate holding the replica as the audit trail does when
+// its log has no anchored checkpoint.
+func anchorMissing() *fault.Error {
+	return fault.New(fault.AuditUnavailable, "audit_anchor_missing", "no anchor holds a checkpoint of the audit log; an operator must run dispenser audit adopt").WithRetryAfter(30 * time.Second)
+}
+
+// TestGateHoldsTheReplica: while the Gate holds, /credentials and
+// /v1/whoami answer its fault in the contract's shape (no decision is
+// made, so nothing is recorded) and /readyz is 503 with its reason; once
+// it opens, the replica serves.
+func TestGateHoldsTheReplica(t *testing.T) {
+	var held atomic.Bool
+	held.Store(true)
+	h := newHarness(t, func(o *Options) {
+		o.Gate = func() *fault.Error {
+			if held.Load() {
+				return anchorMissing()
+			}
+			return nil
+		}
+	})
+	authz := "Bearer " + h.token("worker-1", "acme", nil)
+	for _, target := range []string{okQuery, "/v1/whoami"} {
+		w := h.do("GET", target, authz, "", nil)
+		body := checkError(t, w, 503, fault.AuditUnavailable)
+		if !strings.Contains(body.Message, "audit adopt") || w.Header().Get("Retry-After") != "30" {
+			t.Errorf("%s while held: %q, Retry-After %q", target, body.Message, w.Header().Get("Retry-After"))
+		}
+	}
+	if recs := h.rec.all(); len(recs) != 0 {
+		t.Errorf("records while held: %+v", recs)
+	}
+	if w := h.do("GET", "/readyz", "", "", nil); w.Code != 503 || !strings.Contains(w.Body.String(), `"status":"audit_anchor_missing"`) {
+		t.Errorf("/readyz while held: %d %s", w.Code, w.Body)
+	}
+	if st := h.srv.ReadyState(); st != "audit_anchor_missing" {
+		t.Errorf("ReadyState while held = %q", st)
+	}
+	if w := h.do("GET", "/healthz", "", "", nil); w.Code != 200 {
+		t.Errorf("/healthz while held: %d", w.Code)
+	}
+	held.Store(false)
+	if w := h.do("GET", okQuery, authz, "", nil); w.Code != 200 {
+		t.Errorf("/credentials once the gate opened: %d %s", w.Code, w.Body)
+	}
+	if w := h.do("GET", "/readyz", "", "", nil); w.Code != 200 {
+		t.Errorf("/readyz once the gate opened: %d", w.Code)
 	}
 }

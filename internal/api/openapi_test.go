@@ -124,6 +124,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		{name: "healthz", target: "/healthz", authz: "-", status: 200},
 		{name: "readyz", target: "/readyz", authz: "-", status: 200},
 		{name: "readyz starting", target: "/readyz", authz: "-", setup: func(h *harness) { h.srv.SetReady(false) }, status: 503},
+		{name: "readyz held by the gate", target: "/readyz", authz: "-", status: 503},
 		{name: "openapi", target: "/openapi.yaml", authz: "-", status: 200},
 		{name: "400", target: okQuery + "&duration_seconds=x", status: 400},
 		{name: "401", target: okQuery, authz: "-", status: 401},
@@ -136,12 +137,16 @@ func TestOpenAPIResponses(t *testing.T) {
 		{name: "503 backend", target: okQuery, setup: failWith(fault.New(fault.BackendUnavailable, "sts_throttled", "slow down").WithRetryAfter(time.Second)), status: 503},
 		{name: "503 not ready", target: okQuery, setup: func(h *harness) { h.srv.SetReady(false) }, status: 503},
 		{name: "503 whoami not ready", target: "/v1/whoami", setup: func(h *harness) { h.srv.SetReady(false) }, status: 503},
+		{name: "503 held by the gate", target: okQuery, status: 503},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t, func(o *Options) {
 				if c.name == "403 whoami host" {
 					o.AllowedHosts = []string{"example.com"}
+				}
+				if strings.Contains(c.name, "held by the gate") {
+					o.Gate = anchorMissing
 				}
 				o.OpenAPI = dispenser.OpenAPI
 			})

@@ -93,6 +93,11 @@ type Options struct {
 	// RevocationAdmin, when set with AdminAuthenticator, serves the
 	// /v1/revocations admin API.
 	RevocationAdmin RevocationAdmin
+	// Gate, when set, can hold the replica out of service: while it returns
+	// a fault, /credentials and /v1/whoami answer with it and /readyz
+	// answers 503 with the fault's reason as status (the audit trail's log
+	// has no anchored checkpoint to extend, say).
+	Gate func() *fault.Error
 }
 
 // Server serves the credential API.
@@ -183,7 +188,8 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 func (s *Server) Ready() bool { return s.ReadyState() == "ready" }
 
 // ReadyState is the status /readyz reports: "starting" until SetReady(true)
-// (and again once shutdown begins), "revocations_stale" while the
+// (and again once shutdown begins), the Gate's reason while it holds the
+// replica (e.g. "audit_anchor_missing"), "revocations_stale" while the
 // revocation list cannot be refreshed (every /credentials would be a 503,
 // so the orchestrator should send the traffic to other replicas), "ready"
 // otherwise.
@@ -191,10 +197,21 @@ func (s *Server) ReadyState() string {
 	if !s.ready.Load() {
 		return "starting"
 	}
+	if fe := s.held(); fe != nil {
+		return fe.Reason
+	}
 	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok && f.Fresh() != nil {
 		return "revocations_stale"
 	}
 	return "ready"
+}
+
+// held is the Gate's fault, or nil while the replica may serve.
+func (s *Server) held() *fault.Error {
+	if s.opt.Gate == nil {
+		return nil
+	}
+	return s.opt.Gate()
 }
 
 // Rules returns the current rules.
@@ -412,6 +429,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
 			s.writeError(w, r, fault.New(fault.BackendUnavailable, "not_ready", "the dispenser is starting; retry shortly").WithRetryAfter(time.Second))
+			return
+		}
+		if fe := s.held(); fe != nil {
+			s.writeError(w, r, fe)
 			return
 		}
 		start := s.opt.Now()

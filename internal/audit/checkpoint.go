@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tlogfmt "github.com/transparency-dev/formats/log"
@@ -110,25 +111,41 @@ type CheckpointSource interface {
 	CheckpointStore
 }
 
-// Checkpointer signs a checkpoint of one log at least every Interval while
-// records arrive and every Idle when none do, stores it next to the log and
-// writes it to every anchor.
+// Checkpointer signs checkpoints of one log, stores them next to the log
+// and writes them to every anchor. It checkpoints when the oldest entry no
+// checkpoint covers has waited Interval, or as soon as MaxRecords entries
+// are uncovered, and re-anchors the newest checkpoint every Idle when no
+// entries arrive.
+//
+// It never signs a tree it cannot tie to what the anchors hold: only the
+// tree of an empty log (the genesis checkpoint, size 0), or a tree that
+// provably extends a checkpoint an anchor holds. A non-empty log of which
+// no anchor holds a checkpoint (anchors deleted, moved, a new anchor
+// location) gets nothing signed or anchored (ErrAnchorMissing) until an
+// operator adopts it (Adopt).
 type Checkpointer struct {
-	Source   CheckpointSource
-	Log      string
-	Origin   string // full origin (see Origin)
-	Signer   note.Signer
-	Anchors  []Anchor
-	Interval time.Duration // default 1s
-	Idle     time.Duration // default 1m
-	Metrics  *metrics.Metrics
-	Logger   *zap.Logger
+	Source  CheckpointSource
+	Log     string
+	Origin  string // full origin (see Origin)
+	Signer  note.Signer
+	Anchors []Anchor
+	// Interval bounds how long an entry waits for a checkpoint (default
+	// 200ms).
+	Interval time.Duration
+	// MaxRecords checkpoints as soon as this many entries are uncovered
+	// (default 1024; negative: by Interval only).
+	MaxRecords int64
+	Idle       time.Duration // default 1m
+	Metrics    *metrics.Metrics
+	Logger     *zap.Logger
 
 	mu         sync.Mutex
 	lastSize   int64
+	lastRoot   tlog.Hash
 	lastSigned []byte
 	lastAnchor time.Time
 	anchored   map[int]treeHead // per anchor: what it holds, once known
+	missing    atomic.Bool
 }
 
 // treeHead is the size and root of a checkpoint.
@@ -142,6 +159,13 @@ type treeHead struct {
 // rewritten (or the log forked). Nothing is anchored; verify reports where.
 var ErrAnchorFork = errors.New("audit: the log does not extend the anchored checkpoint (entries rewritten or forked); refusing to anchor")
 
+// ErrAnchorMissing is returned by Checkpoint for a log that holds entries
+// while no anchor holds a checkpoint of it: its anchors were deleted or
+// moved, or the anchor location is new. Signing the log as it stands would
+// launder whatever was done to it, so nothing is signed or anchored until
+// an operator runs `dispenser audit adopt`.
+var ErrAnchorMissing = errors.New("audit: the log holds entries but no anchor holds a checkpoint of it (anchors deleted or moved, or a new anchor location); nothing is signed or anchored until an operator runs dispenser audit adopt")
+
 // consistent checks that the log's tree of the given size and the anchored
 // tree a are one history: the smaller is a prefix of the larger, proven
 // with an RFC 6962 consistency proof from the log's stored hashes against
@@ -150,11 +174,18 @@ var ErrAnchorFork = errors.New("audit: the log does not extend the anchored chec
 // that hash reads and rewrite the ones the larger tree's root is read from.
 // It returns an error wrapping ErrAnchorFork when they differ.
 func consistent(a treeHead, size int64, hashes tlog.HashReader) error {
+	forked := fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorFork, a.size, size)
+	if a.size == 0 || size == 0 {
+		// The empty tree is a prefix of every tree (a genesis checkpoint).
+		if a.size == size && a.root != emptyRoot {
+			return forked
+		}
+		return nil
+	}
 	root, err := tlog.TreeHash(size, hashes)
 	if err != nil {
 		return err
 	}
-	forked := fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorFork, a.size, size)
 	if size == a.size {
 		if root != a.root {
 			return forked
@@ -174,6 +205,9 @@ func consistent(a treeHead, size int64, hashes tlog.HashReader) error {
 	}
 	return nil
 }
+
+// emptyRoot is the root of the empty tree.
+var emptyRoot, _ = tlog.TreeHash(0, nil)
 
 // anchoredHead reads the checkpoint an anchor holds (signature not
 // checked: the anchor is trusted to hold what this process wrote, and
@@ -201,73 +235,38 @@ func anchoredHead(ctx context.Context, a Anchor, origin string) (treeHead, bool,
 	return h, true, nil
 }
 
+func (c *Checkpointer) hashReader(ctx context.Context) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return c.Source.ReadHashes(ctx, c.Log, idx) })
+}
+
 // Checkpoint signs and anchors the current head now (unless it is already
-// the newest and force is false) and returns the signed checkpoint.
+// the newest and force is false) and returns the signed checkpoint. Errors:
+// ErrAnchorMissing, ErrAnchorFork, ErrAnchorRollback (nothing signed), or
+// a sink's failure (the others still got the checkpoint).
 func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.checkpoint(ctx, force, -1)
+}
+
+// checkpoint is Checkpoint with c.mu held. adoption >= 0 is the seq of an
+// adoption record: the tree may then be anchored although no anchor holds
+// a checkpoint of the log.
+func (c *Checkpointer) checkpoint(ctx context.Context, force bool, adoption int64) ([]byte, error) {
 	h, err := c.Source.Head(ctx, c.Log)
 	if err != nil {
 		return nil, err
 	}
-	if h.Size == 0 {
-		return nil, nil
+	fresh := h.Size != c.lastSize || c.lastSigned == nil
+	if !fresh && !force && time.Since(c.lastAnchor) < c.idle() {
+		return c.lastSigned, nil
+	}
+	hashes := c.hashReader(ctx)
+	put, errs, err := c.checkAnchors(ctx, h.Size, hashes, adoption >= 0 && adoption < h.Size)
+	if err != nil {
+		return nil, err
 	}
 	signed := c.lastSigned
-	fresh := h.Size != c.lastSize || signed == nil
-	if !fresh && !force && time.Since(c.lastAnchor) < c.idle() {
-		return signed, nil
-	}
-	var errs []error
-	hashes := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return c.Source.ReadHashes(ctx, c.Log, idx) })
-	if c.anchored == nil {
-		c.anchored = map[int]treeHead{}
-	}
-	// Every anchor is checked before anything is signed: a tree that does
-	// not extend what an anchor holds gets no signature at all, so no
-	// checkpoint (and no receipt) of a rewritten log carries the real key.
-	put := make([]bool, len(c.Anchors))
-	diverged := false
-	for i, a := range c.Anchors {
-		// Successive anchored checkpoints must be consistent: the tree
-		// being anchored must contain the one the anchor holds as a
-		// prefix, or a rewritten log would replace the evidence of its
-		// old contents.
-		prev, ok := c.anchored[i]
-		if !ok {
-			var err error
-			if prev, ok, err = anchoredHead(ctx, a, c.Origin); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if ok && prev.size > h.Size {
-			// The log is shorter than what was anchored: truncation or a
-			// rollback. Never overwrite the evidence with a smaller tree,
-			// whatever the sink itself would accept.
-			c.Metrics.AuditFailure("anchor_rollback")
-			errs = append(errs, fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorRollback, prev.size, h.Size))
-			diverged = true
-			continue
-		}
-		if ok {
-			if err := consistent(prev, h.Size, hashes); err != nil {
-				if !errors.Is(err, ErrAnchorFork) {
-					errs = append(errs, err)
-					continue
-				}
-				c.Metrics.AuditFailure("anchor_fork")
-				errs = append(errs, err)
-				diverged = true
-				continue
-			}
-		}
-		put[i] = true
-	}
-	if diverged {
-		c.Metrics.AuditFailure("anchor")
-		return nil, fmt.Errorf("anchor checkpoint: %w", errors.Join(errs...))
-	}
 	if fresh {
 		root, err := tlog.TreeHash(h.Size, hashes)
 		if err != nil {
@@ -279,7 +278,7 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 		if err := c.Source.PutCheckpoint(ctx, c.Log, h.Size, signed); err != nil {
 			return nil, err
 		}
-		c.lastSize, c.lastSigned = h.Size, signed
+		c.lastSize, c.lastRoot, c.lastSigned = h.Size, root, signed
 	}
 	for i, a := range c.Anchors {
 		if !put[i] {
@@ -290,12 +289,7 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 			errs = append(errs, err)
 			continue
 		}
-		root, err := tlog.TreeHash(h.Size, hashes)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c.anchored[i] = treeHead{h.Size, root}
+		c.anchored[i] = treeHead{h.Size, c.lastRoot}
 	}
 	if err := errors.Join(errs...); err != nil {
 		c.Metrics.AuditFailure("anchor")
@@ -306,6 +300,122 @@ func (c *Checkpointer) Checkpoint(ctx context.Context, force bool) ([]byte, erro
 	return signed, nil
 }
 
+// checkAnchors decides, before anything is signed, which anchors get the
+// tree of size: those holding a checkpoint the tree extends, and empty
+// ones when another anchor vouches for the tree (a new anchor is seeded),
+// the log is empty (genesis) or adopted. A tree that does not extend what
+// an anchor holds gets no signature at all, so no checkpoint (and no
+// receipt) of a rewritten log carries the real key. errs are anchors that
+// could not be read (the others still get the tree).
+func (c *Checkpointer) checkAnchors(ctx context.Context, size int64, hashes tlog.HashReader, adopted bool) (put []bool, errs []error, err error) {
+	if c.anchored == nil {
+		c.anchored = map[int]treeHead{}
+	}
+	put = make([]bool, len(c.Anchors))
+	var empty []int
+	diverged, vouched := false, false
+	for i, a := range c.Anchors {
+		prev, ok := c.anchored[i]
+		if !ok {
+			var err error
+			if prev, ok, err = anchoredHead(ctx, a, c.Origin); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if !ok {
+			empty = append(empty, i)
+			continue
+		}
+		switch err := c.extends(prev, size, hashes); {
+		case err == nil:
+			put[i], vouched = true, true
+		case errors.Is(err, ErrAnchorFork), errors.Is(err, ErrAnchorRollback):
+			diverged = true
+			errs = append(errs, err)
+		default:
+			errs = append(errs, err)
+		}
+	}
+	if diverged {
+		c.Metrics.AuditFailure("anchor")
+		return nil, nil, fmt.Errorf("anchor checkpoint: %w", errors.Join(errs...))
+	}
+	if !vouched && len(c.Anchors) > 0 {
+		if len(errs) > 0 {
+			// An anchor that cannot be read may hold the checkpoint: no
+			// decision either way until it answers.
+			c.Metrics.AuditFailure("anchor")
+			return nil, nil, fmt.Errorf("anchor checkpoint: %w", errors.Join(errs...))
+		}
+		if size > 0 && !adopted {
+			c.setMissing(true)
+			return nil, nil, ErrAnchorMissing
+		}
+	}
+	if vouched && len(empty) > 0 {
+		for _, i := range empty {
+			c.logger().Warn("an audit anchor held no checkpoint of this log; seeding it with one the other anchors vouch for",
+				zap.String("log", c.Log), zap.String("anchor", anchorName(c.Anchors[i], i, len(c.Anchors))))
+		}
+	}
+	for _, i := range empty {
+		put[i] = true
+	}
+	c.setMissing(false)
+	return put, errs, nil
+}
+
+// extends checks that the tree of size extends prev (a checkpoint an
+// anchor holds).
+func (c *Checkpointer) extends(prev treeHead, size int64, hashes tlog.HashReader) error {
+	if prev.size > size {
+		// The log is shorter than what was anchored: truncation or a
+		// rollback. Never overwrite the evidence with a smaller tree,
+		// whatever the sink itself would accept.
+		c.Metrics.AuditFailure("anchor_rollback")
+		return fmt.Errorf("%w: anchored size %d, log size %d", ErrAnchorRollback, prev.size, size)
+	}
+	err := consistent(prev, size, hashes)
+	if errors.Is(err, ErrAnchorFork) {
+		c.Metrics.AuditFailure("anchor_fork")
+	}
+	return err
+}
+
+// setMissing records whether the log lacks an anchor, logging each change.
+func (c *Checkpointer) setMissing(v bool) {
+	if c.missing.Swap(v) == v {
+		return
+	}
+	c.Metrics.AnchorMissing(v)
+	if v {
+		c.logger().Error("audit log holds entries but no anchor holds a checkpoint of it (anchors deleted or moved, or a new anchor location): nothing is signed or anchored; investigate, then run dispenser audit adopt",
+			zap.String("log", c.Log))
+		return
+	}
+	c.logger().Info("audit anchor found: anchoring resumes", zap.String("log", c.Log))
+}
+
+// AnchorMissing reports whether the last checkpoint attempt found the log
+// non-empty and no anchor holding a checkpoint of it.
+func (c *Checkpointer) AnchorMissing() bool { return c.missing.Load() }
+
+// anchorAdoption signs and anchors a checkpoint covering the adoption
+// record at seq (see Adopt).
+func (c *Checkpointer) anchorAdoption(ctx context.Context, seq int64) ([]byte, error) {
+	body, err := c.Source.Body(ctx, c.Log, seq)
+	if err != nil {
+		return nil, err
+	}
+	if e, err := Decode(body); err != nil || e.Record.Outcome != Adopted {
+		return nil, fmt.Errorf("audit: entry %d is not an adoption record", seq)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.checkpoint(ctx, true, seq)
+}
+
 func (c *Checkpointer) idle() time.Duration {
 	if c.Idle <= 0 {
 		return time.Minute
@@ -313,30 +423,106 @@ func (c *Checkpointer) idle() time.Duration {
 	return c.Idle
 }
 
-// Run checkpoints until ctx ends, then signs a last checkpoint.
+func (c *Checkpointer) interval() time.Duration {
+	if c.Interval <= 0 {
+		return DefaultCheckpointInterval
+	}
+	return c.Interval
+}
+
+func (c *Checkpointer) maxRecords() int64 {
+	switch {
+	case c.MaxRecords == 0:
+		return DefaultCheckpointRecords
+	case c.MaxRecords < 0:
+		return 1<<63 - 1
+	}
+	return c.MaxRecords
+}
+
+func (c *Checkpointer) logger() *zap.Logger {
+	if c.Logger == nil {
+		return zap.NewNop()
+	}
+	return c.Logger
+}
+
+// Defaults of the checkpoint cadence: under load an entry waits at most
+// about DefaultCheckpointInterval plus one poll (a tenth of it) plus the
+// checkpoint's own commit and anchor writes for its checkpoint: about 250ms
+// measured after a SIGKILL under load.
+const (
+	DefaultCheckpointInterval = 200 * time.Millisecond
+	DefaultCheckpointRecords  = 1024
+)
+
+// Resumption is what a Checkpointer found when it resumed a log.
+type Resumption struct {
+	Size     int64 // entries in the log
+	Anchored int64 // the largest checkpoint an anchor held (0 when none)
+	// Unanchored is the tail no anchored checkpoint covered: entries a
+	// crash left unanchored (or the whole log when no anchor holds one).
+	Unanchored int64
+}
+
+// Resume is the first checkpoint of a starting dispenser: it reports the
+// unanchored tail it finds (log and metric), then checkpoints at once, so
+// the tail a crash left is anchored without waiting for the cadence. Its
+// error is Checkpoint's (ErrAnchorMissing for a log no anchor holds).
+func (c *Checkpointer) Resume(ctx context.Context) (Resumption, error) {
+	h, err := c.Source.Head(ctx, c.Log)
+	if err != nil {
+		return Resumption{}, err
+	}
+	r := Resumption{Size: h.Size, Unanchored: h.Size}
+	for _, a := range c.Anchors {
+		if th, ok, err := anchoredHead(ctx, a, c.Origin); err == nil && ok && th.size > r.Anchored {
+			r.Anchored = th.size
+			r.Unanchored = max(h.Size-th.size, 0)
+		}
+	}
+	c.Metrics.StartUnanchored(r.Unanchored)
+	fields := []zap.Field{zap.String("log", c.Log), zap.Int64("entries", r.Size), zap.Int64("anchored", r.Anchored), zap.Int64("unanchored_tail", r.Unanchored)}
+	if r.Unanchored > 0 && r.Anchored > 0 {
+		c.logger().Warn("audit log resumed with an unanchored tail (the previous run stopped before its last checkpoint); anchoring it now", fields...)
+	} else {
+		c.logger().Info("audit log resumed", fields...)
+	}
+	_, err = c.Checkpoint(ctx, true)
+	return r, err
+}
+
+// Run checkpoints on the cadence (see Checkpointer) until ctx ends, then
+// signs a last checkpoint. After a failure it retries no sooner than the
+// larger of Interval and one second.
 func (c *Checkpointer) Run(ctx context.Context) {
-	iv := c.Interval
-	if iv <= 0 {
-		iv = time.Second
-	}
-	log := c.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	t := time.NewTicker(iv)
+	log := c.logger()
+	t := time.NewTicker(min(max(c.interval()/10, 5*time.Millisecond), 50*time.Millisecond))
 	defer t.Stop()
+	var pending, retryAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if _, err := c.Checkpoint(fctx, true); err != nil {
+			if _, err := c.Checkpoint(fctx, true); err != nil && !errors.Is(err, ErrAnchorMissing) {
 				log.Error("final audit checkpoint failed", zap.Error(err))
 			}
 			cancel()
 			return
-		case <-t.C:
-			if _, err := c.Checkpoint(ctx, false); err != nil && ctx.Err() == nil {
-				log.Error("audit checkpoint failed", zap.String("log", c.Log), zap.Error(err))
+		case now := <-t.C:
+			if now.Before(retryAt) {
+				continue
+			}
+			due, err := c.due(ctx, now, &pending)
+			if err == nil && due {
+				_, err = c.Checkpoint(ctx, false)
+				pending = time.Time{}
+			}
+			if err != nil && ctx.Err() == nil {
+				if !errors.Is(err, ErrAnchorMissing) { // logged once, when it starts
+					log.Error("audit checkpoint failed", zap.String("log", c.Log), zap.Error(err))
+				}
+				retryAt = now.Add(max(c.interval(), time.Second))
 			}
 			c.mu.Lock()
 			if !c.lastAnchor.IsZero() {
@@ -345,4 +531,25 @@ func (c *Checkpointer) Run(ctx context.Context) {
 			c.mu.Unlock()
 		}
 	}
+}
+
+// due reports whether a checkpoint is due now: the oldest uncovered entry
+// (first seen at *pending) has waited Interval, MaxRecords entries are
+// uncovered, or nothing new arrived for Idle (re-anchor).
+func (c *Checkpointer) due(ctx context.Context, now time.Time, pending *time.Time) (bool, error) {
+	h, err := c.Source.Head(ctx, c.Log)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	last, lastAnchor, signed := c.lastSize, c.lastAnchor, c.lastSigned != nil
+	c.mu.Unlock()
+	if h.Size == last && signed {
+		*pending = time.Time{}
+		return now.Sub(lastAnchor) >= c.idle(), nil
+	}
+	if pending.IsZero() {
+		*pending = now
+	}
+	return h.Size-last >= c.maxRecords() || now.Sub(*pending) >= c.interval(), nil
 }

@@ -55,11 +55,24 @@ type Config struct {
 	// summaries only and dispenser_audit_volume_low is 1, well before a
 	// full volume fails every write (and so every request).
 	MinFreeSpace *diskspace.Bytes `yaml:"min_free_space"`
+	// OnMissingAnchor is what a replica does when its log holds entries
+	// but no anchor holds a checkpoint of it (anchors deleted or moved, a
+	// new anchor location): "refuse" (default) stops vending (/readyz 503
+	// audit_anchor_missing) until an operator runs dispenser audit adopt;
+	// "serve" keeps vending. Either way nothing is signed or anchored
+	// until the adoption.
+	OnMissingAnchor string `yaml:"on_missing_anchor"`
 }
 
 // DefaultMinFreeSpace is the SQLite volume's free-space floor when none is
 // configured.
 const DefaultMinFreeSpace = 256 << 20
+
+// On-missing-anchor policies.
+const (
+	OnMissingAnchorRefuse = "refuse"
+	OnMissingAnchorServe  = "serve"
+)
 
 // CheckpointConfig configures the signed checkpoints.
 type CheckpointConfig struct {
@@ -71,8 +84,15 @@ type CheckpointConfig struct {
 	// Origin prefixes every log's checkpoint origin (default
 	// "dispenser/audit"); the origin of log L is "<origin>/L".
 	Origin string `yaml:"origin"`
-	// Interval between checkpoints while records arrive (default 1s).
+	// Interval bounds how long a record waits for a checkpoint (default
+	// 200ms): a checkpoint is signed and anchored once the oldest record
+	// no checkpoint covers is this old, or MaxRecords records are
+	// uncovered. What no anchor covers yet is what a crash leaves open to
+	// an undetectable rewrite.
 	Interval duration.Duration `yaml:"interval"`
+	// MaxRecords checkpoints as soon as this many records are uncovered
+	// (default 1024).
+	MaxRecords int64 `yaml:"max_records"`
 	// IdleInterval re-anchors the newest checkpoint when idle (default 1m).
 	IdleInterval duration.Duration `yaml:"idle_interval"`
 }
@@ -100,7 +120,13 @@ func (c *Config) ApplyDefaults() {
 		cp.Origin = "dispenser/audit"
 	}
 	if cp.Interval == 0 {
-		cp.Interval = duration.Duration(time.Second)
+		cp.Interval = duration.Duration(DefaultCheckpointInterval)
+	}
+	if cp.MaxRecords == 0 {
+		cp.MaxRecords = DefaultCheckpointRecords
+	}
+	if c.OnMissingAnchor == "" {
+		c.OnMissingAnchor = OnMissingAnchorRefuse
 	}
 	if cp.IdleInterval == 0 {
 		cp.IdleInterval = duration.Duration(time.Minute)
@@ -160,6 +186,14 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	if c.Checkpoint.Interval.D() < 100*time.Millisecond || c.Checkpoint.Interval.D() > time.Minute {
 		p.Addf(validate.Join(path, "checkpoint", "interval"), "must be between 100ms and 1m")
 	}
+	if n := c.Checkpoint.MaxRecords; n < 1 || n > 1_000_000 {
+		p.Addf(validate.Join(path, "checkpoint", "max_records"), "must be between 1 and 1000000")
+	}
+	switch c.OnMissingAnchor {
+	case OnMissingAnchorRefuse, OnMissingAnchorServe:
+	default:
+		p.Addf(validate.Join(path, "on_missing_anchor"), "must be refuse or serve, got %q", c.OnMissingAnchor)
+	}
 	if c.Checkpoint.IdleInterval.D() < c.Checkpoint.Interval.D() || c.Checkpoint.IdleInterval.D() > time.Hour {
 		p.Addf(validate.Join(path, "checkpoint", "idle_interval"), "must be between checkpoint.interval and 1h")
 	}
@@ -180,4 +214,35 @@ func (c Config) Wait() time.Duration {
 		return 0
 	}
 	return c.BatchWait.D()
+}
+
+// SameFilesystem reports whether a and b (or, for paths not created yet,
+// their nearest existing parents) are on one filesystem, by device id.
+func SameFilesystem(a, b string) (bool, error) {
+	da, err := deviceOf(a)
+	if err != nil {
+		return false, err
+	}
+	db, err := deviceOf(b)
+	if err != nil {
+		return false, err
+	}
+	return da == db, nil
+}
+
+// Warnings lists settings that work but weaken the trail's evidence: an
+// anchor directory on the SQLite database's filesystem, with no other
+// anchor, can be rewritten by whoever can rewrite the database there.
+// check-config prints them and the dispenser logs them at start.
+func (c *Config) Warnings() []string {
+	if c.Type != "sqlite" || c.AnchorDir == "" || c.AnchorURL != "" {
+		return nil
+	}
+	same, err := SameFilesystem(c.AnchorDir, c.Path)
+	if err != nil || !same {
+		return nil
+	}
+	return []string{"audit.anchor_dir (" + c.AnchorDir + ") is on the same filesystem as audit.path (" + c.Path + "): " +
+		"whoever can rewrite the database there can delete the anchors too, and a rewritten log then has nothing to be checked against. " +
+		"In production put anchor_dir on a volume the database's administrators cannot write, or add audit.anchor_url (an HTTP witness off the database host)"}
 }

@@ -27,8 +27,9 @@ type Retention struct {
 	Signer note.Signer
 	// Anchors are checked before the checkpoint at the new floor is
 	// signed: a tree that is not one history with every anchored
-	// checkpoint gets no signature (and nothing is pruned), so retention
-	// never signs a rewritten log. An anchor that cannot be read stops
+	// checkpoint, or that no anchor holds a checkpoint of, gets no
+	// signature (and nothing is pruned), so retention never signs a
+	// rewritten or unadopted log. An anchor that cannot be read stops
 	// pruning until it can.
 	Anchors []Anchor
 	Keep    time.Duration
@@ -77,6 +78,7 @@ func (r *Retention) Prune(ctx context.Context) (int64, error) {
 	hashes := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		return r.Source.ReadHashes(ctx, r.Log, idx)
 	})
+	vouched := false
 	for _, a := range r.Anchors {
 		prev, ok, err := anchoredHead(ctx, a, r.Origin)
 		if err != nil {
@@ -88,6 +90,11 @@ func (r *Retention) Prune(ctx context.Context) (int64, error) {
 		if err := consistent(prev, p, hashes); err != nil {
 			return 0, fmt.Errorf("audit retention: not pruning: %w", err)
 		}
+		vouched = true
+	}
+	if len(r.Anchors) > 0 && !vouched {
+		// Like the checkpointer, retention signs nothing no anchor vouches for.
+		return 0, fmt.Errorf("audit retention: not pruning: %w", ErrAnchorMissing)
 	}
 	if signed == nil {
 		root, err := tlog.TreeHash(p, hashes)

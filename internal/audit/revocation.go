@@ -13,7 +13,7 @@ const (
 // Known reports whether o is an outcome the trail records.
 func (o Outcome) Known() bool {
 	switch o {
-	case Issued, Denied, Failed, Revoked, Unrevoked:
+	case Issued, Denied, Failed, Revoked, Unrevoked, Adopted:
 		return true
 	case Summarized: // refusals counted past the denial-record budget
 		return true

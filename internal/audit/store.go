@@ -41,6 +41,26 @@ type LogReader interface {
 	Body(ctx context.Context, log string, seq int64) ([]byte, error)
 	// ReadHashes reads stored Merkle hashes of log (tlog indexes).
 	ReadHashes(ctx context.Context, log string, idx []int64) ([]tlog.Hash, error)
+	// ReadHashRange returns the stored Merkle hashes of log whose index is
+	// in [lo, hi), in index order. Verify compares every one with the hash
+	// it recomputes from the entries.
+	ReadHashRange(ctx context.Context, log string, lo, hi int64) ([]StoredHash, error)
+	// Strays calls fn for every row of a table derived from the logs (a
+	// query index, the indexer's cursor) that no entry accounts for: rows
+	// a query would return although no entry stands behind them, or state
+	// that would make the store skip entries. With full false it checks
+	// only what costs no more than the rows it finds (for an incremental
+	// verify): on SQLite, index rows above every entry's id. A store
+	// without derived tables calls fn for none.
+	Strays(ctx context.Context, full bool, fn func(Stray) error) error
+}
+
+// Stray is a derived row no entry accounts for.
+type Stray struct {
+	// Log is the log the row names ("" when it names none).
+	Log string
+	// Problem says what the row is and what it would do, for reports.
+	Problem string
 }
 
 // CheckpointStore keeps signed checkpoints next to the log.
@@ -119,8 +139,8 @@ func FieldsOf(e Entry) IndexFields {
 		Principal: r.Principal, JobID: r.JobID, TaskID: r.TaskID, AccessKeyID: r.AccessKeyID, Bucket: r.Bucket}
 }
 
-// diff names the fields of got that differ from want.
-func (want IndexFields) diff(got IndexFields) []string {
+// Diff names the fields of got that differ from want.
+func (want IndexFields) Diff(got IndexFields) []string {
 	var out []string
 	for _, f := range []struct {
 		name string
@@ -204,7 +224,7 @@ func (f *Filter) Normalize() error {
 		return fmt.Errorf("limit must be between 1 and %d", MaxLimit)
 	}
 	if f.Outcome != "" && !f.Outcome.Known() {
-		return fmt.Errorf("outcome must be issued, denied, failed, revoked, unrevoked or summarized")
+		return fmt.Errorf("outcome must be issued, denied, failed, revoked, unrevoked, summarized or adopted")
 	}
 	// Stored values are valid UTF-8 without NUL (see the API's auditText),
 	// so such a filter matches nothing; PostgreSQL would refuse it as a

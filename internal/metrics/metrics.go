@@ -52,6 +52,12 @@ type Metrics struct {
 	AuditVolumeFree    prometheus.Gauge
 	AuditVolumeLow     prometheus.Gauge
 
+	// AuditAnchorMissing is 1 while this replica's log holds entries and
+	// no anchor holds a checkpoint of it (nothing is signed or anchored).
+	AuditAnchorMissing prometheus.Gauge
+	// AuditStartUnanchored is the unanchored tail found at start.
+	AuditStartUnanchored prometheus.Gauge
+
 	cacheMu   sync.Mutex
 	caches    map[int]CacheSource
 	cacheNext int
@@ -81,8 +87,10 @@ func New(version string) *Metrics {
 		func() float64 { _, d := m.cacheState(); return d.Seconds() })
 	m.AuditWriteLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_write_duration_seconds", Help: "Time until a decision record is durable.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)})
 	m.AuditBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "audit_batch_records", Help: "Records per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
-	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind: write, vended_unrecorded, anchor (a sink failed), anchor_fork and anchor_rollback (the log does not extend its anchored checkpoint), revocation (a revocation change not recorded)."}, []string{"kind"})
+	m.AuditFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "audit_failures_total", Help: "Audit failures by kind: write, vended_unrecorded, anchor (a sink failed), anchor_fork and anchor_rollback (the log does not extend its anchored checkpoint), revocation (a revocation change not recorded), index (a query-index row with no matching entry: skipped, see audit verify)."}, []string{"kind"})
 	m.AuditAnchorAge = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "audit_anchor_age_seconds", Help: "Age of the newest anchored audit checkpoint."})
+	m.AuditAnchorMissing = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "audit_anchor_missing", Help: "1 while this replica's audit log holds entries but no anchor holds a checkpoint of it: nothing is signed or anchored until dispenser audit adopt."})
+	m.AuditStartUnanchored = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "audit_start_unanchored_entries", Help: "Entries of this replica's audit log no anchored checkpoint covered when it started (the tail a crash left)."})
 	m.RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total", Help: "Requests refused by a rate limit, by limit scope."}, []string{"scope"})
 	m.RateLimitBackend = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limiter_backend", Help: "Which limiter is in use (1): redis or local fallback."}, []string{"backend"})
 	m.RevocationHits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "revocation_hits_total", Help: "Requests refused by a revocation, by kind."}, []string{"kind"})
@@ -100,6 +108,8 @@ func New(version string) *Metrics {
 		f(c)
 	}
 	m.newLimitCollectors(f)
+	f(m.AuditAnchorMissing)
+	f(m.AuditStartUnanchored)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.BuildInfo.WithLabelValues(version, goVersion()).Set(1)
@@ -209,6 +219,26 @@ func (m *Metrics) AnchorAge(d time.Duration) {
 		return
 	}
 	m.AuditAnchorAge.Set(d.Seconds())
+}
+
+// AnchorMissing sets whether this replica's log lacks an anchored checkpoint.
+func (m *Metrics) AnchorMissing(v bool) {
+	if m == nil {
+		return
+	}
+	if v {
+		m.AuditAnchorMissing.Set(1)
+		return
+	}
+	m.AuditAnchorMissing.Set(0)
+}
+
+// StartUnanchored sets the unanchored tail found at start.
+func (m *Metrics) StartUnanchored(n int64) {
+	if m == nil {
+		return
+	}
+	m.AuditStartUnanchored.Set(float64(n))
 }
 
 // AuthFailure counts one authentication failure.

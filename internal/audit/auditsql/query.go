@@ -3,6 +3,7 @@
 package auditsql
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -82,6 +83,10 @@ func timeKey(t time.Time) int64 {
 // OrderBy is the newest-first order every query uses.
 const OrderBy = "ORDER BY time_ns DESC, log DESC, seq DESC"
 
+// PageColumns are the columns ReadPage reads after the entry's body: the
+// row's own copy of the entry's position and query columns.
+var PageColumns = "log, seq, " + strings.Join(Columns, ", ")
+
 // Rows is the part of *sql.Rows and pgx.Rows ReadPage needs.
 type Rows interface {
 	Next() bool
@@ -90,25 +95,72 @@ type Rows interface {
 }
 
 // ReadPage decodes up to limit bodies from rows (fetched with LIMIT
-// limit+1) and sets the next cursor when there is more.
-func ReadPage(rows Rows, limit int) (audit.Page, error) {
+// limit+1, as body then PageColumns) and sets the next cursor when there
+// may be more. A row whose body is missing or malformed, or whose columns
+// (which selected and ordered it) differ from its entry's bytes, is not
+// returned: report is told of it (table names where the row lives), and
+// the query goes on. Such rows exist only by tampering, and verify names
+// each; failing every query that matches one would let a single inserted
+// row hide every record from the admin API.
+func ReadPage(rows Rows, limit int, table string, report func(string)) (audit.Page, error) {
 	p := audit.Page{Records: []audit.Record{}}
-	var last audit.Entry
+	var last audit.Position
+	fetched := 0
 	for rows.Next() {
 		var body []byte
-		if err := rows.Scan(&body); err != nil {
+		var f audit.IndexFields
+		if err := rows.Scan(&body, &f.Log, &f.Seq, &f.TimeNs, &f.Outcome, &f.Org, &f.Principal, &f.JobID, &f.TaskID, &f.AccessKeyID, &f.Bucket); err != nil {
 			return audit.Page{}, err
 		}
+		fetched++
 		if len(p.Records) == limit {
-			p.Next = audit.Position{TimeNs: audit.TimeKey(last.Record.Time), Log: last.Log, Seq: last.Seq}.Cursor()
+			p.Next = last.Cursor()
 			break
 		}
+		last = audit.Position{TimeNs: f.TimeNs, Log: f.Log, Seq: f.Seq}
 		e, err := audit.Decode(body)
 		if err != nil {
-			return audit.Page{}, err
+			report(fmt.Sprintf("%s row for %s has no readable entry (%v); a query skipped it: run dispenser audit verify", table, audit.EntryID(f.Log, f.Seq), err))
+			continue
+		}
+		if d := audit.FieldsOf(e).Diff(f); len(d) > 0 {
+			report(fmt.Sprintf("%s row for %s differs from its entry's bytes in %s; a query skipped it: run dispenser audit verify", table, audit.EntryID(f.Log, f.Seq), strings.Join(d, ", ")))
+			continue
 		}
 		p.Records = append(p.Records, e.Record)
-		last = e
 	}
-	return p, rows.Err()
+	if err := rows.Err(); err != nil {
+		return audit.Page{}, err
+	}
+	if p.Next == "" && fetched == limit+1 {
+		// Skipped rows left the page short of limit although the query
+		// had more: continue after the last row read.
+		p.Next = last.Cursor()
+	}
+	if p.Next != "" && !audit.ValidLogName(last.Log) {
+		// A skipped row with a log name no cursor can carry: paging cannot
+		// go past it (reported above).
+		p.Next = ""
+	}
+	return p, nil
+}
+
+// ReadStoredHashes reads (idx, hash) rows.
+func ReadStoredHashes(rows Rows) ([]audit.StoredHash, error) {
+	var out []audit.StoredHash
+	for rows.Next() {
+		var h audit.StoredHash
+		var b []byte
+		if err := rows.Scan(&h.Index, &b); err != nil {
+			return nil, err
+		}
+		if len(b) != len(h.Hash) {
+			// A wrong-sized hash matches no recomputed node: keep it zero
+			// and let the comparison report it.
+			b = nil
+		}
+		copy(h.Hash[:], b)
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }

@@ -199,6 +199,24 @@ func testMerkle(t *testing.T, s audit.Trail) {
 			t.Fatalf("tree hash at %d: %v, %v; want %v", n, got, err, want)
 		}
 	}
+	// Every stored node, read as a range, in index order, as recomputed.
+	got, err := s.ReadHashRange(ctx, log, 0, 1<<62)
+	if err != nil || int64(len(got)) != tlog.StoredHashCount(size) {
+		t.Fatalf("ReadHashRange(all) = %d hashes, %v; want %d", len(got), err, tlog.StoredHashCount(size))
+	}
+	for i, h := range got {
+		if h.Index != int64(i) || h.Hash != mem[i] {
+			t.Fatalf("ReadHashRange: hash %d is %d/%v, want %d/%v", i, h.Index, h.Hash, i, mem[i])
+		}
+	}
+	if part, err := s.ReadHashRange(ctx, log, 3, 7); err != nil || len(part) != 4 || part[0].Index != 3 || part[3].Hash != mem[6] {
+		t.Fatalf("ReadHashRange(3, 7) = %+v, %v", part, err)
+	}
+	for _, full := range []bool{true, false} {
+		if err := s.Strays(ctx, full, func(st audit.Stray) error { return fmt.Errorf("stray in an untouched store: %+v", st) }); err != nil {
+			t.Fatal(err)
+		}
+	}
 	th, _ := tlog.TreeHash(size, stored)
 	p, err := tlog.ProveRecord(size, 4, stored)
 	if err != nil {

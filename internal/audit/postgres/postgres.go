@@ -41,6 +41,8 @@ type Store struct {
 	log      string
 	now      func() time.Time
 	readOnly bool
+	borrow   bool
+	problems func(string)
 
 	// lockMu guards lock, the connection holding the log's session-level
 	// advisory lock. Appends run on that connection: while it is alive the
@@ -58,9 +60,22 @@ type Options struct {
 	DSN string
 	// Log is this replica's log; no two live replicas may share one.
 	Log string
-	// ReadOnly opens without claiming a log (verify, query).
+	// ReadOnly opens without claiming a log or migrating, and every
+	// session is read-only (default_transaction_read_only): for verify and
+	// query, which must create and change nothing.
 	ReadOnly bool
+	// Borrow appends to Log without claiming it (dispenser audit adopt
+	// while the log's replica runs): every append is still fenced by the
+	// compare-and-swap of the head, so two writers never fork the log (one
+	// of two racing appends fails with ErrFenced).
+	Borrow bool
+	// Problems, when set, is told of every row a query skips because no
+	// entry stands behind it (tampering), for logs and metrics.
+	Problems func(string)
 }
+
+// ErrReadOnly is returned by writes to a store opened read-only.
+var ErrReadOnly = errors.New("audit postgres: opened read-only")
 
 // Open connects, migrates and claims the log.
 func Open(ctx context.Context, o Options) (*Store, error) {
@@ -71,16 +86,28 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit postgres: %w", err)
 	}
+	if o.ReadOnly {
+		// Every statement of every session runs in a read-only transaction:
+		// the server refuses any write, whatever the role may do.
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("audit postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: o.Log, now: time.Now, readOnly: o.ReadOnly}
+	s := &Store{pool: pool, log: o.Log, now: time.Now, readOnly: o.ReadOnly, borrow: o.Borrow, problems: o.Problems}
+	if o.ReadOnly {
+		if err := s.checkSchema(ctx); err != nil {
+			pool.Close()
+			return nil, err
+		}
+		return s, nil
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("audit postgres: migrate: %w", err)
 	}
-	if o.ReadOnly {
+	if o.Borrow {
 		return s, nil
 	}
 	s.lockMu.Lock()
@@ -149,6 +176,38 @@ func (s *Store) Close() error {
 
 // Log is the name of the log this store appends to.
 func (s *Store) Log() string { return s.log }
+
+// checkSchema makes sure a store opened read-only has the audit tables of
+// this version (a read-only open cannot create or migrate them).
+func (s *Store) checkSchema(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	latest := 0
+	for _, name := range names {
+		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name", name)
+		}
+		latest = max(latest, v)
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT to_regclass('audit_schema') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("audit postgres: %w", err)
+	}
+	if !exists {
+		return errors.New("audit postgres: the database (schema) holds no audit trail: it does not exist here")
+	}
+	var v *int
+	if err := s.pool.QueryRow(ctx, `SELECT MAX(version) FROM audit_schema`).Scan(&v); err != nil {
+		return fmt.Errorf("audit postgres: %w", err)
+	}
+	if v == nil || *v < latest {
+		return fmt.Errorf("audit postgres: the schema is at version %v, this dispenser's is %d: start a dispenser once to migrate it", v, latest)
+	}
+	return nil
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	names, err := fs.Glob(migrations, "migrations/*.sql")
@@ -254,7 +313,19 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 		return nil, nil
 	}
 	if s.readOnly {
-		return nil, errors.New("audit postgres: opened read-only")
+		return nil, ErrReadOnly
+	}
+	if s.borrow {
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("audit postgres: begin: %w", err)
+		}
+		entries, err := s.appendTx(ctx, tx, recs)
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			return nil, err
+		}
+		return entries, nil
 	}
 	s.lockMu.Lock()
 	defer s.lockMu.Unlock()
@@ -337,12 +408,19 @@ func (s *Store) Query(ctx context.Context, f audit.Filter) (audit.Page, error) {
 		return audit.Page{}, err
 	}
 	where, args := auditsql.Where(f, func(i int) string { return "$" + strconv.Itoa(i) })
-	rows, err := s.pool.Query(ctx, `SELECT body FROM audit_records WHERE `+where+` `+auditsql.OrderBy+` LIMIT `+strconv.Itoa(f.Limit+1), args...)
+	rows, err := s.pool.Query(ctx, `SELECT body, `+auditsql.PageColumns+` FROM audit_records WHERE `+where+` `+auditsql.OrderBy+` LIMIT `+strconv.Itoa(f.Limit+1), args...)
 	if err != nil {
 		return audit.Page{}, fmt.Errorf("audit postgres: query: %w", err)
 	}
 	defer rows.Close()
-	return auditsql.ReadPage(rows, f.Limit)
+	return auditsql.ReadPage(rows, f.Limit, "audit_records", s.report)
+}
+
+// report tells the Problems hook of a row no entry stands behind.
+func (s *Store) report(problem string) {
+	if s.problems != nil {
+		s.problems(problem)
+	}
 }
 
 // logsSQL lists every log named by a head, a checkpoint or an entry (a
@@ -407,6 +485,22 @@ func (s *Store) Body(ctx context.Context, log string, seq int64) ([]byte, error)
 func (s *Store) ReadHashes(ctx context.Context, log string, idx []int64) ([]tlog.Hash, error) {
 	return readHashes(ctx, s.pool, log, idx)
 }
+
+// ReadHashRange implements audit.LogReader.
+func (s *Store) ReadHashRange(ctx context.Context, log string, lo, hi int64) ([]audit.StoredHash, error) {
+	rows, err := s.pool.Query(ctx, `SELECT idx, hash FROM audit_hashes WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx`, log, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return auditsql.ReadStoredHashes(rows)
+}
+
+// Strays implements audit.LogReader. The query columns live on
+// audit_records itself, so a row outside every chain is an entry row past
+// its log's head, which Verify's scan reports; there are no derived
+// tables to check.
+func (s *Store) Strays(context.Context, bool, func(audit.Stray) error) error { return nil }
 
 // PutCheckpoint implements audit.CheckpointStore.
 func (s *Store) PutCheckpoint(ctx context.Context, log string, size int64, signed []byte) error {

@@ -34,6 +34,10 @@ func TestVerifyShards(t *testing.T) {
 	for i, log := range []string{"replica-a", "replica-b"} {
 		s := openTemp(t, dsn, log)
 		reader = s
+		cp := &audit.Checkpointer{Source: s, Log: log, Origin: audit.Origin("test", log), Signer: signer, Anchors: []audit.Anchor{anchor}}
+		if _, err := cp.Resume(ctx); err != nil { // the genesis checkpoint of each replica's log
+			t.Fatal(err)
+		}
 		var recs []audit.Record
 		for j := 0; j < 5+i; j++ {
 			recs = append(recs, audittest.Sample(j))
@@ -41,7 +45,6 @@ func TestVerifyShards(t *testing.T) {
 		if _, err := s.Append(ctx, recs); err != nil {
 			t.Fatal(err)
 		}
-		cp := &audit.Checkpointer{Source: s, Log: log, Origin: audit.Origin("test", log), Signer: signer, Anchors: []audit.Anchor{anchor}}
 		if _, err := cp.Checkpoint(ctx, false); err != nil {
 			t.Fatal(err)
 		}

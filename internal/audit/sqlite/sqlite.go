@@ -7,7 +7,10 @@
 // index (audit_index and its seven indexes) is built from the committed
 // entries by an indexer when the writer is idle or has a backlog, and every
 // query first brings it up to date, so queries see every durable record
-// while the commit path stays short.
+// while the commit path stays short. The indexer continues from its own
+// cursor (audit_index_cursor: per log, the seq below which every entry is
+// indexed), never from the index's content, which anyone holding the file
+// can write.
 package sqlite
 
 import (
@@ -18,6 +21,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,10 +41,12 @@ var migrations embed.FS
 
 // Store is a SQLite audit trail holding one log.
 type Store struct {
-	w   *sql.DB // the one writer connection (BEGIN IMMEDIATE)
-	r   *sql.DB // readers
-	log string
-	now func() time.Time
+	path     string
+	w        *sql.DB // the one writer connection (BEGIN IMMEDIATE); nil when read-only
+	r        *sql.DB // readers
+	log      string
+	now      func() time.Time
+	problems func(string)
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // prepared once on w, reused by every transaction
@@ -83,26 +89,56 @@ type Options struct {
 	// may have to index before it answers). With 1 the indexer follows
 	// the log on every tick (at most 50ms behind) whatever the load.
 	IndexBacklog int64
+	// ReadOnly opens an existing database read-only (SQLite mode=ro) for
+	// verification: no migration, no indexer, every write fails, and a
+	// missing file is an error (nothing is created).
+	ReadOnly bool
+	// Problems, when set, is told of every derived row the store meets
+	// that no entry accounts for (a query skipping a ghost index row, the
+	// indexer finding its cursor edited), for logs and metrics.
+	Problems func(string)
 }
+
+// ErrReadOnly is returned by writes to a store opened read-only.
+var ErrReadOnly = errors.New("audit sqlite: opened read-only")
 
 func dsn(path string, extra ...string) string {
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
 		q.Add("_pragma", p)
 	}
+	return uri(path, q, extra...)
+}
+
+// roDSN opens path read-only: SQLite's own mode=ro (the driver passes a
+// "file:" name to sqlite3_open_v2 whole), which fails on a missing file
+// instead of creating it and refuses every write. No pragma that writes
+// (journal_mode) is set; the database is in WAL mode already.
+func roDSN(path string) string {
+	q := url.Values{}
+	q.Add("mode", "ro")
+	q.Add("_pragma", "busy_timeout(10000)")
+	return uri(path, q, "_txlock", "deferred")
+}
+
+func uri(path string, q url.Values, extra ...string) string {
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Add(extra[i], extra[i+1])
 	}
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Open opens (creating and migrating as needed) the store at o.Path.
+// Open opens (creating and migrating as needed) the store at o.Path, or
+// only opens an existing one with o.ReadOnly.
 func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Log == "" {
 		o.Log = "main"
 	}
 	if !audit.ValidLogName(o.Log) {
 		return nil, fmt.Errorf("audit sqlite: invalid log name %q", o.Log)
+	}
+	if o.ReadOnly {
+		return openReadOnly(ctx, o)
 	}
 	w, err := sql.Open("sqlite", dsn(o.Path, "_txlock", "immediate"))
 	if err != nil {
@@ -117,7 +153,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.IndexBacklog <= 0 {
 		o.IndexBacklog = 20000
 	}
-	s := &Store{w: w, log: o.Log, now: time.Now, stmts: map[string]*sql.Stmt{}}
+	s := &Store{path: o.Path, w: w, log: o.Log, now: time.Now, stmts: map[string]*sql.Stmt{}, problems: o.Problems}
 	s.idx.idle, s.idx.backlog = o.IndexIdle, o.IndexBacklog
 	s.idx.indexed.Store(-1) // unknown: catch up once at the first idle moment
 	if err := s.migrate(ctx); err != nil {
@@ -140,6 +176,70 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
+// openReadOnly opens an existing, migrated database for reading only.
+func openReadOnly(ctx context.Context, o Options) (*Store, error) {
+	// mode=ro fails on a missing file too; checking first gives the
+	// operator a plain message instead of SQLITE_CANTOPEN.
+	if _, err := os.Stat(o.Path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("audit sqlite %s: the database does not exist", o.Path)
+		}
+		return nil, fmt.Errorf("audit sqlite: %w", err)
+	}
+	r, err := sql.Open("sqlite", roDSN(o.Path))
+	if err != nil {
+		return nil, err
+	}
+	r.SetMaxOpenConns(4)
+	s := &Store{path: o.Path, r: r, log: o.Log, now: time.Now, stmts: map[string]*sql.Stmt{}, problems: o.Problems}
+	if err := s.checkSchema(ctx); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
+	}
+	return s, nil
+}
+
+// checkSchema makes sure a database opened read-only is an audit database
+// migrated to this version (a read-only open cannot migrate it).
+func (s *Store) checkSchema(ctx context.Context) error {
+	latest, err := latestMigration()
+	if err != nil {
+		return err
+	}
+	var v sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT MAX(version) FROM audit_schema`).Scan(&v); err != nil {
+		return fmt.Errorf("not a dispenser audit database: %w", err)
+	}
+	if !v.Valid || v.Int64 < int64(latest) {
+		return fmt.Errorf("the database schema is version %d, this dispenser's is %d: start the dispenser (or run dispenser audit query) once to migrate it, then verify", v.Int64, latest)
+	}
+	return nil
+}
+
+// latestMigration is the version of the newest embedded migration.
+func latestMigration() (int, error) {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return 0, err
+	}
+	latest := 0
+	for _, name := range names {
+		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err != nil {
+			return 0, fmt.Errorf("migration %s: bad name", name)
+		}
+		latest = max(latest, v)
+	}
+	return latest, nil
+}
+
+// report tells the Problems hook of a derived row no entry accounts for.
+func (s *Store) report(problem string) {
+	if s.problems != nil {
+		s.problems(problem)
+	}
+}
+
 // Close stops the indexer and closes the database. It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
@@ -156,7 +256,10 @@ func (s *Store) close() error {
 		_ = st.Close()
 	}
 	s.stmtMu.Unlock()
-	errs := []error{s.w.Close()}
+	var errs []error
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
@@ -180,7 +283,7 @@ func (s *Store) stmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, erro
 
 // prepare prepares the writer's statements while its connection is free.
 func (s *Store) prepare(ctx context.Context) error {
-	qs := []string{selectHash, selectHead, upsertHead, indexSQL}
+	qs := []string{selectHash, selectHead, upsertHead, indexSQL, selectCursors, upsertCursor}
 	for _, n := range rowChunks {
 		qs = append(qs, insertRecords+valuesList(n, recordCols), insertHashes+valuesList(n, 3))
 	}
@@ -317,6 +420,9 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 	if len(recs) == 0 {
 		return nil, nil
 	}
+	if s.w == nil {
+		return nil, ErrReadOnly
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: begin: %w", err)
@@ -367,11 +473,18 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 var (
 	insertRecords = `INSERT INTO audit_records (log, seq, ` + strings.Join(auditsql.Columns, ", ") + `, body, hash) VALUES `
 	insertHashes  = `INSERT INTO audit_hashes (log, idx, hash) VALUES `
-	// indexSQL indexes the next entries in id order; MAX(id) of audit_index
-	// is how far indexing got.
-	indexSQL = `INSERT INTO audit_index (id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + `)
+	// indexSQL indexes the entries of one log with lo <= seq < hi. A row
+	// already at an entry's id (one inserted ahead of the indexer) is
+	// replaced, so it cannot block or spoof the entry's own.
+	indexSQL = `INSERT OR REPLACE INTO audit_index (id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + `)
 		SELECT id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + ` FROM audit_records
-		WHERE id > (SELECT COALESCE(MAX(id), 0) FROM audit_index) ORDER BY id LIMIT ` + strconv.Itoa(indexChunk)
+		WHERE log = ? AND seq >= ? AND seq < ? ORDER BY seq`
+	// selectCursors reads, for every log with a head, how far it is
+	// indexed and how far its head reaches.
+	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0) FROM audit_heads h
+		LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
+	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq) VALUES (?, ?)
+		ON CONFLICT (log) DO UPDATE SET next_seq = excluded.next_seq`
 )
 
 // recordCols is the number of values per audit_records row: log, seq, the
@@ -469,40 +582,102 @@ func (s *Store) CatchUp(ctx context.Context) error {
 	}
 }
 
-// indexStep indexes up to indexChunk entries past the newest indexed one
-// and reports whether the index was then complete.
+// indexStep indexes up to indexChunk entries past the indexer's cursors,
+// in one transaction that also advances them, and reports whether every
+// log was then indexed up to its head. Only entries a head covers are
+// indexed: a row inserted past a head stays out of queries (verify
+// reports it).
 func (s *Store) indexStep(ctx context.Context) (bool, error) {
+	if s.w == nil {
+		return true, nil // read-only: the index stays as it is
+	}
 	s.idx.mu.Lock()
 	defer s.idx.mu.Unlock()
-	// Every record counted here was committed before the SELECT below runs.
+	// Every record counted here was committed before the head is read.
 	appended := s.idx.appended.Load()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	st, err := s.stmt(ctx, tx, indexSQL)
+	cursors, err := s.readCursors(ctx, tx)
 	if err != nil {
 		return false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
-	res, err := st.ExecContext(ctx)
-	if err != nil {
-		return false, fmt.Errorf("audit sqlite: index: %w", err)
+	budget, changed := int64(indexChunk), false
+	for _, c := range cursors {
+		from := c.next
+		if c.next > c.size {
+			// Only an edit moves a cursor past its head: index the log
+			// again from its start rather than skip what follows.
+			s.report(fmt.Sprintf("the query index cursor of log %s was at %d but the log holds %d entries (edited); re-indexing the log from its start", c.log, c.next, c.size))
+			from, c.next = -1, 0
+		}
+		if end := min(c.size, c.next+budget); end > c.next {
+			if err := s.exec(ctx, tx, indexSQL, c.log, c.next, end); err != nil {
+				return false, err
+			}
+			budget -= end - c.next
+			c.next = end
+		}
+		if c.next != from {
+			if err := s.exec(ctx, tx, upsertCursor, c.log, c.next); err != nil {
+				return false, err
+			}
+			changed = true
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, err
-	}
-	if n > 0 {
+	if changed {
 		if err := tx.Commit(); err != nil {
 			return false, fmt.Errorf("audit sqlite: index: %w", err)
 		}
 	}
-	if n < indexChunk {
-		s.idx.indexed.Store(appended)
-		return true, nil
+	for _, c := range cursors {
+		if c.next < c.size {
+			return false, nil
+		}
 	}
-	return false, nil
+	s.idx.indexed.Store(appended)
+	return true, nil
+}
+
+// cursor is how far one log is indexed.
+type cursor struct {
+	log        string
+	size, next int64
+}
+
+func (s *Store) readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
+	st, err := s.stmt(ctx, tx, selectCursors)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*cursor
+	for rows.Next() {
+		c := &cursor{}
+		if err := rows.Scan(&c.log, &c.size, &c.next); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// exec runs one of the writer's prepared statements in tx.
+func (s *Store) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+	st, err := s.stmt(ctx, tx, q)
+	if err != nil {
+		return fmt.Errorf("audit sqlite: index: %w", err)
+	}
+	if _, err := st.ExecContext(ctx, args...); err != nil {
+		return fmt.Errorf("audit sqlite: index: %w", err)
+	}
+	return nil
 }
 
 // Query implements audit.Querier.
@@ -518,14 +693,15 @@ func (s *Store) Query(ctx context.Context, f audit.Filter) (audit.Page, error) {
 		return audit.Page{}, fmt.Errorf("audit sqlite: query: %w", err)
 	}
 	defer rows.Close()
-	return auditsql.ReadPage(rows, f.Limit)
+	return auditsql.ReadPage(rows, f.Limit, "audit_index", s.report)
 }
 
 // querySQL selects from audit_index (through one of its indexes) and reads
-// each result's body from audit_records by id.
+// each result's body from audit_records by id, with the index row's own
+// columns for ReadPage to compare with the entry.
 func querySQL(f audit.Filter) string {
 	where, _ := auditsql.Where(f, func(int) string { return "?" })
-	return `SELECT (SELECT body FROM audit_records r WHERE r.id = audit_index.id) FROM audit_index WHERE ` + where + ` ` +
+	return `SELECT (SELECT body FROM audit_records r WHERE r.id = audit_index.id), ` + auditsql.PageColumns + ` FROM audit_index WHERE ` + where + ` ` +
 		auditsql.OrderBy + ` LIMIT ` + strconv.Itoa(f.Limit+1)
 }
 
@@ -567,14 +743,15 @@ func (s *Store) Head(ctx context.Context, log string) (audit.Head, error) {
 
 // Scan implements audit.LogReader. Each row carries both copies of its
 // query columns: audit_records' own and its audit_index row (reported
-// missing when the indexer has passed the entry but its row is gone).
+// missing when the indexer's cursor has passed the entry but its row is
+// gone).
 func (s *Store) Scan(ctx context.Context, log string, from int64, fn func(audit.Row) error) error {
 	rows, err := s.r.QueryContext(ctx, `SELECT r.seq, r.body, r.hash,
 		r.time_ns, r.outcome, r.org, r.principal, r.job_id, r.task_id, r.access_key_id, r.bucket,
-		i.id IS NOT NULL, r.id <= (SELECT COALESCE(MAX(id), 0) FROM audit_index),
+		i.id IS NOT NULL, r.seq < COALESCE((SELECT next_seq FROM audit_index_cursor WHERE log = ?1), 0),
 		COALESCE(i.log, ''), COALESCE(i.seq, -1), COALESCE(i.time_ns, 0), COALESCE(i.outcome, ''), COALESCE(i.org, ''),
 		COALESCE(i.principal, ''), COALESCE(i.job_id, ''), COALESCE(i.task_id, ''), COALESCE(i.access_key_id, ''), COALESCE(i.bucket, '')
-		FROM audit_records r LEFT JOIN audit_index i ON i.id = r.id WHERE r.log = ? AND r.seq >= ? ORDER BY r.seq`, log, from)
+		FROM audit_records r LEFT JOIN audit_index i ON i.id = r.id WHERE r.log = ?1 AND r.seq >= ?2 ORDER BY r.seq`, log, from)
 	if err != nil {
 		return err
 	}
@@ -622,8 +799,99 @@ func (s *Store) ReadHashes(ctx context.Context, log string, idx []int64) ([]tlog
 	return readHashes(ctx, s.r, log, idx)
 }
 
+// ReadHashRange implements audit.LogReader.
+func (s *Store) ReadHashRange(ctx context.Context, log string, lo, hi int64) ([]audit.StoredHash, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, hash FROM audit_hashes WHERE log = ? AND idx >= ? AND idx < ? ORDER BY idx`, log, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return auditsql.ReadStoredHashes(rows)
+}
+
+// maxStrays bounds the ghost rows Strays names one by one.
+const maxStrays = 10
+
+// Strays implements audit.LogReader: audit_index rows whose id is no
+// entry's (a query would return them, or skip them as it now does), and
+// indexer cursors past their log's head. Without full, only index rows
+// above the newest entry's id are looked at (a range read of what it
+// finds): entry ids are dense above the prune floor, so a ghost row among
+// them sits at an entry's id, and Scan compares it with that entry.
+func (s *Store) Strays(ctx context.Context, full bool, fn func(audit.Stray) error) error {
+	q := `SELECT i.id, i.log, i.seq FROM audit_index i
+		WHERE NOT EXISTS (SELECT 1 FROM audit_records r WHERE r.id = i.id) ORDER BY i.id`
+	if !full {
+		q = `SELECT i.id, i.log, i.seq FROM audit_index i
+		WHERE i.id > (SELECT COALESCE(MAX(id), 0) FROM audit_records) ORDER BY i.id`
+	}
+	rows, err := s.r.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	n := 0
+	var first audit.Stray
+	for rows.Next() {
+		var id, seq int64
+		var log string
+		if err := rows.Scan(&id, &log, &seq); err != nil {
+			return err
+		}
+		if n++; n <= maxStrays {
+			if err := fn(audit.Stray{Log: log, Problem: fmt.Sprintf("audit_index row %d names %s, but no entry has that id (a ghost row inserted outside the indexer; queries skip it)",
+				id, audit.EntryID(log, seq))}); err != nil {
+				return err
+			}
+		} else if n == maxStrays+1 {
+			first = audit.Stray{Log: log}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if n > maxStrays {
+		first.Problem = fmt.Sprintf("%d more ghost rows in audit_index", n-maxStrays)
+		if err := fn(first); err != nil {
+			return err
+		}
+	}
+	return s.cursorStrays(ctx, fn)
+}
+
+// cursorStrays reports indexer cursors past their log's head.
+func (s *Store) cursorStrays(ctx context.Context, fn func(audit.Stray) error) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT c.log, c.next_seq, COALESCE(h.size, 0) FROM audit_index_cursor c
+		LEFT JOIN audit_heads h ON h.log = c.log WHERE c.next_seq > COALESCE(h.size, 0)`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var out []audit.Stray
+	for rows.Next() {
+		var log string
+		var next, size int64
+		if err := rows.Scan(&log, &next, &size); err != nil {
+			return err
+		}
+		out = append(out, audit.Stray{Log: log, Problem: fmt.Sprintf("the query index cursor of log %s is at %d, past the log's %d entries (edited: new entries would go unindexed until the indexer notices)", log, next, size)})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, st := range out {
+		if err := fn(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PutCheckpoint implements audit.CheckpointStore.
 func (s *Store) PutCheckpoint(ctx context.Context, log string, size int64, signed []byte) error {
+	if s.w == nil {
+		return ErrReadOnly
+	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO audit_checkpoints (log, size, note, created_ns) VALUES (?, ?, ?, ?)
 		ON CONFLICT (log, size) DO NOTHING`, log, size, signed, s.now().UnixNano())
 	return err
@@ -663,6 +931,9 @@ func (s *Store) FirstSeqSince(ctx context.Context, log string, t time.Time) (int
 
 // Prune implements audit.Pruner.
 func (s *Store) Prune(ctx context.Context, log string, p int64) (int64, error) {
+	if s.w == nil {
+		return 0, ErrReadOnly
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err

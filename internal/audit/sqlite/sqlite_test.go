@@ -62,9 +62,10 @@ func TestAppendOnlyTriggers(t *testing.T) {
 	}
 }
 
-// TestIndexRebuiltFromTheLog: an empty query index (a store upgraded from
-// the schema that indexed audit_records, or one whose indexer has not run
-// yet) is filled from the log before a query answers.
+// TestIndexRebuiltFromTheLog: an empty query index whose cursor is at the
+// start (a store upgraded from the schema that indexed audit_records, or
+// one whose indexer has not run yet) is filled from the log before a query
+// answers.
 func TestIndexRebuiltFromTheLog(t *testing.T) {
 	s := openTemp(t)
 	ctx := context.Background()
@@ -78,8 +79,10 @@ func TestIndexRebuiltFromTheLog(t *testing.T) {
 	if err := s.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM audit_index`); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{`DELETE FROM audit_index`, `DELETE FROM audit_index_cursor`} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	want := recs[700]
 	p, err := s.Query(ctx, audit.Filter{AccessKeyID: want.AccessKeyID})
