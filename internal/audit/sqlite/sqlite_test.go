@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -62,15 +64,20 @@ func TestAppendOnlyTriggers(t *testing.T) {
 	}
 }
 
-// TestIndexRebuiltFromTheLog: an empty query index whose cursor is at the
-// start (a store upgraded from the schema that indexed audit_records, or
-// one whose indexer has not run yet) is filled from the log before a query
-// answers.
+// TestIndexRebuiltFromTheLog: an emptied query index, and a missing index
+// file (a trail upgraded from the schema that kept the index in its own
+// file, restored without it, or whose index file was removed), is filled
+// from the log before a query answers.
 func TestIndexRebuiltFromTheLog(t *testing.T) {
-	s := openTemp(t)
 	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
 	var recs []audit.Record
-	for i := 0; i < 1200; i++ { // more than one index step
+	for i := 0; i < indexChunk+300; i++ { // more than one index step
 		recs = append(recs, audittest.Sample(i))
 	}
 	if _, err := s.Append(ctx, recs); err != nil {
@@ -79,23 +86,43 @@ func TestIndexRebuiltFromTheLog(t *testing.T) {
 	if err := s.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DELETE FROM audit_index`, `DELETE FROM audit_index_cursor`} {
-		if _, err := s.w.ExecContext(ctx, q); err != nil {
+	check := func(t *testing.T, s *Store) {
+		t.Helper()
+		want := recs[indexChunk+100]
+		p, err := s.Query(ctx, audit.Filter{AccessKeyID: want.AccessKeyID})
+		if err != nil {
 			t.Fatal(err)
 		}
+		if len(p.Records) == 0 || p.Records[0].AccessKeyID != want.AccessKeyID {
+			t.Fatalf("query after the index was lost: %+v", p.Records)
+		}
+		var n int
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_index`).Scan(&n); err != nil || n != len(recs) {
+			t.Fatalf("index rows = %d, %v; want %d", n, err, len(recs))
+		}
 	}
-	want := recs[700]
-	p, err := s.Query(ctx, audit.Filter{AccessKeyID: want.AccessKeyID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Records) == 0 || p.Records[0].AccessKeyID != want.AccessKeyID {
-		t.Fatalf("query after the index was emptied: %+v", p.Records)
-	}
-	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM audit_index`).Scan(&n); err != nil || n != len(recs) {
-		t.Fatalf("index rows = %d, %v; want %d", n, err, len(recs))
-	}
+	t.Run("emptied", func(t *testing.T) {
+		for _, q := range []string{`DELETE FROM audit_index`, `DELETE FROM audit_index_cursor`} {
+			if _, err := s.ix.ExecContext(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(t, s)
+	})
+	t.Run("file removed", func(t *testing.T) {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			if err := os.Remove(IndexPath(path) + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+		if s, err = Open(ctx, Options{Path: path}); err != nil {
+			t.Fatal(err)
+		}
+		check(t, s)
+	})
 }
 
 // TestCloseTwice: the app closes the trail at exit even when a fault path
