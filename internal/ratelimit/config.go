@@ -70,10 +70,11 @@ type Config struct {
 	// TLS proxy that is not trusted to forward addresses (every caller
 	// would share its address; see docs/limits.md).
 	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
-	// DenialRecords is the global budget of refusal records (records per
-	// second across all clients): past it refusals are folded into one
-	// summary record per reason and interval. Unset: DefaultDenialRecords;
-	// rate 0 records every refusal on its own.
+	// DenialRecords is the budget of refusal records (records per second):
+	// one shared by every unauthenticated caller and one per authenticated
+	// principal. Past it refusals are folded into one summary record per
+	// reason, principal and interval. Unset: DefaultDenialRecords; rate 0
+	// records every refusal on its own.
 	DenialRecords *Limit `yaml:"denial_records"`
 	// DenialSummaryInterval is how often summaries are written (default
 	// 10s).
@@ -84,8 +85,8 @@ type Config struct {
 // none is configured.
 var DefaultAuthFailures = Limit{Rate: 5, Burst: 50}
 
-// DefaultDenialRecords is the global budget of individual refusal records
-// when none is configured.
+// DefaultDenialRecords is the budget of individual refusal records when
+// none is configured.
 var DefaultDenialRecords = Limit{Rate: 10, Burst: 100}
 
 // Enabled reports whether any limit is configured.
