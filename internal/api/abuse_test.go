@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -168,5 +169,35 @@ func TestTrustedProxyForwardsTheClient(t *testing.T) {
 	}
 	if want := []string{"198.51.100.7", "198.51.100.7", "198.51.100.8", "203.0.113.5"}; !slices.Equal(addrs, want) {
 		t.Fatalf("recorded client addresses %v, want %v", addrs, want)
+	}
+}
+
+// TestFailedAuthBudgetCountsAnIPv6Slash64AsOneClient: a host rotating
+// through the addresses of its own /64 gets no fresh budget, while a
+// caller in another /64 keeps its own.
+func TestFailedAuthBudgetCountsAnIPv6Slash64AsOneClient(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.AuthFailures = ratelimit.NewFailureGuard(ratelimit.Limit{Rate: 0.001, Burst: 2}, 100, nil)
+	})
+	send := func(peer string) int {
+		r := httptest.NewRequest("GET", okQuery, nil)
+		r.RemoteAddr = peer
+		r.Header.Set("Authorization", "Bearer not-a-jwt")
+		w := httptest.NewRecorder()
+		h.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	var codes []int
+	for i := range 5 {
+		codes = append(codes, send(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1)))
+	}
+	if want := []int{401, 401, 429, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("one /64 rotating addresses: %v, want %v", codes, want)
+	}
+	if code := send("[2001:db8:1:3::1]:443"); code != 401 {
+		t.Fatalf("another /64: %d, want 401 (its own budget)", code)
+	}
+	if code := send("192.0.2.77:443"); code != 401 {
+		t.Fatalf("an IPv4 caller: %d, want 401", code)
 	}
 }

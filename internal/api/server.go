@@ -550,14 +550,15 @@ func auditUnavailable(err error) *fault.Error {
 func (s *Server) clientAddr(r *http.Request) string { return s.opt.TrustedProxies.Of(r) }
 
 // failureKey is whom a failed authentication is charged to: the caller a
-// trusted gateway asserts, else the client address.
+// trusted gateway asserts, else the client address (an IPv6 client's /64,
+// so rotating through its own /64 gets a host no fresh budget).
 func (s *Server) failureKey(r *http.Request, client string) string {
 	if k, ok := s.authn.Load().worker.(auth.ClientKeyer); ok {
 		if key, ok := k.ClientKey(r); ok {
-			return key
+			return clientip.BudgetKey(key)
 		}
 	}
-	return client
+	return clientip.BudgetKey(client)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
