@@ -22,8 +22,10 @@ import (
 // Verdict is the judgement of one S3 event.
 type Verdict string
 
-// Verdicts. OutsideGrant and UnknownKey are always critical; Unverifiable
-// is critical when the call succeeded.
+// Verdicts. OutsideGrant and UnknownKey are always critical; Unverifiable,
+// AfterExpiry and BeforeIssue are critical when the call succeeded (AWS
+// would have refused the credential the record describes, so the key was
+// used as something else).
 const (
 	// OK: the key was issued by this dispenser and the event lies inside
 	// its grant and its lifetime.
@@ -362,10 +364,12 @@ func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, 
 		c.verdict(e, OutsideGrant, true, fmt.Sprintf("%s is outside the session policy of %s (sha256 %s), and S3 did not refuse it (%s): the policy failed to restrict the session",
 			what, chosen.RecordID, chosen.PolicySHA256, e.Outcome))
 	case lifetime == AfterExpiry:
-		c.verdict(e, AfterExpiry, false, fmt.Sprintf("%s after the credentials of %s expired at %s", t.Sub(chosen.Expiration).Round(time.Second),
+		// AWS refuses an expired session: one that succeeded was not the
+		// credential this record describes.
+		c.verdict(e, AfterExpiry, succeeded, fmt.Sprintf("%s after the credentials of %s expired at %s", t.Sub(chosen.Expiration).Round(time.Second),
 			chosen.RecordID, chosen.Expiration.Format(time.RFC3339)))
 	case lifetime == BeforeIssue:
-		c.verdict(e, BeforeIssue, false, fmt.Sprintf("%s before %s issued the key at %s", chosen.IssuedAt.Sub(t).Round(time.Second),
+		c.verdict(e, BeforeIssue, succeeded, fmt.Sprintf("%s before %s issued the key at %s", chosen.IssuedAt.Sub(t).Round(time.Second),
 			chosen.RecordID, chosen.IssuedAt.Format(time.RFC3339)))
 	case allowed:
 		c.verdict(e, OK, false, "")
