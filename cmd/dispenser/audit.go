@@ -234,6 +234,8 @@ const auditUsage = `Usage:
                          records an operator's adoption of a log no anchor holds, then anchors it
   dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
   dispenser audit keygen --out FILE [--name NAME]
+  dispenser audit verifier-key --config FILE
+                         prints the verifier key of the configured checkpoint signing key (for auditors)
 ` + correlateUsage
 
 // verifyUsage is `audit verify --help`: what verify reads, and its exit
@@ -270,6 +272,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		return cmdAuditAdopt(args[1:], stdout, stderr)
 	case "keygen":
 		return cmdAuditKeygen(args[1:], stdout, stderr)
+	case "verifier-key":
+		return cmdAuditVerifierKey(args[1:], stdout, stderr)
 	case "correlate":
 		return cmdAuditCorrelate(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
