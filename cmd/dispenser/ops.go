@@ -220,12 +220,8 @@ func (a *app) reload() (err error) {
 	// Backends reload their own files (static credentials) last among the
 	// checks: each swaps atomically on success and keeps its old state on
 	// error.
-	for name, v := range a.vendor {
-		if r, ok := v.(interface{ Reload() error }); ok {
-			if err := r.Reload(); err != nil {
-				return fmt.Errorf("backend %s: %w", name, err)
-			}
-		}
+	if err := a.vendor.Reload(); err != nil {
+		return err
 	}
 	a.server.SetRules(rules)
 	a.server.SetAuthenticator(chain, admin)

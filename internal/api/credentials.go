@@ -325,8 +325,9 @@ func (s *Server) limit(ctx context.Context, id auth.Identity) error {
 }
 
 // vend mints credentials and refuses a revoked access key id. When the
-// vendor caches and can forget a grant, a revoked cached key is dropped
-// and the grant vended afresh once; otherwise the request is refused.
+// vendor caches and can forget a grant (vend.Forgetter; a vend.Router asks
+// the grant's backend), a revoked cached key is dropped and the grant
+// vended afresh once; otherwise the request is refused.
 func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, error) {
 	creds, err := s.opt.Vendor.Vend(ctx, g)
 	if err != nil || s.opt.Revocations == nil {
@@ -336,11 +337,9 @@ func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 	if !revoked {
 		return creds, nil
 	}
-	f := forgetterFor(s.opt.Vendor, g)
-	if f == nil {
+	if f, ok := s.opt.Vendor.(vend.Forgetter); !ok || !f.Forget(g) {
 		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
 	}
-	f.Forget(g)
 	creds, err = s.opt.Vendor.Vend(ctx, g)
 	if err != nil {
 		return creds, err
@@ -349,20 +348,6 @@ func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
 	}
 	return creds, nil
-}
-
-// forgetterFor finds the Forgetter for g: the vendor itself, or the
-// backend a Router dispatches g to.
-func forgetterFor(v vend.Vendor, g scope.Grant) Forgetter {
-	if f, ok := v.(Forgetter); ok {
-		return f
-	}
-	if r, ok := v.(vend.Router); ok {
-		if f, ok := r[g.Backend].(Forgetter); ok {
-			return f
-		}
-	}
-	return nil
 }
 
 // tenantLabel bounds the tenant metric label to configured tenants: the org
@@ -452,5 +437,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-
-var _ vend.Vendor = vend.Router(nil)

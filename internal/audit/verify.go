@@ -133,7 +133,7 @@ func Verify(ctx context.Context, src CheckpointSource, o VerifyOptions) (Report,
 	}
 	// A log whose every row was deleted is still named by its anchors.
 	for _, a := range o.anchors() {
-		lister, ok := a.(interface{ Origins() ([]string, error) })
+		lister, ok := a.(OriginLister)
 		if !ok {
 			continue
 		}

@@ -103,9 +103,9 @@ func NewSigV4(cfg SigV4Config, keys AccessKeys, now func() time.Time) *SigV4 {
 	return s
 }
 
-// Challenge implements Challenger.
-func (s *SigV4) Challenge() string {
-	return `AWS4-HMAC-SHA256 realm="dispenser", region="` + s.cfg.Region + `", service="` + s.cfg.Service + `"`
+// Challenges implements Challenger.
+func (s *SigV4) Challenges() []string {
+	return []string{`AWS4-HMAC-SHA256 realm="dispenser", region="` + s.cfg.Region + `", service="` + s.cfg.Service + `"`}
 }
 
 func sigErr(reason, format string, args ...any) *fault.Error {
