@@ -348,11 +348,8 @@ func (c *Config) Validate(p *validate.Problems) {
 			p.Addf(validate.Join(path, "org"), "org %q is configured twice", t.Org)
 		}
 		orgs[t.Org] = true
-		// A session only as long as the floor has less than the floor left
-		// by the time it is served (backend latency, clock skew, Expiration
-		// cut to whole seconds), so every request would fail: keep a margin.
-		if t.DefaultDuration.D() < s.MinRemaining.D()+floorMargin {
-			p.Addf(validate.Join(path, "default_duration"), "must be at least server.min_remaining (%s) plus %s, or no credential could be served", s.MinRemaining, floorMargin)
+		if t.DefaultDuration.D() < s.MinRemaining.D()+scope.FloorMargin {
+			p.Addf(validate.Join(path, "default_duration"), "must be at least server.min_remaining (%s) plus %s, or no credential could be served", s.MinRemaining, scope.FloorMargin)
 		}
 	}
 	c.Audit.Validate(p, "audit")
@@ -360,10 +357,6 @@ func (c *Config) Validate(p *validate.Problems) {
 	c.Revocation.Validate(p, "revocation")
 	c.Correlate.Validate(p, "correlate")
 }
-
-// floorMargin is how much longer than server.min_remaining a tenant's
-// default session must be.
-const floorMargin = time.Minute
 
 // IsLoopback reports whether host is a loopback name or address.
 func IsLoopback(host string) bool { return validate.IsLoopbackHost(host) }
