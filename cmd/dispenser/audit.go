@@ -103,14 +103,8 @@ func verifierFor(cfg *config.Config, key string) (note.Verifier, error) {
 	} else if b, err := os.ReadFile(key); err == nil {
 		vkey = string(b)
 	}
-	return note.NewVerifier(trimSpace(vkey))
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
+	// A key file ends in a newline (or CRLF, or a space an editor left).
+	return note.NewVerifier(strings.TrimRight(vkey, "\n\r "))
 }
 
 // anchors returns the configured checkpoint anchors; the checkpointer

@@ -23,6 +23,7 @@ import (
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/revoke"
+	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/revoke/awsdeny"
 	revokepg "github.com/vtk/dispenser/internal/revoke/postgres"
 	revokesqlite "github.com/vtk/dispenser/internal/revoke/sqlite"
@@ -184,7 +185,7 @@ func (a *app) reload() (err error) {
 	for n := range a.vendor {
 		names[n] = true
 	}
-	rules, err := compileRules(cfg, names)
+	rules, err := scope.Compile(cfg.Tenants, names)
 	if err != nil {
 		return err
 	}

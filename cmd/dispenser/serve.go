@@ -141,10 +141,6 @@ func (a *app) authDeps() auth.BuildDeps {
 	return auth.BuildDeps{Logger: a.log.Named("auth"), STSClient: a.deps.STSClient, Metrics: a.metrics}
 }
 
-func compileRules(cfg *config.Config, backends map[string]bool) (*scope.Rules, error) {
-	return scope.Compile(cfg.Tenants, backends)
-}
-
 // newApp wires the dispenser from cfg. It does not listen.
 func newApp(cfg *config.Config, log *zap.Logger) (*app, error) {
 	return newAppWith(cfg, log, appDeps{})
@@ -349,7 +345,8 @@ func authFailureLimit(cfg *config.Config) *ratelimit.Limit {
 		if behindUntrustedProxy(cfg) {
 			return nil
 		}
-		l = &ratelimit.DefaultAuthFailures
+		d := ratelimit.DefaultAuthFailures()
+		l = &d
 	}
 	if !l.Enabled() {
 		return nil

@@ -357,21 +357,21 @@ func TestReadyzFollowsRevocationStaleness(t *testing.T) {
 		}
 		return resp.StatusCode, b.Status
 	}
-	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
-		t.Fatalf("fresh list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
+	if code, status := readyz(); code != 200 || status != "ready" || s.ReadyState() != "ready" {
+		t.Fatalf("fresh list: /readyz %d %q, ReadyState() = %q", code, status, s.ReadyState())
 	}
 	st.Fail = errors.New("connection refused")
 	later := t0.Add(11 * time.Second)
 	now.Store(&later)
 	_ = reg.Refresh(context.Background())
-	if code, status := readyz(); code != 503 || status != "revocations_stale" || s.Ready() {
-		t.Fatalf("stale list: /readyz %d %q, Ready() = %v; want 503 revocations_stale, not ready", code, status, s.Ready())
+	if code, status := readyz(); code != 503 || status != "revocations_stale" || s.ReadyState() == "ready" {
+		t.Fatalf("stale list: /readyz %d %q, ReadyState() = %q; want 503 revocations_stale, not ready", code, status, s.ReadyState())
 	}
 	st.Fail = nil
 	if err := reg.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
-		t.Fatalf("refreshed list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
+	if code, status := readyz(); code != 200 || status != "ready" || s.ReadyState() != "ready" {
+		t.Fatalf("refreshed list: /readyz %d %q, ReadyState() = %q", code, status, s.ReadyState())
 	}
 }

@@ -174,10 +174,6 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 	s.authn.Store(newAuthenticators(worker, admin))
 }
 
-// Ready reports whether the server is ready to vend (the admin listener's
-// /readyz).
-func (s *Server) Ready() bool { return s.ReadyState() == "ready" }
-
 // ReadyState is the status /readyz reports: "starting" until SetReady(true)
 // (and again once shutdown begins), the Gate's reason while it holds the
 // replica (e.g. "audit_anchor_missing"), "revocations_stale" while the

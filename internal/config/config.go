@@ -270,8 +270,9 @@ func (c *Config) ApplyDefaults() {
 	c.Correlate.ApplyDefaults()
 }
 
-// Validate records every problem in p. It does not build backends; see
-// BuildBackends for their option checks.
+// Validate records every problem in p. It does not build backends or
+// authenticators: cmd/dispenser builds them after it (vend.Build,
+// auth.Config.BuildWith), and they check what only construction finds.
 func (c *Config) Validate(p *validate.Problems) {
 	s := c.Server
 	if host, _, err := net.SplitHostPort(s.Listen); err != nil {

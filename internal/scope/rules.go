@@ -220,9 +220,6 @@ func (r *Rules) Tenant(org string) (Tenant, bool) {
 	return t.Tenant, true
 }
 
-// Orgs returns the number of configured tenants.
-func (r *Rules) Orgs() int { return len(r.tenants) }
-
 // Decide maps a task to a Grant or refuses it. Deny by default: only an org
 // with a tenant, and a location some grant rule of that tenant covers for
 // the operation, get a grant. Errors are *fault.Error: InvalidRequest for
