@@ -4,133 +4,19 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net/http"
-	"net/http/pprof"
 	"path/filepath"
 	"reflect"
 	"sync/atomic"
 	"time"
 
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/fsnotify/fsnotify"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
-	"github.com/vtk/dispenser/internal/audit"
-	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/metrics"
-	"github.com/vtk/dispenser/internal/revoke"
 	"github.com/vtk/dispenser/internal/scope"
-	"github.com/vtk/dispenser/internal/revoke/awsdeny"
-	revokepg "github.com/vtk/dispenser/internal/revoke/postgres"
-	revokesqlite "github.com/vtk/dispenser/internal/revoke/sqlite"
 )
-
-// adminHandler serves the admin listener: /metrics from the dispenser's own
-// registry, /healthz (the process is alive) and /readyz (it can vend:
-// state returns "ready", or why not, as api.Server.ReadyState does).
-func adminHandler(m *metrics.Metrics, state func() string) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if st := state(); st != "ready" {
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintf(w, "{\"status\":%q}\n", st)
-			return
-		}
-		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
-	})
-	return mux
-}
-
-// withPprof adds net/http/pprof's handlers under /debug/pprof/ to h, the
-// admin listener's handler (admin.pprof), so operators can profile a
-// dispenser under load.
-func withPprof(h http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.Handle("/", h)
-	return mux
-}
-
-// pprofMaxSeconds bounds a CPU profile or trace on the admin listener: its
-// write timeout, raised from adminWriteTimeout when admin.pprof is on
-// (pprof refuses a profile as long as the write timeout).
-const pprofMaxSeconds = 120
-
-// adminWriteTimeout bounds an answer of the admin listener.
-const adminWriteTimeout = 30 * time.Second
-
-// adminServer is the admin listener's server: /metrics, /healthz and
-// /readyz, and with admin.pprof the profiling handlers.
-func (a *app) adminServer() *http.Server {
-	h := adminHandler(a.metrics, a.server.ReadyState)
-	write := adminWriteTimeout
-	if a.current.Load().Admin.PProf {
-		h = withPprof(h)
-		write = (pprofMaxSeconds + 5) * time.Second
-	}
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: write, ErrorLog: zap.NewStdLog(a.log.Named("admin-http"))}
-}
-
-// openRevocationStore opens the revocation table in the audit database.
-func openRevocationStore(ctx context.Context, c audit.Config) (revoke.Store, func() error, error) {
-	switch c.Type {
-	case "postgres":
-		s, err := revokepg.Open(ctx, c.DSN)
-		if err != nil {
-			return nil, nil, fmt.Errorf("revocation store: %w", err)
-		}
-		return s, s.Close, nil
-	default:
-		s, err := revokesqlite.Open(ctx, c.Path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("revocation store: %w", err)
-		}
-		return s, s.Close, nil
-	}
-}
-
-// newKillSwitch builds the AWS kill switch when configured. roles reads the
-// current tenants, so a reload that adds a tenant covers its role.
-func newKillSwitch(ctx context.Context, c *revoke.AWSKillSwitchConfig, current func() *config.Config) (revoke.KillSwitch, error) {
-	if c == nil || !c.Enabled {
-		return nil, nil
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.Region))
-	if err != nil {
-		return nil, fmt.Errorf("revocation.aws_kill_switch: %w", err)
-	}
-	client := iam.NewFromConfig(awsCfg, func(o *iam.Options) {
-		if c.Endpoint != "" {
-			o.BaseEndpoint = &c.Endpoint
-		}
-	})
-	return &awsdeny.KillSwitch{IAM: client, Roles: func(r revoke.Revocation) []string {
-		var out []string
-		for _, t := range current().Tenants {
-			if t.RoleARN != "" && (r.Kind != revoke.KindOrg || t.Org == r.Value) {
-				out = append(out, t.RoleARN)
-			}
-		}
-		return out
-	}}, nil
-}
 
 // certReloader serves the current certificate and reloads it on demand.
 type certReloader struct {
@@ -165,8 +51,8 @@ func (c *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { ret
 // configuration keeps serving.
 func (a *app) reload() (err error) {
 	// SIGHUP and the file watch may both trigger a reload.
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	defer func() {
 		result := "ok"
 		if err != nil {
@@ -177,35 +63,31 @@ func (a *app) reload() (err error) {
 	old := a.current.Load()
 	// The listener is not rebuilt on reload: judge the file with the
 	// address actually in use (which may come from --listen).
-	cfg, err := loadConfig(old.Path, listenOverride(old.Server.Listen, old.Server.AdminListen))
+	cfg, problems, err := readConfig(old.Path, listenOverride(old.Server.Listen, old.Server.AdminListen))
 	if err != nil {
 		return err
 	}
-	names := map[string]bool{}
-	for n := range a.vendor {
-		names[n] = true
-	}
-	rules, err := scope.Compile(cfg.Tenants, names)
-	if err != nil {
-		return err
-	}
-	chain, closers, err := cfg.Auth.BuildWith(a.authDeps())
+	// The backends are built to check the file (their options, the tenants
+	// naming them) but not swapped in: they change only on restart.
+	c, err := build(cfg, problems, a.buildDeps())
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			// A rejected reload keeps nothing it opened.
-			for _, c := range closers {
-				_ = c.Close()
-			}
+			c.release() // a rejected reload keeps nothing it opened
 			return
 		}
 		// The previous chain may still serve in-flight requests, so what
 		// it opened (a SQL key store) is closed a grace period later.
-		a.auth.replace(closers)
+		a.auth.replace(c.opened)
 	}()
-	admin, err := cfg.Admin.Build(auth.WithLogger(a.log))
+	// Tenants may only name the backends running.
+	names := map[string]bool{}
+	for n := range a.vendor {
+		names[n] = true
+	}
+	rules, err := scope.Compile(cfg.Tenants, names)
 	if err != nil {
 		return err
 	}
@@ -225,7 +107,7 @@ func (a *app) reload() (err error) {
 		return err
 	}
 	a.server.SetRules(rules)
-	a.server.SetAuthenticator(chain, admin)
+	a.server.SetAuthenticator(c.worker, c.admin)
 	a.limiter.SetConfig(cfg.RateLimits)
 	if crt != nil {
 		a.certs.install(crt)
