@@ -238,10 +238,16 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "audit query:", err)
 		return 1
 	}
-	// A write error (full disk, closed pipe) fails the command: a cut-off
-	// export must not look complete.
+	return writeAuditQuery(ctx, trail, f, p, *format, stdout, stderr)
+}
+
+// writeAuditQuery prints the first page p of query f in format (ndjson
+// follows the cursor to the last match) and returns the exit code. A write
+// error (full disk, closed pipe) fails the command: a cut-off export must
+// not look complete.
+func writeAuditQuery(ctx context.Context, trail audit.Trail, f audit.Filter, p audit.Page, format string, stdout, stderr io.Writer) int {
 	var werr error
-	switch *format {
+	switch format {
 	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -258,6 +264,7 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 				break
 			}
 			f.Cursor = p.Next
+			var err error
 			if p, err = trail.Query(ctx, f); err != nil {
 				fmt.Fprintln(stderr, "audit query:", err)
 				return 1
