@@ -181,83 +181,97 @@ func (a *app) watchConfig(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	// The configuration file and the files it names that a reload re-reads
-	// (TLS certificate and key, the mTLS CA bundle): a renewed certificate
-	// mounted beside the configuration or elsewhere is picked up too.
-	// Watching directories catches editor renames and Kubernetes' "..data"
-	// symlink swaps.
-	// The set follows the configuration in force: a reload (by the watch
-	// or by SIGHUP) that moves the certificate or CA elsewhere moves the
-	// watch with it.
-	var files, dirs map[string]bool
-	var watching *config.Config
-	follow := func() error {
-		cfg := a.current.Load()
-		if cfg == watching {
-			return nil
-		}
-		nf := watchedFiles(path, cfg)
-		nd := map[string]bool{}
-		for f := range nf {
-			nd[filepath.Dir(f)] = true
-		}
-		for d := range nd {
-			if !dirs[d] {
-				if err := w.Add(d); err != nil {
-					return err
-				}
-			}
-		}
-		for d := range dirs {
-			if !nd[d] {
-				_ = w.Remove(d)
-			}
-		}
-		files, dirs, watching = nf, nd, cfg
-		return nil
-	}
-	if err := follow(); err != nil {
+	cw := &configWatch{a: a, w: w, path: path}
+	if err := cw.follow(); err != nil {
 		_ = w.Close()
 		return err
 	}
-	go func() {
-		defer w.Close()
-		var debounce <-chan time.Time
-		// A SIGHUP reload happens elsewhere; look for it now and then.
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		refollow := func() {
-			if err := follow(); err != nil {
-				a.log.Warn("configuration watch: cannot watch the files of the new configuration", zap.Error(err))
-			}
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				name := filepath.Clean(ev.Name)
-				if files[name] || (filepath.Base(name) == "..data" && dirs[filepath.Dir(name)]) {
-					debounce = time.After(300 * time.Millisecond)
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				a.log.Warn("configuration watch", zap.Error(err))
-			case <-debounce:
-				debounce = nil
-				a.logReload(a.reload())
-				refollow()
-			case <-tick.C:
-				refollow()
-			}
-		}
-	}()
+	go cw.run(ctx)
 	return nil
+}
+
+// configWatch watches the configuration file and the files it names that
+// a reload re-reads (TLS certificate and key, the mTLS CA bundle): a
+// renewed certificate mounted beside the configuration or elsewhere is
+// picked up too. Watching directories catches editor renames and
+// Kubernetes' "..data" symlink swaps. The set follows the configuration in
+// force: a reload (by the watch or by SIGHUP) that moves the certificate
+// or CA elsewhere moves the watch with it.
+type configWatch struct {
+	a           *app
+	w           *fsnotify.Watcher
+	path        string
+	files, dirs map[string]bool
+	watching    *config.Config
+}
+
+// follow watches the directories of the configuration in force.
+func (cw *configWatch) follow() error {
+	cfg := cw.a.current.Load()
+	if cfg == cw.watching {
+		return nil
+	}
+	nf := watchedFiles(cw.path, cfg)
+	nd := map[string]bool{}
+	for f := range nf {
+		nd[filepath.Dir(f)] = true
+	}
+	for d := range nd {
+		if !cw.dirs[d] {
+			if err := cw.w.Add(d); err != nil {
+				return err
+			}
+		}
+	}
+	for d := range cw.dirs {
+		if !nd[d] {
+			_ = cw.w.Remove(d)
+		}
+	}
+	cw.files, cw.dirs, cw.watching = nf, nd, cfg
+	return nil
+}
+
+// refollow is follow after a reload, which only logs a failure.
+func (cw *configWatch) refollow() {
+	if err := cw.follow(); err != nil {
+		cw.a.log.Warn("configuration watch: cannot watch the files of the new configuration", zap.Error(err))
+	}
+}
+
+// run reloads 300ms after the last change to a watched file, until ctx
+// ends.
+func (cw *configWatch) run(ctx context.Context) {
+	defer cw.w.Close()
+	var debounce <-chan time.Time
+	// A SIGHUP reload happens elsewhere; look for it now and then.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-cw.w.Events:
+			if !ok {
+				return
+			}
+			name := filepath.Clean(ev.Name)
+			if cw.files[name] || (filepath.Base(name) == "..data" && cw.dirs[filepath.Dir(name)]) {
+				debounce = time.After(300 * time.Millisecond)
+			}
+		case err, ok := <-cw.w.Errors:
+			if !ok {
+				return
+			}
+			cw.a.log.Warn("configuration watch", zap.Error(err))
+		case <-debounce:
+			debounce = nil
+			cw.a.logReload(cw.a.reload())
+			cw.refollow()
+		case <-tick.C:
+			cw.refollow()
+		}
+	}
 }
 
 // watchedFiles lists, cleaned, the files whose change triggers a reload.
