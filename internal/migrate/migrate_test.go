@@ -14,6 +14,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/vtk/dispenser/internal/migrate"
+	"github.com/vtk/dispenser/internal/migrate/migratetest"
 	"github.com/vtk/dispenser/internal/testenv"
 )
 
@@ -30,7 +31,7 @@ func sqliteTarget(t *testing.T) target {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	return target{db: migrate.SQL("sqlite", db), query: func(t *testing.T, q string) []int64 { return sqlInts(t, db, q) }}
+	return target{db: migrate.SQL("sqlite", db), query: func(t *testing.T, q string) []int64 { return migratetest.Ints(t, db, q) }}
 }
 
 func postgresSQLTarget(t *testing.T) target {
@@ -39,27 +40,17 @@ func postgresSQLTarget(t *testing.T) target {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	return target{db: migrate.SQL("pgx", db), query: func(t *testing.T, q string) []int64 { return sqlInts(t, db, q) }}
+	return target{db: migrate.SQL("pgx", db), query: func(t *testing.T, q string) []int64 { return migratetest.Ints(t, db, q) }}
 }
 
 func pgxTarget(t *testing.T) target {
-	pool := pgxPool(t, testenv.PostgresSchema(t, "migrate_test_"))
-	return target{db: migrate.Pgx(pool), query: func(t *testing.T, q string) []int64 {
-		rows, err := pool.Query(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []int64
-		for rows.Next() {
-			var v int64
-			if err := rows.Scan(&v); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, v)
-		}
-		return out
-	}}
+	dsn := testenv.PostgresSchema(t, "migrate_test_")
+	read, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = read.Close() })
+	return target{db: migrate.Pgx(pgxPool(t, dsn)), query: func(t *testing.T, q string) []int64 { return migratetest.Ints(t, read, q) }}
 }
 
 func pgxPool(t *testing.T, dsn string) *pgxpool.Pool {
@@ -69,24 +60,6 @@ func pgxPool(t *testing.T, dsn string) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
-}
-
-func sqlInts(t *testing.T, db *sql.DB, q string) []int64 {
-	t.Helper()
-	rows, err := db.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var v int64
-		if err := rows.Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	return out
 }
 
 var targets = []struct {
@@ -231,7 +204,7 @@ func TestApplyContinuesAnOlderRunnersTable(t *testing.T) {
 	if err := set.Apply(context.Background(), migrate.SQL("sqlite", db)); err != nil {
 		t.Fatal(err)
 	}
-	if got := sqlInts(t, db, "SELECT version FROM things_schema ORDER BY version"); len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
+	if got := migratetest.Ints(t, db, "SELECT version FROM things_schema ORDER BY version"); len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
 		t.Fatalf("versions %v", got)
 	}
 }
