@@ -1,56 +1,18 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/api"
 	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/connlimit"
-	"github.com/vtk/dispenser/internal/denials"
-	"github.com/vtk/dispenser/internal/diskspace"
-)
-
-// volumeCheckInterval is how often the SQLite audit volume's free space is
-// read (one statfs).
-const volumeCheckInterval = 5 * time.Second
-
-// wireDenials puts the denial-record budget in front of the audit writer
-// and, on SQLite, the free-space guard of the audit volume. Both stop
-// before the writer does (a.closer runs in reverse), so the last summaries
-// are written through it.
-func (a *app) wireDenials(next *audit.Writer) *denials.Trail {
-	cfg := a.current.Load()
-	var low func() bool
-	if cfg.Audit.Type == "sqlite" && cfg.Audit.MinFreeSpace != nil && *cfg.Audit.MinFreeSpace > 0 {
-		g := diskspace.New(filepath.Dir(cfg.Audit.Path), uint64(*cfg.Audit.MinFreeSpace),
-			diskspace.Options{Free: a.deps.FreeSpace, Metrics: a.metrics, Logger: a.log.Named("audit")})
-		g.Check() // the first refusal already knows
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); g.Run(ctx, volumeCheckInterval) }()
-		a.closer = append(a.closer, func() error { cancel(); <-done; return nil })
-		low = g.Low
-	}
-	lim := cfg.RateLimits.DenialRecords
-	t := denials.New(denials.Options{Next: next, Expect: func() denials.Expectation { return next.Expect() }, Rate: lim.Rate, Burst: lim.Burst, Interval: cfg.RateLimits.DenialSummaryInterval.D(),
-		Low: low, ReplicaID: cfg.Server.ReplicaID, Metrics: a.metrics, Logger: a.log.Named("audit")})
-	a.closer = append(a.closer, t.Close)
-	return t
-}
-
-// The denial trail writes through the audit writer and announces to it.
-var (
-	_ denials.Recorder    = (*audit.Writer)(nil)
-	_ denials.Expectation = (*audit.Expected)(nil)
+	"github.com/vtk/dispenser/internal/ratelimit"
 )
 
 // behindUntrustedProxy reports whether every caller reaches the dispenser
@@ -140,4 +102,37 @@ func (a *app) capListeners(ln, adminLn net.Listener) (*connlimit.Listener, *conn
 	a.log.Info("connection caps", zap.Uint64("descriptor_limit", nofile), zap.Int("max_connections", apiCap.Max),
 		zap.Int("max_connections_per_client", apiCap.MaxPerClient), zap.Int("admin_max_connections", adminCap.Max))
 	return connlimit.Wrap(ln, apiCap), connlimit.Wrap(adminLn, adminCap), nil
+}
+
+// authFailureGuard builds the per-client budget of failed authentications,
+// or returns nil (no guard) when it is turned off.
+//
+// Unset, it is on by default, keyed on the TCP peer, the address a trusted
+// proxy forwards or the caller a trusted gateway asserts. Only behind a
+// TLS proxy the dispenser does not trust to forward addresses is it off:
+// every caller would have the proxy's address, and one misbehaving worker
+// would get every worker refused.
+func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
+	l := authFailureLimit(cfg)
+	if l == nil {
+		return nil
+	}
+	return ratelimit.NewFailureGuard(*l, 100000, nil)
+}
+
+// authFailureLimit is the failed-authentication budget in effect, nil
+// when there is none.
+func authFailureLimit(cfg *config.Config) *ratelimit.Limit {
+	l := cfg.RateLimits.AuthFailuresPerClient
+	if l == nil {
+		if behindUntrustedProxy(cfg) {
+			return nil
+		}
+		d := ratelimit.DefaultAuthFailures()
+		l = &d
+	}
+	if !l.Enabled() {
+		return nil
+	}
+	return l
 }

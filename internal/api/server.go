@@ -119,16 +119,7 @@ type authenticators struct {
 }
 
 func newAuthenticators(worker, admin auth.Authenticator) *authenticators {
-	return &authenticators{worker: worker, admin: admin, challenges: challengesOf(worker), adminChallenges: challengesOf(admin)}
-}
-
-func challengesOf(a auth.Authenticator) []string {
-	if c, ok := a.(interface{ Challenges() []string }); ok {
-		return c.Challenges()
-	} else if c, ok := a.(auth.Challenger); ok {
-		return []string{c.Challenge()}
-	}
-	return nil
+	return &authenticators{worker: worker, admin: admin, challenges: auth.ChallengesOf(worker), adminChallenges: auth.ChallengesOf(admin)}
 }
 
 // New returns a server that is not ready until SetReady(true).
@@ -183,10 +174,6 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 	s.authn.Store(newAuthenticators(worker, admin))
 }
 
-// Ready reports whether the server is ready to vend (the admin listener's
-// /readyz).
-func (s *Server) Ready() bool { return s.ReadyState() == "ready" }
-
 // ReadyState is the status /readyz reports: "starting" until SetReady(true)
 // (and again once shutdown begins), the Gate's reason while it holds the
 // replica (e.g. "audit_anchor_missing"), "revocations_stale" while the
@@ -200,7 +187,7 @@ func (s *Server) ReadyState() string {
 	if fe := s.held(); fe != nil {
 		return fe.Reason
 	}
-	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok && f.Fresh() != nil {
+	if s.opt.Revocations != nil && s.opt.Revocations.Fresh() != nil {
 		return "revocations_stale"
 	}
 	return "ready"

@@ -105,6 +105,14 @@ type Anchor interface {
 	Latest(ctx context.Context, origin string) ([]byte, error)
 }
 
+// OriginLister is implemented by anchors that can list the origins they
+// hold (DirAnchor; an HTTP anchor cannot). Verify asks it for logs whose
+// every row was deleted from the database but whose checkpoints the
+// anchor still holds.
+type OriginLister interface {
+	Origins() ([]string, error)
+}
+
 // CheckpointSource is what the Checkpointer reads and writes.
 type CheckpointSource interface {
 	LogReader

@@ -92,7 +92,8 @@ type Options struct {
 }
 
 // Trail is a Recorder that folds refusals past the budget into summaries.
-// Close writes the summaries still open; call it before Next closes.
+// Run writes them each interval; Close writes those still open, so call it
+// before Next closes.
 type Trail struct {
 	o   Options
 	lim *rate.Limiter // unauthenticated refusals; nil: no budget
@@ -106,8 +107,8 @@ type Trail struct {
 	// final flush writes or sees it set.
 	closed atomic.Bool
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	running sync.WaitGroup // Run, while it runs
 }
 
 type key struct {
@@ -131,7 +132,7 @@ type window struct {
 	requests   []string
 }
 
-// New returns a Trail and starts its summary loop.
+// New returns a Trail; Run writes its summaries on the interval.
 func New(o Options) *Trail {
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
@@ -145,12 +146,11 @@ func New(o Options) *Trail {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	t := &Trail{o: o, windows: map[key]*window{}, stop: make(chan struct{}), done: make(chan struct{})}
+	t := &Trail{o: o, windows: map[key]*window{}, stop: make(chan struct{})}
 	if o.Rate > 0 {
 		t.lim = rate.NewLimiter(rate.Limit(o.Rate), max(o.Burst, 1))
 		t.perPrincipal = ratelimit.NewFailureGuard(ratelimit.Limit{Rate: o.Rate, Burst: max(o.Burst, 1)}, maxPrincipals, o.Now)
 	}
-	go t.loop()
 	return t
 }
 
@@ -337,12 +337,23 @@ type Summary struct {
 	FoldedBy map[string]int `json:"folded_by"`
 }
 
-func (t *Trail) loop() {
-	defer close(t.done)
+// Run writes the open summaries every interval until ctx ends or Close
+// is called (which writes the last ones).
+func (t *Trail) Run(ctx context.Context) {
+	t.mu.Lock()
+	if t.closed.Load() {
+		t.mu.Unlock()
+		return
+	}
+	t.running.Add(1)
+	t.mu.Unlock()
+	defer t.running.Done()
 	tick := time.NewTicker(t.o.Interval)
 	defer tick.Stop()
 	for {
 		select {
+		case <-ctx.Done():
+			return
 		case <-t.stop:
 			return
 		case <-tick.C:
@@ -448,8 +459,8 @@ func merge(a, b *window) *window {
 	return a
 }
 
-// Close stops the loop and writes the summaries still open. Refusals
-// arriving after Close are recorded on their own (Next decides).
+// Close stops Run and writes the summaries still open. Refusals arriving
+// after Close are recorded on their own (Next decides).
 func (t *Trail) Close() error {
 	t.mu.Lock()
 	if t.closed.Load() {
@@ -459,7 +470,7 @@ func (t *Trail) Close() error {
 	t.closed.Store(true)
 	t.mu.Unlock()
 	close(t.stop)
-	<-t.done
+	t.running.Wait()
 	t.flush(true)
 	return nil
 }

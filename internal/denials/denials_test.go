@@ -232,6 +232,7 @@ func TestLoopWritesSummariesEachInterval(t *testing.T) {
 	tr := New(Options{Next: next, Rate: 0.001, Burst: 1, Interval: 20 * time.Millisecond, ReplicaID: "r1"})
 	defer tr.Close()
 	ctx := context.Background()
+	go tr.Run(ctx)
 	_ = tr.Record(ctx, refusal("jwt_malformed", "10.3.0.1"))
 	_ = tr.Record(ctx, refusal("jwt_malformed", "10.3.0.1"))
 	deadline := time.Now().Add(5 * time.Second)
@@ -398,5 +399,40 @@ func TestSummariesPerPrincipalAreBounded(t *testing.T) {
 	}
 	if rest.Count != 50 || len(rest.PrincipalsSample) != sampleSize {
 		t.Fatalf("overflow summary %+v", rest)
+	}
+}
+
+// TestRunStopsOnContextOrClose: Run ends with its context, or with Close,
+// which then writes the last summaries; a Run after Close returns at once.
+func TestRunStopsOnContextOrClose(t *testing.T) {
+	tr, next, _ := newTrail(t, Options{Rate: 0.001, Burst: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() { tr.Run(ctx); close(ended) }()
+	cancel()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end with its context")
+	}
+	go func() { tr.Run(context.Background()) }()
+	_ = tr.Record(context.Background(), refusal("jwt_malformed", "10.4.0.1"))
+	_ = tr.Record(context.Background(), refusal("jwt_malformed", "10.4.0.1"))
+	closed := make(chan struct{})
+	go func() { _ = tr.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop Run")
+	}
+	if recs := next.take(); len(recs) != 2 || recs[1].Outcome != audit.Summarized {
+		t.Fatalf("after Close: %+v, want the refusal and its summary", recs)
+	}
+	done := make(chan struct{})
+	go func() { tr.Run(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run after Close did not return")
 	}
 }

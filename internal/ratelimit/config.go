@@ -82,12 +82,12 @@ type Config struct {
 }
 
 // DefaultAuthFailures is the failed-authentication budget per client when
-// none is configured.
-var DefaultAuthFailures = Limit{Rate: 5, Burst: 50}
+// none is configured. A function, not a variable: nothing may change it.
+func DefaultAuthFailures() Limit { return Limit{Rate: 5, Burst: 50} }
 
 // DefaultDenialRecords is the budget of individual refusal records when
 // none is configured.
-var DefaultDenialRecords = Limit{Rate: 10, Burst: 100}
+func DefaultDenialRecords() Limit { return Limit{Rate: 10, Burst: 100} }
 
 // Enabled reports whether any limit is configured.
 func (c *Config) Enabled() bool {
@@ -112,7 +112,7 @@ func defBurst(l *Limit) {
 func (c *Config) ApplyDefaults() {
 	defBurst(c.AuthFailuresPerClient)
 	if c.DenialRecords == nil {
-		l := DefaultDenialRecords
+		l := DefaultDenialRecords()
 		c.DenialRecords = &l
 	}
 	defBurst(c.DenialRecords)

@@ -570,7 +570,7 @@ func TestOneOfTwoAnchorsLost(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	b := &audit.DirAnchor{Dir: filepath.Join(t.TempDir(), "anchor-b")}
-	f.opts.Anchors = []audit.Anchor{b}
+	f.opts.Anchors = []audit.Anchor{f.anchor, b}
 	r := f.verify(t)
 	if !r.AnchorMissing || len(r.AnchorsWithout) != 1 || r.AnchorsWithout[0] != b.Dir || len(r.Problems) > 0 || r.Anchored != 20 {
 		t.Fatalf("second anchor empty: %+v", r)
