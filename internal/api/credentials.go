@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -76,12 +77,28 @@ var queryParams = map[string]bool{
 	"duration_seconds": true, "format": true, "dry_run": true,
 }
 
+// parseQuery reads the query string, refusing one it cannot read in full:
+// url.Values skips a piece it cannot parse (a semicolon, a bad escape)
+// without a word, so `dry_run=true;` would be dropped and real credentials
+// vended, while a SigV4 signature covers every byte of it.
+func parseQuery(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.InvalidRequest, "bad_query", "the query string cannot be read in full (a semicolon or a bad %%-escape); percent-encode the values")
+	}
+	return q, nil
+}
+
 func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
 	var req CredentialRequest
+	q, err := parseQuery(r)
+	if err != nil {
+		return req, err
+	}
 	if r.Method == http.MethodPost {
 		// The JSON body is the whole request: a query parameter beside it
 		// would be silently ignored, so it is refused instead.
-		for k := range r.URL.Query() {
+		for k := range q {
 			if !strings.HasPrefix(k, "X-Amz-") {
 				return req, fault.New(fault.InvalidRequest, "unknown_parameter", "POST /credentials takes its fields in the JSON body, not the query string (got %q)", truncate(k, 40))
 			}
@@ -107,7 +124,6 @@ func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
 		}
 		return req, nil
 	}
-	q := r.URL.Query()
 	for k := range q {
 		if !queryParams[k] && !strings.HasPrefix(k, "X-Amz-") {
 			return req, fault.New(fault.InvalidRequest, "unknown_parameter", "unknown query parameter %q", truncate(k, 40))
