@@ -266,6 +266,7 @@ func newAppFrom(c *components, log *zap.Logger, m *metrics.Metrics, deps appDeps
 		Limiter:         a.limiter,
 		Revocations:     a.revocations,
 		AuthFailures:    authFailureGuard(cfg),
+		AuthInFlight:    authInFlight(cfg),
 		TrustedProxies:  trustedProxies(cfg),
 		RevocationAdmin: a.revocations,
 		Gate:            a.auditGate,

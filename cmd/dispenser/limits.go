@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/connlimit"
@@ -57,29 +58,34 @@ func connectionCaps(cfg *config.Config, nofile uint64, current func() *config.Co
 	default:
 		apiCap.MaxPerClient = connlimit.DefaultMaxPerClient(apiCap.Max)
 	}
-	apiCap.Exempt = proxyExemption(current)
+	apiCap.Exempt = proxyExemption(cfg, current)
 	return apiCap, adminCap, nil
 }
 
-// proxyExemption reports whether a peer is a proxy (server.trusted_proxies
-// or auth.gateway.trusted_proxies of the configuration in force), whose
-// connections carry many clients and are not capped per client.
-func proxyExemption(current func() *config.Config) func(netip.Addr) bool {
+// proxyExemption reports whether a peer is a proxy, whose connections
+// carry many clients and are not capped per client: one in
+// server.trusted_proxies as the dispenser started (restart-only, like the
+// X-Forwarded-For handling that trusts the same list), or in
+// auth.gateway.trusted_proxies of the configuration in force (the gateway
+// is reloadable).
+func proxyExemption(start *config.Config, current func() *config.Config) func(netip.Addr) bool {
+	proxies := trustedProxies(start)
 	type cached struct {
-		cfg *config.Config
+		gw  *auth.GatewayConfig
 		set clientip.Trusted
 	}
 	var cache atomic.Pointer[cached]
 	return func(a netip.Addr) bool {
-		cfg := current()
+		if proxies.Contains(a) {
+			return true
+		}
+		gw := current().Auth.Gateway
 		c := cache.Load()
-		if c == nil || c.cfg != cfg {
-			set := trustedProxies(cfg)
-			if g := cfg.Auth.Gateway; g != nil {
-				gw, _ := clientip.Parse(g.TrustedProxies)
-				set = append(append(clientip.Trusted{}, set...), gw...)
+		if c == nil || c.gw != gw {
+			c = &cached{gw: gw}
+			if gw != nil {
+				c.set, _ = clientip.Parse(gw.TrustedProxies)
 			}
-			c = &cached{cfg: cfg, set: set}
 			cache.Store(c)
 		}
 		return c.set.Contains(a)
@@ -118,6 +124,33 @@ func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
 		return nil
 	}
 	return ratelimit.NewFailureGuard(*l, 100000, nil)
+}
+
+// authInFlight builds the caps on requests in authentication at once, or
+// returns nil when both are off. The per-client cap follows the
+// failed-authentication budget's rule: unset, it is off only behind a TLS
+// proxy not trusted to forward addresses (every caller shares its address).
+func authInFlight(cfg *config.Config) api.AuthInFlight {
+	perClient, total := authInFlightCaps(cfg)
+	if f := ratelimit.NewInFlight(perClient, total); f != nil {
+		return f
+	}
+	return nil
+}
+
+// authInFlightCaps are the in-flight caps in effect (0: off).
+func authInFlightCaps(cfg *config.Config) (perClient, total int) {
+	l := cfg.RateLimits.AuthInFlight
+	switch {
+	case l.PerClient != nil:
+		perClient = *l.PerClient
+	case !behindUntrustedProxy(cfg):
+		perClient = ratelimit.DefaultAuthInFlightPerClient
+	}
+	if l.Total != nil {
+		total = *l.Total
+	}
+	return perClient, total
 }
 
 // authFailureLimit is the failed-authentication budget in effect, nil

@@ -138,6 +138,9 @@ func restartOnly(old, cur *config.Config) []string {
 	// The budget in effect, not just the setting: unset, it depends on
 	// whether a gateway or proxy fronts the dispenser.
 	check("rate_limits.auth_failures_per_client", authFailureLimit(old), authFailureLimit(cur))
+	oldPer, oldTotal := authInFlightCaps(old)
+	curPer, curTotal := authInFlightCaps(cur)
+	check("rate_limits.auth_in_flight", [2]int{oldPer, oldTotal}, [2]int{curPer, curTotal})
 	// The denial-record budget and its summaries are built once.
 	check("rate_limits.denial_records", old.RateLimits.DenialRecords, cur.RateLimits.DenialRecords)
 	check("rate_limits.denial_summary_interval", old.RateLimits.DenialSummaryInterval, cur.RateLimits.DenialSummaryInterval)

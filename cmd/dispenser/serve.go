@@ -193,6 +193,7 @@ func (a *app) apiServer() (*http.Server, error) {
 		IdleTimeout:       cfg.Server.IdleTimeout.D(),
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams},
 	}
 	if a.certs != nil {
 		tc, err := serverTLSConfig(a.current.Load, a.certs.get)

@@ -32,6 +32,14 @@ type AuthFailureGuard interface {
 	Failed(client string)
 }
 
+// AuthInFlight bounds the requests in authentication at once
+// (ratelimit.InFlight). Over takes a place for key and returns the function
+// that gives it back, or names the cap ("per_client" or "total") a request
+// from key would exceed.
+type AuthInFlight interface {
+	Over(key string) (release func(), over string)
+}
+
 // Folder is implemented by recorders that count a refusal into a summary
 // record instead of recording it on its own (internal/denials): a client
 // over its failed-authentication budget is refused that way.

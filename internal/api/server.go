@@ -85,6 +85,11 @@ type Options struct {
 	// audit record for it). The client is the caller a trusted gateway
 	// asserts (auth.ClientKeyer), else the client address.
 	AuthFailures AuthFailureGuard
+	// AuthInFlight, when set, bounds the requests in authentication at
+	// once, per client (the same key as AuthFailures) and in all: a flood
+	// of slow or stalled requests is refused at once instead of holding
+	// memory and outbound calls.
+	AuthInFlight AuthInFlight
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client address (budgets, records, logs); empty: the TCP peer.
 	TrustedProxies clientip.Trusted
@@ -425,26 +430,24 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		start := s.opt.Now()
 		client := s.clientAddr(r)
 		key := s.failureKey(r, client)
-		if g := s.opt.AuthFailures; g != nil {
-			if wait, blocked := g.Blocked(key); blocked {
-				// Refused before authentication: no record of its own
-				// (a flood would grow the trail), but counted into the
-				// trail's summary of refusals, the metrics and the log
-				// (sampled).
-				err := fault.New(fault.Throttled, "rate_limited_auth_failures",
-					"too many failed authentications from this client; retry later").WithRetryAfter(max(wait, time.Second))
-				s.opt.Metrics.Limited("auth_failures")
-				s.log(r).Info("client over its failed-authentication budget", zap.String("client", client))
-				if f, ok := s.opt.Recorder.(Folder); ok {
-					rec := s.baseRecord(r, start)
-					rec.Outcome, rec.Reason = audit.Denied, err.Reason
-					f.Fold(rec)
-				}
-				s.writeError(w, r, err)
-				return
+		release, fe := s.beforeAuthentication(key)
+		if fe != nil {
+			// Refused before authentication: no record of its own (a
+			// flood would grow the trail), but counted into the trail's
+			// summary of refusals, the metrics and the log (sampled).
+			s.log(r).Info("client refused before authentication", zap.String("reason", fe.Reason), zap.String("client", client))
+			if f, ok := s.opt.Recorder.(Folder); ok {
+				rec := s.baseRecord(r, start)
+				rec.Outcome, rec.Reason = audit.Denied, fe.Reason
+				f.Fold(rec)
 			}
+			s.writeError(w, r, fe)
+			return
 		}
-		id, err := s.authenticateWorker(r)
+		id, err := func() (auth.Identity, error) {
+			defer release() // a panicking authenticator gives its place back too
+			return s.authenticateWorker(r)
+		}()
 		if err != nil {
 			// Every failure spends the budget, a dependency being down
 			// (JWKS, STS, the key store) included: forged requests that
@@ -466,6 +469,40 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyIdentity, id)))
 	})
+}
+
+// beforeAuthentication refuses a client over its failed-authentication
+// budget or over an in-flight cap; otherwise it takes the request's
+// in-flight place and returns the function that gives it back.
+func (s *Server) beforeAuthentication(key string) (release func(), _ *fault.Error) {
+	if g := s.opt.AuthFailures; g != nil {
+		if wait, blocked := g.Blocked(key); blocked {
+			s.opt.Metrics.Limited("auth_failures")
+			return nil, fault.New(fault.Throttled, "rate_limited_auth_failures",
+				"too many failed authentications from this client; retry later").WithRetryAfter(max(wait, time.Second))
+		}
+	}
+	if f := s.opt.AuthInFlight; f != nil {
+		release, over := f.Over(key)
+		if over != "" {
+			s.opt.Metrics.Limited("auth_in_flight")
+			return nil, inFlightRefusal(over)
+		}
+		return release, nil
+	}
+	return func() {}, nil
+}
+
+// inFlightRefusal is the answer past an in-flight authentication cap: the
+// client's own (429, it is sending too much at once) or everyone's (503,
+// the replica is saturated; another may not be). Both are retried by SDKs.
+func inFlightRefusal(over string) *fault.Error {
+	if over == "total" {
+		return fault.New(fault.BackendUnavailable, "auth_overloaded",
+			"too many requests are being authenticated at once; retry shortly").WithRetryAfter(time.Second)
+	}
+	return fault.New(fault.Throttled, "rate_limited_auth_in_flight",
+		"too many requests from this client are being authenticated at once; retry shortly").WithRetryAfter(time.Second)
 }
 
 // authenticateWorker runs the worker authenticators on a request that

@@ -95,6 +95,10 @@ type ServerConfig struct {
 	// AdminMaxConnections caps the admin listener (default 64), whose
 	// descriptors are reserved apart from the API listener's.
 	AdminMaxConnections int `yaml:"admin_max_connections"`
+	// MaxConcurrentStreams caps the HTTP/2 streams (requests) one
+	// connection may have open at once (default 32; Go's own default of
+	// 250 let one connection hold 250 stalled requests).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 }
 
 // TLSConfig is the server certificate.
@@ -244,6 +248,9 @@ func (c *Config) ApplyDefaults() {
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = 64 << 10
 	}
+	if s.MaxConcurrentStreams == 0 {
+		s.MaxConcurrentStreams = 32
+	}
 	if s.AdminMaxConnections == 0 {
 		s.AdminMaxConnections = 64
 	}
@@ -335,6 +342,9 @@ func (s ServerConfig) validate(p *validate.Problems) {
 	}
 	if n := s.MaxConnectionsPerClient; n != nil && *n < 0 {
 		p.Addf("server.max_connections_per_client", "must be 0 (no cap) or more, got %d", *n)
+	}
+	if s.MaxConcurrentStreams < 1 || s.MaxConcurrentStreams > 1000 {
+		p.Addf("server.max_concurrent_streams", "must be between 1 and 1000, got %d", s.MaxConcurrentStreams)
 	}
 	if s.AdminMaxConnections < 4 || s.AdminMaxConnections > 1024 {
 		p.Addf("server.admin_max_connections", "must be between 4 and 1024 (probes and scrapes need only a few), got %d", s.AdminMaxConnections)

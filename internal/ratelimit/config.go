@@ -70,6 +70,9 @@ type Config struct {
 	// TLS proxy that is not trusted to forward addresses (every caller
 	// would share its address; see docs/limits.md).
 	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
+	// AuthInFlight bounds the requests being authenticated at once, per
+	// client and in all (see InFlightLimit).
+	AuthInFlight InFlightLimit `yaml:"auth_in_flight"`
 	// DenialRecords is the budget of refusal records (records per second):
 	// one shared by every unauthenticated caller and one per authenticated
 	// principal. Past it refusals are folded into one summary record per
@@ -116,6 +119,10 @@ func (c *Config) ApplyDefaults() {
 		c.DenialRecords = &l
 	}
 	defBurst(c.DenialRecords)
+	if c.AuthInFlight.Total == nil {
+		n := DefaultAuthInFlightTotal
+		c.AuthInFlight.Total = &n
+	}
 	if c.DenialSummaryInterval == 0 {
 		c.DenialSummaryInterval = duration.Duration(10 * time.Second)
 	}
@@ -157,6 +164,14 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	checkLimit(p, validate.Join(path, "per_org"), &c.PerOrg)
 	checkLimit(p, validate.Join(path, "auth_failures_per_client"), c.AuthFailuresPerClient)
 	checkLimit(p, validate.Join(path, "denial_records"), c.DenialRecords)
+	for _, f := range []struct {
+		key string
+		v   *int
+	}{{"per_client", c.AuthInFlight.PerClient}, {"total", c.AuthInFlight.Total}} {
+		if f.v != nil && (*f.v < 0 || *f.v > 1_000_000) {
+			p.Addf(validate.Join(path, "auth_in_flight", f.key), "must be between 0 (no cap) and 1000000, got %d", *f.v)
+		}
+	}
 	if d := c.DenialSummaryInterval.D(); d < time.Second || d > 5*time.Minute {
 		p.Addf(validate.Join(path, "denial_summary_interval"), "must be between 1s and 5m, got %s", c.DenialSummaryInterval)
 	}
