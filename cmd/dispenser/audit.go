@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/vtk/dispenser/internal/api"
@@ -23,7 +22,6 @@ import (
 	"github.com/vtk/dispenser/internal/audit/postgres"
 	"github.com/vtk/dispenser/internal/audit/sqlite"
 	"github.com/vtk/dispenser/internal/config"
-	"github.com/vtk/dispenser/internal/denials"
 	"github.com/vtk/dispenser/internal/fault"
 )
 
@@ -103,14 +101,8 @@ func verifierFor(cfg *config.Config, key string) (note.Verifier, error) {
 	} else if b, err := os.ReadFile(key); err == nil {
 		vkey = string(b)
 	}
-	return note.NewVerifier(trimSpace(vkey))
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
+	// A key file ends in a newline (or CRLF, or a space an editor left).
+	return note.NewVerifier(strings.TrimRight(vkey, "\n\r "))
 }
 
 // anchors returns the configured checkpoint anchors; the checkpointer
@@ -130,75 +122,6 @@ func anchors(cfg *config.Config) []audit.Anchor {
 	return out
 }
 
-// wireAudit builds the recorder and the checkpointer of a's configuration
-// and registers their shutdown in a.closer.
-func (a *app) wireAudit(ctx context.Context) (*audit.Writer, error) {
-	cfg := a.current.Load()
-	alog := a.log.Named("audit")
-	for _, w := range cfg.Audit.Warnings() {
-		alog.Warn(w)
-	}
-	trail, err := openTrail(ctx, cfg, trailServe, func(problem string) {
-		a.metrics.AuditFailure("index")
-		alog.Error("audit trail row with no entry behind it (tampering; run dispenser audit verify)", zap.String("problem", problem))
-	})
-	if err != nil {
-		return nil, err
-	}
-	signer, _, err := checkpointSigner(cfg, a.log)
-	if err != nil {
-		_ = trail.Close()
-		return nil, err
-	}
-	a.trail = trail
-	var mirror *zap.Logger
-	if cfg.Audit.Mirror != "" {
-		zc := zap.NewProductionConfig()
-		zc.OutputPaths = []string{cfg.Audit.Mirror}
-		zc.EncoderConfig.TimeKey = "logged_at"
-		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-		zc.Sampling = nil // every record, never sampled
-		zc.DisableCaller, zc.DisableStacktrace = true, true
-		if mirror, err = zc.Build(); err != nil {
-			_ = trail.Close()
-			return nil, fmt.Errorf("audit.mirror: %w", err)
-		}
-		a.closer = append(a.closer, func() error { _ = mirror.Sync(); return nil })
-	}
-	w := audit.NewWriter(trail, audit.WriterOptions{BatchSize: cfg.Audit.BatchSize, MaxWait: cfg.Audit.Wait(), Metrics: a.metrics, Mirror: mirror})
-	cp := &audit.Checkpointer{
-		Source: trail, Log: logName(cfg), Origin: audit.Origin(cfg.Audit.Checkpoint.Origin, logName(cfg)), Signer: signer,
-		Anchors:  anchors(cfg),
-		Interval: cfg.Audit.Checkpoint.Interval.D(), MaxRecords: cfg.Audit.Checkpoint.MaxRecords, Idle: cfg.Audit.Checkpoint.IdleInterval.D(),
-		Metrics: a.metrics, Logger: alog,
-	}
-	a.checkpointer = cp
-	a.refuseUnanchored = cfg.Audit.OnMissingAnchor == audit.OnMissingAnchorRefuse
-	// The first checkpoint: the genesis of an empty log, or the unanchored
-	// tail a crash left, reported and anchored at once; or the finding that
-	// no anchor holds this log (logged by the checkpointer; Gate).
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-	if _, err := cp.Resume(rctx); err != nil && !errors.Is(err, audit.ErrAnchorMissing) {
-		alog.Error("first audit checkpoint failed; retrying on the checkpoint cadence", zap.Error(err))
-	}
-	rcancel()
-	cctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); cp.Run(cctx) }()
-	rdone := make(chan struct{})
-	if keep := cfg.Audit.Retention.D(); keep > 0 {
-		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Anchors: cp.Anchors, Keep: keep, Logger: cp.Logger}
-		go func() { defer close(rdone); rt.Run(cctx, time.Hour) }()
-	} else {
-		close(rdone)
-	}
-	// a.close runs these in reverse: the writer commits what is queued, the
-	// checkpointer signs and anchors a last checkpoint and retention stops
-	// (both before the store closes under them), the store closes.
-	a.closer = append(a.closer, trail.Close, func() error { cancel(); <-done; <-rdone; return nil }, w.Close)
-	return w, nil
-}
-
 // auditGate holds the replica out of service (api.Options.Gate) while its
 // log holds entries no anchor has a checkpoint of, unless the operator set
 // audit.on_missing_anchor: serve.
@@ -210,16 +133,6 @@ func (a *app) auditGate() *fault.Error {
 		"the audit log holds records but no anchor holds a checkpoint of it (anchors deleted or moved?); no credentials are issued until an operator investigates and runs dispenser audit adopt").
 		WithRetryAfter(30 * time.Second)
 }
-
-// announcingTrail lets the API announce each request's record through the
-// denial budget to the audit writer (api.Announcer), so the writer's group
-// commit waits only for requests actually on their way.
-type announcingTrail struct{ *denials.Trail }
-
-// Expect implements api.Announcer.
-func (t announcingTrail) Expect() api.Expectation { return t.Trail.Expect() }
-
-var _ api.Announcer = announcingTrail{}
 
 const auditUsage = `Usage:
   dispenser audit query  --config FILE [--access-key-id K] [--job-id J] [--task-id T] [--org O] [--principal P]
@@ -234,6 +147,8 @@ const auditUsage = `Usage:
                          records an operator's adoption of a log no anchor holds, then anchors it
   dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
   dispenser audit keygen --out FILE [--name NAME]
+  dispenser audit verifier-key --config FILE
+                         prints the verifier key of the configured checkpoint signing key (for auditors)
 ` + correlateUsage
 
 // verifyUsage is `audit verify --help`: what verify reads, and its exit
@@ -270,6 +185,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 		return cmdAuditAdopt(args[1:], stdout, stderr)
 	case "keygen":
 		return cmdAuditKeygen(args[1:], stdout, stderr)
+	case "verifier-key":
+		return cmdAuditVerifierKey(args[1:], stdout, stderr)
 	case "correlate":
 		return cmdAuditCorrelate(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -325,10 +242,16 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "audit query:", err)
 		return 1
 	}
-	// A write error (full disk, closed pipe) fails the command: a cut-off
-	// export must not look complete.
+	return writeAuditQuery(ctx, trail, f, p, *format, stdout, stderr)
+}
+
+// writeAuditQuery prints the first page p of query f in format (ndjson
+// follows the cursor to the last match) and returns the exit code. A write
+// error (full disk, closed pipe) fails the command: a cut-off export must
+// not look complete.
+func writeAuditQuery(ctx context.Context, trail audit.Trail, f audit.Filter, p audit.Page, format string, stdout, stderr io.Writer) int {
 	var werr error
-	switch *format {
+	switch format {
 	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -345,6 +268,7 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 				break
 			}
 			f.Cursor = p.Next
+			var err error
 			if p, err = trail.Query(ctx, f); err != nil {
 				fmt.Fprintln(stderr, "audit query:", err)
 				return 1

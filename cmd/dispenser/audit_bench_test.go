@@ -48,6 +48,7 @@ func BenchmarkIssuance(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer a.close()
+	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		b.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/scope"
 	"github.com/vtk/dispenser/internal/validate"
-	"github.com/vtk/dispenser/internal/vend"
 )
 
 type multiFlag []string
@@ -29,16 +28,34 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// loadConfig loads and fully checks a configuration, building backends and
-// authenticators so check-config and serve fail on the same problems.
+// loadConfig loads and fully checks a configuration for a command that
+// needs only the configuration: it builds the backends and authenticators
+// as serve would, so check-config and serve fail on the same problems,
+// and closes what they opened at once.
 func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, error) {
+	cfg, problems, err := readConfig(path, edits...)
+	if err != nil {
+		return nil, err
+	}
+	c, err := build(cfg, problems, buildDeps{})
+	if err != nil {
+		return nil, err
+	}
+	c.release()
+	return cfg, nil
+}
+
+// readConfig reads the configuration at path: the configuration with the
+// problems validating it found (build adds its own and reports them
+// together), or the error that stopped reading it (no file, bad YAML).
+func readConfig(path string, edits ...func(*config.Config)) (*config.Config, validate.Problems, error) {
 	if path == "" {
-		return nil, errors.New("--config is required")
+		return nil, validate.Problems{}, errors.New("--config is required")
 	}
 	c, err := config.Load(path, edits...)
 	var ve *validate.Error
 	if err != nil && (!errors.As(err, &ve) || c == nil) {
-		return nil, err
+		return nil, validate.Problems{}, err
 	}
 	var p validate.Problems
 	if ve != nil {
@@ -46,31 +63,7 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 			p.Add(pr)
 		}
 	}
-	backends := vend.Build(c.Backends, vend.Deps{MinRemaining: c.Server.MinRemaining.D()}, &p)
-	for i, t := range c.Tenants {
-		if tv, ok := backends[t.Backend].(vend.TenantValidator); ok {
-			tv.ValidateTenant(t, &p, validate.Join("tenants", i))
-		}
-	}
-	// The backends' problems are placed in the file like the others.
-	p.Locate(c.Line)
-	if err := p.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	// Build the authenticators too, so check-config reports what only
-	// construction finds (unreadable key stores, bad CA bundles) exactly as
-	// serve would; what they opened is closed at once.
-	if _, closers, err := c.Auth.BuildWith(auth.BuildDeps{}); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	} else {
-		for _, cl := range closers {
-			_ = cl.Close()
-		}
-	}
-	if _, err := c.Admin.Build(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return c, p, nil
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {

@@ -40,65 +40,31 @@ const (
 	correlateCannot   = 3
 )
 
+// correlateArgs are audit correlate's flags and paths, checked.
+type correlateArgs struct {
+	path, format, skew string
+	inputs             pathList
+	mode               correlate.By
+	all                bool
+	window             [2]time.Time // since, until; zero: open
+}
+
 func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("audit correlate", stderr)
-	path := fs.String("config", "", "configuration file")
-	var inputs pathList
-	fs.Var(&inputs, "cloudtrail", "CloudTrail log file, directory or - (repeatable; further paths may follow the flags)")
-	since := fs.String("since", "", "only events at or after this time (RFC 3339)")
-	until := fs.String("until", "", "only events before this time (RFC 3339)")
-	format := fs.String("format", "table", "table, json or ndjson")
-	by := fs.String("by", "event", "event (one line per event) or task (one summary per task)")
-	all := fs.Bool("all", false, "also list events that have nothing to do with the dispenser (not_dispenser)")
-	skew := fs.String("skew", "", "clock skew tolerated around a key's lifetime (default: correlate.clock_skew)")
-	// Paths may come before, between and after the flags.
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return correlateBadInput
-		}
-		if rest = fs.Args(); len(rest) == 0 {
-			break
-		}
-		inputs, rest = append(inputs, rest[0]), rest[1:]
-	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "audit correlate: "+format+"\n", a...)
+	ca, ok := parseCorrelateArgs(args, stderr)
+	if !ok {
 		return correlateBadInput
 	}
-	if len(inputs) == 0 {
-		return fail("give --cloudtrail PATH (a file, a directory, or - for stdin)")
-	}
-	switch *format {
-	case "table", "json", "ndjson":
-	default:
-		return fail("--format must be table, json or ndjson")
-	}
-	mode, err := correlate.ParseBy(*by)
-	if err != nil {
-		return fail("--%v", err)
-	}
-	var window [2]time.Time
-	for i, v := range []struct{ name, val string }{{"since", *since}, {"until", *until}} {
-		if v.val == "" {
-			continue
-		}
-		if window[i], err = time.Parse(time.RFC3339Nano, v.val); err != nil {
-			return fail("--%s must be an RFC 3339 time such as 2026-03-01T12:00:00Z", v.name)
-		}
-	}
-	if !window[0].IsZero() && !window[1].IsZero() && !window[1].After(window[0]) {
-		return fail("--until must be after --since")
-	}
-	cfg, err := loadConfig(*path)
+	cfg, err := loadConfig(ca.path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return correlateCannot
 	}
 	tolerance := cfg.Correlate.Skew()
-	if *skew != "" {
-		d, err := duration.Parse(*skew)
+	if ca.skew != "" {
+		d, err := duration.Parse(ca.skew)
 		if err != nil || d.D() < 0 || d.D() > time.Hour {
-			return fail("--skew must be a duration from 0s to 1h, such as 2m")
+			fmt.Fprintln(stderr, "audit correlate: --skew must be a duration from 0s to 1h, such as 2m")
+			return correlateBadInput
 		}
 		tolerance = d.D()
 	}
@@ -109,31 +75,22 @@ func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
 		return correlateCannot
 	}
 	defer trail.Close()
-	c, err := correlate.New(correlate.Options{Trail: trail, Roles: tenantRoles(cfg), ClockSkew: tolerance, Since: window[0], Until: window[1]})
+	c, err := correlate.New(correlate.Options{Trail: trail, Roles: tenantRoles(cfg), ClockSkew: tolerance, Since: ca.window[0], Until: ca.window[1]})
 	if err != nil {
 		fmt.Fprintln(stderr, "audit correlate:", err)
 		return correlateCannot
 	}
-	var w correlate.Writer
-	switch *format {
-	case "json":
-		w = correlate.NewJSONWriter(stdout, mode)
-	case "ndjson":
-		w = correlate.NewNDJSONWriter(stdout)
-	default:
-		w = newCorrelateTable(stdout, *all)
-	}
 	rd := &cloudtrail.Reader{Stdin: os.Stdin}
-	sum, err := correlate.Correlate(ctx, c, rd, func(v cloudtrail.Visitor) error { return rd.Scan(ctx, inputs, v) },
-		correlate.RunOptions{By: mode, All: *all, OnProblem: func(p cloudtrail.Problem) {
+	sum, err := correlate.Correlate(ctx, c, rd, func(v cloudtrail.Visitor) error { return rd.Scan(ctx, ca.inputs, v) },
+		correlate.RunOptions{By: ca.mode, All: ca.all, OnProblem: func(p cloudtrail.Problem) {
 			fmt.Fprintf(stderr, "audit correlate: %s\n", p)
-		}}, w)
+		}}, correlateWriter(stdout, ca))
 	if err != nil {
 		// A cut-off report must not look complete.
 		fmt.Fprintln(stderr, "audit correlate: stopped, the report is incomplete:", err)
 		return correlateCannot
 	}
-	if *format != "table" && sum.Critical > 0 {
+	if ca.format != "table" && sum.Critical > 0 {
 		fmt.Fprintf(stderr, "audit correlate: %d critical finding(s)\n", sum.Critical)
 	}
 	switch {
@@ -143,6 +100,70 @@ func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
 		return correlateBadInput
 	}
 	return correlateOK
+}
+
+// parseCorrelateArgs parses and checks audit correlate's arguments; what
+// is wrong is said on stderr (ok false: exit correlateBadInput).
+func parseCorrelateArgs(args []string, stderr io.Writer) (ca correlateArgs, ok bool) {
+	fs := newFlags("audit correlate", stderr)
+	path := fs.String("config", "", "configuration file")
+	fs.Var(&ca.inputs, "cloudtrail", "CloudTrail log file, directory or - (repeatable; further paths may follow the flags)")
+	since := fs.String("since", "", "only events at or after this time (RFC 3339)")
+	until := fs.String("until", "", "only events before this time (RFC 3339)")
+	format := fs.String("format", "table", "table, json or ndjson")
+	by := fs.String("by", "event", "event (one line per event) or task (one summary per task)")
+	all := fs.Bool("all", false, "also list events that have nothing to do with the dispenser (not_dispenser)")
+	skew := fs.String("skew", "", "clock skew tolerated around a key's lifetime (default: correlate.clock_skew)")
+	// Paths may come before, between and after the flags.
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return ca, false
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		ca.inputs, rest = append(ca.inputs, rest[0]), rest[1:]
+	}
+	ca.path, ca.format, ca.all, ca.skew = *path, *format, *all, *skew
+	fail := func(format string, a ...any) (correlateArgs, bool) {
+		fmt.Fprintf(stderr, "audit correlate: "+format+"\n", a...)
+		return ca, false
+	}
+	if len(ca.inputs) == 0 {
+		return fail("give --cloudtrail PATH (a file, a directory, or - for stdin)")
+	}
+	switch ca.format {
+	case "table", "json", "ndjson":
+	default:
+		return fail("--format must be table, json or ndjson")
+	}
+	var err error
+	if ca.mode, err = correlate.ParseBy(*by); err != nil {
+		return fail("--%v", err)
+	}
+	for i, v := range []struct{ name, val string }{{"since", *since}, {"until", *until}} {
+		if v.val == "" {
+			continue
+		}
+		if ca.window[i], err = time.Parse(time.RFC3339Nano, v.val); err != nil {
+			return fail("--%s must be an RFC 3339 time such as 2026-03-01T12:00:00Z", v.name)
+		}
+	}
+	if !ca.window[0].IsZero() && !ca.window[1].IsZero() && !ca.window[1].After(ca.window[0]) {
+		return fail("--until must be after --since")
+	}
+	return ca, true
+}
+
+// correlateWriter is the report writer of the chosen format.
+func correlateWriter(stdout io.Writer, ca correlateArgs) correlate.Writer {
+	switch ca.format {
+	case "json":
+		return correlate.NewJSONWriter(stdout, ca.mode)
+	case "ndjson":
+		return correlate.NewNDJSONWriter(stdout)
+	}
+	return newCorrelateTable(stdout, ca.all)
 }
 
 // tenantRoles lists the configured tenants' roles.

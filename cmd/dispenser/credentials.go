@@ -50,78 +50,115 @@ type processOutput struct {
 // read from its file on every call, so a rotated token just works. No
 // secret (token, signature, credentials) is ever written to stderr.
 func cmdCredentials(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("credentials", stderr)
-	rawURL := fs.String("url", "", "the dispenser's /credentials URL with the task's query (operation, location, ...)")
-	tokenFile := fs.String("token-file", "", "file holding the bearer token (re-read on every call)")
-	sigv4 := fs.Bool("sigv4", false, "sign with the dispenser-issued key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
-	region := fs.String("region", "", "SigV4 region (default $AWS_REGION, then $AWS_DEFAULT_REGION)")
-	service := fs.String("service", "execute-api", "SigV4 service (the dispenser's auth.sigv4.service)")
-	caFile := fs.String("ca-file", "", "PEM bundle of the CA that signed the dispenser's certificate (instead of the system roots)")
-	timeout := fs.Duration("timeout", 20*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return credsExitUsage
+	ca, code := parseCredentialsArgs(args, stderr)
+	if code != 0 {
+		return code
 	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "credentials: "+format+"\n", a...)
-		return credsExitUsage
-	}
-	if fs.NArg() > 0 {
-		return usage("unexpected argument %q", fs.Arg(0))
-	}
-	if *rawURL == "" {
-		return usage("--url is required (https://DISPENSER/credentials?operation=...&location=s3://...)")
-	}
-	if err := validate.ServiceURL(*rawURL); err != nil {
-		return usage("--url %v", err)
-	}
-	u, _ := url.Parse(*rawURL)
-	if (*tokenFile == "") == !*sigv4 {
-		return usage("set exactly one of --token-file and --sigv4")
-	}
-	if *timeout <= 0 {
-		return usage("--timeout must be positive")
-	}
-	// The answer must be in credential_process shape; any other format
-	// the URL asks for is replaced.
-	q := u.Query()
-	if q.Get("format") != "process" {
-		q.Set("format", "process")
-		u.RawQuery = q.Encode()
-	}
-	client, err := credentialsClient(*caFile, *timeout)
+	client, err := credentialsClient(ca.caFile, ca.timeout)
 	if err != nil {
-		return usage("%v", err)
+		return credsUsage(stderr, "%v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ca.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return usage("--url: %v", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "dispenser-credentials/"+version)
-	if *tokenFile != "" {
-		tok, err := readToken(*tokenFile)
-		if err != nil {
-			return usage("%v", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	} else if code := signCredentialsRequest(req, *region, *service, stderr); code != 0 {
+	req, code := ca.request(ctx, stderr)
+	if code != 0 {
 		return code
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "credentials: %s\n", transportProblem(err, u, *timeout))
+		fmt.Fprintf(stderr, "credentials: %s\n", transportProblem(err, ca.u, ca.timeout))
 		return credsExitTransport
 	}
 	defer resp.Body.Close()
+	return ca.answer(resp, stdout, stderr)
+}
+
+// credentialsArgs are the flags of dispenser credentials, checked.
+type credentialsArgs struct {
+	u                                  *url.URL
+	tokenFile, region, service, caFile string
+	sigv4                              bool
+	timeout                            time.Duration
+}
+
+// credsUsage says what is wrong with the command line; it returns
+// credsExitUsage.
+func credsUsage(stderr io.Writer, format string, a ...any) int {
+	fmt.Fprintf(stderr, "credentials: "+format+"\n", a...)
+	return credsExitUsage
+}
+
+// parseCredentialsArgs parses and checks the flags; a non-zero code is
+// the exit code, what is wrong said on stderr.
+func parseCredentialsArgs(args []string, stderr io.Writer) (credentialsArgs, int) {
+	var ca credentialsArgs
+	fs := newFlags("credentials", stderr)
+	rawURL := fs.String("url", "", "the dispenser's /credentials URL with the task's query (operation, location, ...)")
+	fs.StringVar(&ca.tokenFile, "token-file", "", "file holding the bearer token (re-read on every call)")
+	fs.BoolVar(&ca.sigv4, "sigv4", false, "sign with the dispenser-issued key in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+	fs.StringVar(&ca.region, "region", "", "SigV4 region (default $AWS_REGION, then $AWS_DEFAULT_REGION)")
+	fs.StringVar(&ca.service, "service", "execute-api", "SigV4 service (the dispenser's auth.sigv4.service)")
+	fs.StringVar(&ca.caFile, "ca-file", "", "PEM bundle of the CA that signed the dispenser's certificate (instead of the system roots)")
+	fs.DurationVar(&ca.timeout, "timeout", 20*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return ca, credsExitUsage
+	}
+	if fs.NArg() > 0 {
+		return ca, credsUsage(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	if *rawURL == "" {
+		return ca, credsUsage(stderr, "--url is required (https://DISPENSER/credentials?operation=...&location=s3://...)")
+	}
+	if err := validate.ServiceURL(*rawURL); err != nil {
+		return ca, credsUsage(stderr, "--url %v", err)
+	}
+	ca.u, _ = url.Parse(*rawURL)
+	if (ca.tokenFile == "") == !ca.sigv4 {
+		return ca, credsUsage(stderr, "set exactly one of --token-file and --sigv4")
+	}
+	if ca.timeout <= 0 {
+		return ca, credsUsage(stderr, "--timeout must be positive")
+	}
+	// The answer must be in credential_process shape; any other format
+	// the URL asks for is replaced.
+	q := ca.u.Query()
+	if q.Get("format") != "process" {
+		q.Set("format", "process")
+		ca.u.RawQuery = q.Encode()
+	}
+	return ca, 0
+}
+
+// request builds the authenticated GET; a non-zero code is the exit code.
+func (ca credentialsArgs) request(ctx context.Context, stderr io.Writer) (*http.Request, int) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ca.u.String(), nil)
+	if err != nil {
+		return nil, credsUsage(stderr, "--url: %v", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "dispenser-credentials/"+version)
+	if ca.tokenFile != "" {
+		tok, err := readToken(ca.tokenFile)
+		if err != nil {
+			return nil, credsUsage(stderr, "%v", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	} else if code := signCredentialsRequest(req, ca.region, ca.service, stderr); code != 0 {
+		return nil, code
+	}
+	return req, 0
+}
+
+// answer prints the credentials of a 200 in credential_process shape, or
+// says why there are none; it returns the exit code.
+func (ca credentialsArgs) answer(resp *http.Response, stdout, stderr io.Writer) int {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCredentialsBody))
 	if err != nil {
-		fmt.Fprintf(stderr, "credentials: reading the answer of %s: %s\n", endpoint(u), transportProblem(err, u, *timeout))
+		fmt.Fprintf(stderr, "credentials: reading the answer of %s: %s\n", endpoint(ca.u), transportProblem(err, ca.u, ca.timeout))
 		return credsExitTransport
 	}
 	if resp.StatusCode != http.StatusOK {
-		line, fromDispenser := refusal(resp, body, u)
+		line, fromDispenser := refusal(resp, body, ca.u)
 		fmt.Fprintln(stderr, line)
 		if !fromDispenser {
 			return credsExitTransport
@@ -130,7 +167,7 @@ func cmdCredentials(args []string, stdout, stderr io.Writer) int {
 	}
 	out, err := processAnswer(body)
 	if err != nil {
-		fmt.Fprintf(stderr, "credentials: %s answered 200 but %v\n", endpoint(u), err)
+		fmt.Fprintf(stderr, "credentials: %s answered 200 but %v\n", endpoint(ca.u), err)
 		return credsExitTransport
 	}
 	enc := json.NewEncoder(stdout)

@@ -265,6 +265,7 @@ func TestIAMWithSTSDownIsBudgeted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.close)
+	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +318,7 @@ func TestLowAuditVolumeKeepsIssuingAndSummarisesRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.close)
+	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

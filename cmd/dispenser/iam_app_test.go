@@ -111,6 +111,7 @@ audit:
 		t.Fatal(err)
 	}
 	t.Cleanup(a.close)
+	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -63,34 +63,9 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "keys create: org %q has no tenant in the configuration\n", *org)
 			return 1
 		}
-		k, err := store.Create(ctx, *name, *org)
-		if err != nil {
-			fmt.Fprintln(stderr, "keys create:", err)
-			return 1
-		}
-		// The only time the secret is shown: it is printed, not logged.
-		out, _ := json.MarshalIndent(map[string]string{
-			"AccessKeyId": k.ID, "SecretAccessKey": k.Secret.Reveal(), "Name": k.Name, "Org": k.Org,
-		}, "", "  ")
-		fmt.Fprintln(stdout, string(out))
-		return 0
+		return keysCreate(ctx, store, *name, *org, stdout, stderr)
 	case "list":
-		keys, err := store.List(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "keys list:", err)
-			return 1
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ACCESS KEY ID\tNAME\tORG\tCREATED\tSTATUS")
-		for _, k := range keys {
-			status := "active"
-			if k.Disabled {
-				status = "disabled"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Org, k.Created.Format(time.RFC3339), status)
-		}
-		_ = tw.Flush()
-		return 0
+		return keysList(ctx, store, stdout, stderr)
 	case "disable":
 		if *id == "" {
 			fmt.Fprintln(stderr, "keys disable: --id is required")
@@ -108,6 +83,41 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "unknown keys command %q\n\n%s", sub, keysUsage)
 	return 2
+}
+
+// keysCreate is dispenser keys create.
+func keysCreate(ctx context.Context, store keystore.Store, name, org string, stdout, stderr io.Writer) int {
+	k, err := store.Create(ctx, name, org)
+	if err != nil {
+		fmt.Fprintln(stderr, "keys create:", err)
+		return 1
+	}
+	// The only time the secret is shown: it is printed, not logged.
+	out, _ := json.MarshalIndent(map[string]string{
+		"AccessKeyId": k.ID, "SecretAccessKey": k.Secret.Reveal(), "Name": k.Name, "Org": k.Org,
+	}, "", "  ")
+	fmt.Fprintln(stdout, string(out))
+	return 0
+}
+
+// keysList is dispenser keys list.
+func keysList(ctx context.Context, store keystore.Store, stdout, stderr io.Writer) int {
+	keys, err := store.List(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "keys list:", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCESS KEY ID\tNAME\tORG\tCREATED\tSTATUS")
+	for _, k := range keys {
+		status := "active"
+		if k.Disabled {
+			status = "disabled"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Org, k.Created.Format(time.RFC3339), status)
+	}
+	_ = tw.Flush()
+	return 0
 }
 
 func orgConfigured(tenants []scope.Tenant, org string) bool {

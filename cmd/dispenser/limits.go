@@ -1,56 +1,19 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/vtk/dispenser/internal/audit"
+	"github.com/vtk/dispenser/internal/api"
+	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/config"
 	"github.com/vtk/dispenser/internal/connlimit"
-	"github.com/vtk/dispenser/internal/denials"
-	"github.com/vtk/dispenser/internal/diskspace"
-)
-
-// volumeCheckInterval is how often the SQLite audit volume's free space is
-// read (one statfs).
-const volumeCheckInterval = 5 * time.Second
-
-// wireDenials puts the denial-record budget in front of the audit writer
-// and, on SQLite, the free-space guard of the audit volume. Both stop
-// before the writer does (a.closer runs in reverse), so the last summaries
-// are written through it.
-func (a *app) wireDenials(next *audit.Writer) *denials.Trail {
-	cfg := a.current.Load()
-	var low func() bool
-	if cfg.Audit.Type == "sqlite" && cfg.Audit.MinFreeSpace != nil && *cfg.Audit.MinFreeSpace > 0 {
-		g := diskspace.New(filepath.Dir(cfg.Audit.Path), uint64(*cfg.Audit.MinFreeSpace),
-			diskspace.Options{Free: a.deps.FreeSpace, Metrics: a.metrics, Logger: a.log.Named("audit")})
-		g.Check() // the first refusal already knows
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); g.Run(ctx, volumeCheckInterval) }()
-		a.closer = append(a.closer, func() error { cancel(); <-done; return nil })
-		low = g.Low
-	}
-	lim := cfg.RateLimits.DenialRecords
-	t := denials.New(denials.Options{Next: next, Expect: func() denials.Expectation { return next.Expect() }, Rate: lim.Rate, Burst: lim.Burst, Interval: cfg.RateLimits.DenialSummaryInterval.D(),
-		Low: low, ReplicaID: cfg.Server.ReplicaID, Metrics: a.metrics, Logger: a.log.Named("audit")})
-	a.closer = append(a.closer, t.Close)
-	return t
-}
-
-// The denial trail writes through the audit writer and announces to it.
-var (
-	_ denials.Recorder    = (*audit.Writer)(nil)
-	_ denials.Expectation = (*audit.Expected)(nil)
+	"github.com/vtk/dispenser/internal/ratelimit"
 )
 
 // behindUntrustedProxy reports whether every caller reaches the dispenser
@@ -95,29 +58,34 @@ func connectionCaps(cfg *config.Config, nofile uint64, current func() *config.Co
 	default:
 		apiCap.MaxPerClient = connlimit.DefaultMaxPerClient(apiCap.Max)
 	}
-	apiCap.Exempt = proxyExemption(current)
+	apiCap.Exempt = proxyExemption(cfg, current)
 	return apiCap, adminCap, nil
 }
 
-// proxyExemption reports whether a peer is a proxy (server.trusted_proxies
-// or auth.gateway.trusted_proxies of the configuration in force), whose
-// connections carry many clients and are not capped per client.
-func proxyExemption(current func() *config.Config) func(netip.Addr) bool {
+// proxyExemption reports whether a peer is a proxy, whose connections
+// carry many clients and are not capped per client: one in
+// server.trusted_proxies as the dispenser started (restart-only, like the
+// X-Forwarded-For handling that trusts the same list), or in
+// auth.gateway.trusted_proxies of the configuration in force (the gateway
+// is reloadable).
+func proxyExemption(start *config.Config, current func() *config.Config) func(netip.Addr) bool {
+	proxies := trustedProxies(start)
 	type cached struct {
-		cfg *config.Config
+		gw  *auth.GatewayConfig
 		set clientip.Trusted
 	}
 	var cache atomic.Pointer[cached]
 	return func(a netip.Addr) bool {
-		cfg := current()
+		if proxies.Contains(a) {
+			return true
+		}
+		gw := current().Auth.Gateway
 		c := cache.Load()
-		if c == nil || c.cfg != cfg {
-			set := trustedProxies(cfg)
-			if g := cfg.Auth.Gateway; g != nil {
-				gw, _ := clientip.Parse(g.TrustedProxies)
-				set = append(append(clientip.Trusted{}, set...), gw...)
+		if c == nil || c.gw != gw {
+			c = &cached{gw: gw}
+			if gw != nil {
+				c.set, _ = clientip.Parse(gw.TrustedProxies)
 			}
-			c = &cached{cfg: cfg, set: set}
 			cache.Store(c)
 		}
 		return c.set.Contains(a)
@@ -140,4 +108,64 @@ func (a *app) capListeners(ln, adminLn net.Listener) (*connlimit.Listener, *conn
 	a.log.Info("connection caps", zap.Uint64("descriptor_limit", nofile), zap.Int("max_connections", apiCap.Max),
 		zap.Int("max_connections_per_client", apiCap.MaxPerClient), zap.Int("admin_max_connections", adminCap.Max))
 	return connlimit.Wrap(ln, apiCap), connlimit.Wrap(adminLn, adminCap), nil
+}
+
+// authFailureGuard builds the per-client budget of failed authentications,
+// or returns nil (no guard) when it is turned off.
+//
+// Unset, it is on by default, keyed on the TCP peer, the address a trusted
+// proxy forwards or the caller a trusted gateway asserts. Only behind a
+// TLS proxy the dispenser does not trust to forward addresses is it off:
+// every caller would have the proxy's address, and one misbehaving worker
+// would get every worker refused.
+func authFailureGuard(cfg *config.Config) api.AuthFailureGuard {
+	l := authFailureLimit(cfg)
+	if l == nil {
+		return nil
+	}
+	return ratelimit.NewFailureGuard(*l, 100000, nil)
+}
+
+// authInFlight builds the caps on requests in authentication at once, or
+// returns nil when both are off. The per-client cap follows the
+// failed-authentication budget's rule: unset, it is off only behind a TLS
+// proxy not trusted to forward addresses (every caller shares its address).
+func authInFlight(cfg *config.Config) api.AuthInFlight {
+	perClient, total := authInFlightCaps(cfg)
+	if f := ratelimit.NewInFlight(perClient, total); f != nil {
+		return f
+	}
+	return nil
+}
+
+// authInFlightCaps are the in-flight caps in effect (0: off).
+func authInFlightCaps(cfg *config.Config) (perClient, total int) {
+	l := cfg.RateLimits.AuthInFlight
+	switch {
+	case l.PerClient != nil:
+		perClient = *l.PerClient
+	case !behindUntrustedProxy(cfg):
+		perClient = ratelimit.DefaultAuthInFlightPerClient
+	}
+	if l.Total != nil {
+		total = *l.Total
+	}
+	return perClient, total
+}
+
+// authFailureLimit is the failed-authentication budget in effect, nil
+// when there is none.
+func authFailureLimit(cfg *config.Config) *ratelimit.Limit {
+	l := cfg.RateLimits.AuthFailuresPerClient
+	if l == nil {
+		if behindUntrustedProxy(cfg) {
+			return nil
+		}
+		d := ratelimit.DefaultAuthFailures()
+		l = &d
+	}
+	if !l.Enabled() {
+		return nil
+	}
+	return l
 }

@@ -23,7 +23,7 @@ Usage:
   dispenser revoke add    --config FILE --kind org|principal|job|task|access_key_id --value V --reason R [--expires-in 24h | --expires-at RFC3339]
   dispenser revoke list   --config FILE [--all]
   dispenser revoke delete --config FILE --id ID
-  dispenser audit        query|verify|verify-receipt|keygen|correlate ... (dispenser audit help)
+  dispenser audit        query|verify|adopt|verify-receipt|keygen|verifier-key|correlate ... (dispenser audit help)
   dispenser version
 `
 

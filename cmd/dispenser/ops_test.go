@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,9 +74,6 @@ func startOpsApp(t *testing.T, path string) (*app, *httptest.Server) {
 	t.Helper()
 	t.Setenv("DISPENSER_TEST_ADMIN_TOKEN", adminToken)
 	a := testApp(t, path)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	a.run(ctx)
 	srv := httptest.NewServer(a.server.Handler())
 	t.Cleanup(srv.Close)
 	return a, srv

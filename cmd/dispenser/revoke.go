@@ -14,6 +14,13 @@ import (
 	"github.com/vtk/dispenser/internal/revoke"
 )
 
+// revokeFlags are the flags of dispenser revoke.
+type revokeFlags struct {
+	path, kind, value, reason, expiresAt, id *string
+	expiresIn                                *time.Duration
+	all                                      *bool
+}
+
 // cmdRevoke changes the revocation list directly in the audit database (the
 // same store the servers poll), for operators with database access; the
 // admin API does the same over HTTP.
@@ -24,18 +31,20 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("revoke "+sub, stderr)
-	path := fs.String("config", "", "configuration file")
-	kind := fs.String("kind", "", "org, principal, job, task or access_key_id")
-	value := fs.String("value", "", "the org, principal, job id, task id or access key id")
-	reason := fs.String("reason", "", "why (recorded in the audit trail)")
-	expiresIn := fs.Duration("expires-in", 0, "end the revocation after this long")
-	expiresAt := fs.String("expires-at", "", "end the revocation at this RFC 3339 time")
-	id := fs.String("id", "", "revocation id (delete)")
-	all := fs.Bool("all", false, "list expired revocations too")
+	f := revokeFlags{
+		path:      fs.String("config", "", "configuration file"),
+		kind:      fs.String("kind", "", "org, principal, job, task or access_key_id"),
+		value:     fs.String("value", "", "the org, principal, job id, task id or access key id"),
+		reason:    fs.String("reason", "", "why (recorded in the audit trail)"),
+		expiresIn: fs.Duration("expires-in", 0, "end the revocation after this long"),
+		expiresAt: fs.String("expires-at", "", "end the revocation at this RFC 3339 time"),
+		id:        fs.String("id", "", "revocation id (delete)"),
+		all:       fs.Bool("all", false, "list expired revocations too"),
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, err := loadConfig(*path)
+	c, err := loadConfig(*f.path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -47,97 +56,124 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, closeStore, err := openRevocationStore(ctx, c.Audit)
+	reg, closeAll, err := cliRegistry(ctx, c, log, sub == "add" || sub == "delete")
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	defer closeStore()
-	kill, err := newKillSwitch(ctx, c.Revocation.AWSKillSwitch, func() *config.Config { return c })
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	var journal revoke.Journal = revoke.LogJournal{Logger: log.Named("revoke")}
-	if sub == "add" || sub == "delete" {
-		j, closeTrail, err := cliJournal(ctx, c, log)
-		if err != nil {
-			fmt.Fprintln(stderr, "revoke:", err)
-			return 1
-		}
-		defer closeTrail()
-		journal = revoke.MultiJournal{j, journal}
-	}
-	reg := revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke")})
+	defer closeAll()
 	actor := "cli"
 	if u, err := user.Current(); err == nil {
 		actor = "cli:" + u.Username
 	}
 	switch sub {
 	case "add":
-		r := revoke.Revocation{Kind: revoke.Kind(*kind), Value: *value, Reason: *reason}
-		switch {
-		case *expiresIn != 0 && *expiresAt != "":
-			fmt.Fprintln(stderr, "revoke add: set --expires-in or --expires-at, not both")
-			return 2
-		case *expiresIn != 0:
-			t := time.Now().Add(*expiresIn)
-			r.ExpiresAt = &t
-		case *expiresAt != "":
-			t, err := time.Parse(time.RFC3339, *expiresAt)
-			if err != nil {
-				fmt.Fprintln(stderr, "revoke add: --expires-at:", err)
-				return 2
-			}
-			r.ExpiresAt = &t
-		}
-		added, err := reg.Add(ctx, r, actor)
-		if added.ID != "" {
-			fmt.Fprintln(stdout, added)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "revoke add:", err)
-			return 1
-		}
-		return 0
+		return revokeAdd(ctx, reg, f, actor, stdout, stderr)
 	case "list":
-		list, err := reg.List(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "revoke list:", err)
-			return 1
-		}
-		now := time.Now()
-		shown := 0
-		for _, r := range list {
-			if *all || r.Active(now) {
-				fmt.Fprintln(stdout, r)
-				shown++
-			}
-		}
-		// Said on stderr, as kubectl does: stdout stays one revocation
-		// per line for scripts, and a person sees the list was read.
-		switch {
-		case shown > 0:
-		case *all:
-			fmt.Fprintln(stderr, "no revocations")
-		default:
-			fmt.Fprintln(stderr, "no active revocations (--all also lists expired ones)")
-		}
-		return 0
+		return revokeList(ctx, reg, *f.all, stdout, stderr)
 	case "delete":
-		if *id == "" {
+		if *f.id == "" {
 			fmt.Fprintln(stderr, "revoke delete: --id is required")
 			return 2
 		}
-		if err := reg.Delete(ctx, *id, actor); err != nil {
+		if err := reg.Delete(ctx, *f.id, actor); err != nil {
 			fmt.Fprintln(stderr, "revoke delete:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "deleted %s\n", *id)
+		fmt.Fprintf(stdout, "deleted %s\n", *f.id)
 		return 0
 	}
 	fmt.Fprintf(stderr, "revoke: unknown subcommand %q (add, list, delete)\n", sub)
 	return 2
+}
+
+// cliRegistry opens the revocation store and the kill switch of c, and,
+// when the command changes the list (recorded), the CLI's audit journal.
+// The returned function closes what it opened.
+func cliRegistry(ctx context.Context, c *config.Config, log *zap.Logger, recorded bool) (*revoke.Registry, func(), error) {
+	store, closeStore, err := openRevocationStore(ctx, c.Audit)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers := []func() error{closeStore}
+	closeAll := func() { // the trail before the store, as opened in reverse
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	kill, err := newKillSwitch(ctx, c.Revocation.AWSKillSwitch, func() *config.Config { return c })
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	var journal revoke.Journal = revoke.LogJournal{Logger: log.Named("revoke")}
+	if recorded {
+		j, closeTrail, err := cliJournal(ctx, c, log)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("revoke: %w", err)
+		}
+		closers = append(closers, func() error { closeTrail(); return nil })
+		journal = revoke.MultiJournal{j, journal}
+	}
+	reg := revoke.NewRegistry(revoke.Options{Store: store, Journal: journal, Kill: kill, Logger: log.Named("revoke")})
+	return reg, closeAll, nil
+}
+
+// revokeAdd is dispenser revoke add.
+func revokeAdd(ctx context.Context, reg *revoke.Registry, f revokeFlags, actor string, stdout, stderr io.Writer) int {
+	r := revoke.Revocation{Kind: revoke.Kind(*f.kind), Value: *f.value, Reason: *f.reason}
+	switch {
+	case *f.expiresIn != 0 && *f.expiresAt != "":
+		fmt.Fprintln(stderr, "revoke add: set --expires-in or --expires-at, not both")
+		return 2
+	case *f.expiresIn != 0:
+		t := time.Now().Add(*f.expiresIn)
+		r.ExpiresAt = &t
+	case *f.expiresAt != "":
+		t, err := time.Parse(time.RFC3339, *f.expiresAt)
+		if err != nil {
+			fmt.Fprintln(stderr, "revoke add: --expires-at:", err)
+			return 2
+		}
+		r.ExpiresAt = &t
+	}
+	added, err := reg.Add(ctx, r, actor)
+	if added.ID != "" {
+		fmt.Fprintln(stdout, added)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "revoke add:", err)
+		return 1
+	}
+	return 0
+}
+
+// revokeList is dispenser revoke list.
+func revokeList(ctx context.Context, reg *revoke.Registry, all bool, stdout, stderr io.Writer) int {
+	list, err := reg.List(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "revoke list:", err)
+		return 1
+	}
+	now := time.Now()
+	shown := 0
+	for _, r := range list {
+		if all || r.Active(now) {
+			fmt.Fprintln(stdout, r)
+			shown++
+		}
+	}
+	// Said on stderr, as kubectl does: stdout stays one revocation per
+	// line for scripts, and a person sees the list was read.
+	switch {
+	case shown > 0:
+	case all:
+		fmt.Fprintln(stderr, "no revocations")
+	default:
+		fmt.Fprintln(stderr, "no active revocations (--all also lists expired ones)")
+	}
+	return 0
 }
 
 // cliLog is the audit log the revoke CLI appends to. It is its own log, so

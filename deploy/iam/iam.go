@@ -1,5 +1,5 @@
 // Package iam holds the IAM policies of the assume-role setup as JSON files
-// (see README.md, "assume-role backend: cross-account setup"); the package
+// (see docs/aws-setup.md); the package
 // embeds them so a test can check that they parse and cover what the
 // dispenser does.
 package iam

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -168,5 +169,124 @@ func TestTrustedProxyForwardsTheClient(t *testing.T) {
 	}
 	if want := []string{"198.51.100.7", "198.51.100.7", "198.51.100.8", "203.0.113.5"}; !slices.Equal(addrs, want) {
 		t.Fatalf("recorded client addresses %v, want %v", addrs, want)
+	}
+}
+
+// TestFailedAuthBudgetCountsAnIPv6Slash64AsOneClient: a host rotating
+// through the addresses of its own /64 gets no fresh budget, while a
+// caller in another /64 keeps its own.
+func TestFailedAuthBudgetCountsAnIPv6Slash64AsOneClient(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.AuthFailures = ratelimit.NewFailureGuard(ratelimit.Limit{Rate: 0.001, Burst: 2}, 100, nil)
+	})
+	send := func(peer string) int {
+		r := httptest.NewRequest("GET", okQuery, nil)
+		r.RemoteAddr = peer
+		r.Header.Set("Authorization", "Bearer not-a-jwt")
+		w := httptest.NewRecorder()
+		h.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	var codes []int
+	for i := range 5 {
+		codes = append(codes, send(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1)))
+	}
+	if want := []int{401, 401, 429, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("one /64 rotating addresses: %v, want %v", codes, want)
+	}
+	if code := send("[2001:db8:1:3::1]:443"); code != 401 {
+		t.Fatalf("another /64: %d, want 401 (its own budget)", code)
+	}
+	if code := send("192.0.2.77:443"); code != 401 {
+		t.Fatalf("an IPv4 caller: %d, want 401", code)
+	}
+}
+
+// stalled is an authenticator that holds every request until release is
+// closed (a signed POST whose body never arrives), then refuses it; with
+// panics set it panics instead.
+type stalled struct {
+	entered chan struct{}
+	release chan struct{}
+	panics  bool
+}
+
+func (s stalled) Authenticate(*http.Request) (auth.Identity, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	if s.panics {
+		panic("authenticator bug")
+	}
+	return auth.Identity{}, fault.New(fault.Unauthorized, "sigv4_bad_signature", "bad signature")
+}
+
+// TestRequestsInAuthenticationAreCapped: one client holding its cap of
+// stalled requests gets every further one refused at once (429), without
+// touching the authenticator, while another client still gets through;
+// past the total cap everyone gets 503. The refusals are folded into the
+// summaries, not recorded one by one, and every place is given back when
+// authentication ends, a panicking authenticator included.
+func TestRequestsInAuthenticationAreCapped(t *testing.T) {
+	doc := loadSpec(t)
+	for _, panics := range []bool{false, true} {
+		st := stalled{entered: make(chan struct{}, 16), release: make(chan struct{}), panics: panics}
+		rec := &foldingRecorder{}
+		h := newHarness(t, func(o *Options) {
+			o.Authenticator = st
+			o.Recorder = rec
+			o.AuthInFlight = ratelimit.NewInFlight(2, 3)
+		})
+		send := func(peer string) *httptest.ResponseRecorder {
+			r := httptest.NewRequest("GET", okQuery, nil)
+			r.RemoteAddr = peer
+			r.Header.Set("Authorization", "Bearer x")
+			w := httptest.NewRecorder()
+			func() {
+				defer func() { _ = recover() }() // the recoverer answers 500 and re-panics nothing here
+				h.h.ServeHTTP(w, r)
+			}()
+			return w
+		}
+		held := make(chan *httptest.ResponseRecorder, 3)
+		for _, peer := range []string{"192.0.2.1:1", "192.0.2.1:2", "192.0.2.2:1"} {
+			go func() { held <- send(peer) }()
+			<-st.entered
+		}
+		w := send("192.0.2.1:3")
+		checkError(t, w, http.StatusTooManyRequests, fault.Throttled)
+		checkSpec(t, doc, "/credentials", httptest.NewRequest("GET", okQuery, nil), w)
+		if w.Header().Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+		w = send("192.0.2.3:1") // a third client, but three are in flight in all
+		checkError(t, w, http.StatusServiceUnavailable, fault.BackendUnavailable)
+		close(st.release)
+		for range 3 {
+			<-held
+		}
+		rec.mu.Lock()
+		folded := len(rec.folded)
+		var reasons []string
+		for _, f := range rec.folded {
+			reasons = append(reasons, f.Reason)
+		}
+		rec.mu.Unlock()
+		if folded != 2 || !slices.Contains(reasons, "rate_limited_auth_in_flight") || !slices.Contains(reasons, "auth_overloaded") {
+			t.Fatalf("folded %v, want the two refusals", reasons)
+		}
+		// Every place was given back: the same client can hold two again.
+		st2 := stalled{entered: st.entered, release: make(chan struct{})}
+		h.srv.SetAuthenticator(st2, nil)
+		for i := range 2 {
+			go func() { held <- send("192.0.2.1:9") }()
+			select {
+			case <-st.entered:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("panics=%v: request %d refused after the earlier ones ended", panics, i)
+			}
+		}
+		close(st2.release)
+		<-held
+		<-held
 	}
 }

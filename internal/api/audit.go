@@ -91,7 +91,12 @@ func wantsNDJSON(r *http.Request) bool {
 }
 
 func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
-	f, err := ParseAuditFilter(r.URL.Query())
+	q, err := parseQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f, err := ParseAuditFilter(q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -108,7 +113,7 @@ func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
 	// Export: every matching record, page after page (limit is the page
 	// size, the largest by default), one JSON object per line, flushed per
 	// page.
-	if r.URL.Query().Get("limit") == "" {
+	if q.Get("limit") == "" {
 		f.Limit = audit.MaxLimit
 	}
 	first, err := s.opt.Audit.Query(r.Context(), f)

@@ -113,6 +113,9 @@ func TestAuditRoutesErrors(t *testing.T) {
 		{"/v1/audit/main:2/proof", "admin", 503, "BackendUnavailable"},
 		{"/v1/audit/main:3/proof", "admin", 503, "AuditUnavailable"},
 		{"/v1/audit/main:4/proof", "admin", 503, "AuditUnavailable"},
+		// A piece the query parser would skip: the filter must not be
+		// silently widened to every record.
+		{"/v1/audit?org=acme;x", "admin", 400, "InvalidRequest"},
 	} {
 		req := httptest.NewRequest("GET", c.path, nil)
 		if c.token != "" {

@@ -108,7 +108,12 @@ func correlateBody(w http.ResponseWriter, r *http.Request, limit int64) (doc []b
 // the body. The answer is built in memory (bounded by the body limit)
 // so a trail failure is a clean 503 rather than a cut-off 200.
 func (s *Server) auditCorrelate(w http.ResponseWriter, r *http.Request) {
-	opt, since, until, err := correlateQuery(r.URL.Query())
+	q, err := parseQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	opt, since, until, err := correlateQuery(q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -76,12 +77,28 @@ var queryParams = map[string]bool{
 	"duration_seconds": true, "format": true, "dry_run": true,
 }
 
+// parseQuery reads the query string, refusing one it cannot read in full:
+// url.Values skips a piece it cannot parse (a semicolon, a bad escape)
+// without a word, so `dry_run=true;` would be dropped and real credentials
+// vended, while a SigV4 signature covers every byte of it.
+func parseQuery(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.InvalidRequest, "bad_query", "the query string cannot be read in full (a semicolon or a bad %%-escape); percent-encode the values")
+	}
+	return q, nil
+}
+
 func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
 	var req CredentialRequest
+	q, err := parseQuery(r)
+	if err != nil {
+		return req, err
+	}
 	if r.Method == http.MethodPost {
 		// The JSON body is the whole request: a query parameter beside it
 		// would be silently ignored, so it is refused instead.
-		for k := range r.URL.Query() {
+		for k := range q {
 			if !strings.HasPrefix(k, "X-Amz-") {
 				return req, fault.New(fault.InvalidRequest, "unknown_parameter", "POST /credentials takes its fields in the JSON body, not the query string (got %q)", truncate(k, 40))
 			}
@@ -107,7 +124,6 @@ func (s *Server) decodeRequest(r *http.Request) (CredentialRequest, error) {
 		}
 		return req, nil
 	}
-	q := r.URL.Query()
 	for k := range q {
 		if !queryParams[k] && !strings.HasPrefix(k, "X-Amz-") {
 			return req, fault.New(fault.InvalidRequest, "unknown_parameter", "unknown query parameter %q", truncate(k, 40))
@@ -157,10 +173,6 @@ func jsonProblem(err error) string {
 	return "malformed JSON"
 }
 
-// floorMargin is how much longer than MinRemaining a requested session
-// must be.
-const floorMargin = time.Minute
-
 // Validate checks what scope does not: format, duration floor, bindings.
 func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
 	// Clamp before converting to a time.Duration, which would overflow for
@@ -173,11 +185,8 @@ func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
 	default:
 		return fault.New(fault.InvalidRequest, "bad_format", "format must be container or process")
 	}
-	// A session only as long as the floor has less than the floor left by
-	// the time it is served, so it could never be returned: ask for a
-	// margin more (the same one the configuration demands of defaults).
-	if least := s.opt.MinRemaining + floorMargin; req.DurationSeconds < 0 || (req.DurationSeconds > 0 && time.Duration(req.DurationSeconds)*time.Second < least) {
-		return fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be at least %d (the credential lifetime floor plus %d)", int(least.Seconds()), int(floorMargin.Seconds()))
+	if least := s.opt.MinRemaining + scope.FloorMargin; req.DurationSeconds < 0 || (req.DurationSeconds > 0 && time.Duration(req.DurationSeconds)*time.Second < least) {
+		return fault.New(fault.InvalidRequest, "bad_duration", "duration_seconds must be at least %d (the credential lifetime floor plus %d)", int(least.Seconds()), int(scope.FloorMargin.Seconds()))
 	}
 	if id.JobID != "" && req.JobID != id.JobID {
 		return fault.New(fault.AccessDenied, "job_binding", "this credential is bound to another job_id")
@@ -188,13 +197,9 @@ func (s *Server) validate(req *CredentialRequest, id auth.Identity) error {
 	return nil
 }
 
+// credentials serves /credentials in two steps: decide (what the answer
+// is) and respond (record it, log it, count it, then answer).
 func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
-	start := s.opt.Now()
-	id, _ := IdentityFrom(r.Context())
-	rec := s.baseRecord(r, start)
-	// Identity claims come from trusted issuers, but one the audit store
-	// cannot hold would fail every request in its group commit.
-	rec.Principal, rec.Org, rec.AuthMethod = auditText(id.Principal, 1024), auditText(id.Org, 1024), string(id.Method)
 	// The record is on its way to the recorder: announced now, ended on
 	// every exit (recorded, dry run, panic, client gone) by the deferred
 	// Cancel, so a batching recorder never waits for this request in vain.
@@ -202,94 +207,127 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	if announced != nil {
 		defer announced.Cancel()
 	}
-	record := func(ctx context.Context, rec audit.Record) error {
-		if announced != nil {
-			return announced.Record(ctx, rec)
-		}
-		return s.opt.Recorder.Record(ctx, rec)
-	}
+	s.respond(w, r, s.decide(r), announced)
+}
 
-	fail := func(err error) {
-		fe := fault.From(err)
-		rec.Outcome = audit.Denied
-		if statusOf(fe) >= 500 {
-			rec.Outcome = audit.Failed
-		}
-		rec.Reason = fe.Reason
-		rec.Latency = s.opt.Now().Sub(start)
-		if aerr := record(r.Context(), rec); aerr != nil {
-			err = auditUnavailable(aerr)
-		}
-		s.logDecision(r, rec, fe)
-		outcome := string(rec.Outcome)
-		if rec.Outcome == audit.Failed {
-			outcome = "error"
-		}
-		s.opt.Metrics.Decision(s.tenantLabel(rec.Org), rec.Operation, rec.Backend, outcome, rec.Reason, rec.Latency)
-		s.writeError(w, r, err)
-	}
+// decision is what the credential handler decided for one request: the
+// audit record so far and either the credentials, a dry run's grant, or
+// the refusal.
+type decision struct {
+	start  time.Time
+	id     auth.Identity
+	req    CredentialRequest
+	rec    audit.Record
+	grant  scope.Grant
+	dryRun bool
+	creds  vend.Credentials
+	// err refuses the request (a *fault.Error or what fault.From maps).
+	err error
+}
 
-	req, err := s.decodeRequest(r)
-	if err != nil {
-		fail(err)
-		return
+// decide decodes and validates the request, checks revocations, asks the
+// rules for a grant, applies the rate limits and vends. It records,
+// logs and answers nothing: respond does.
+func (s *Server) decide(r *http.Request) decision {
+	d := decision{start: s.opt.Now()}
+	d.id, _ = IdentityFrom(r.Context())
+	d.rec = s.baseRecord(r, d.start)
+	// Identity claims come from trusted issuers, but one the audit store
+	// cannot hold would fail every request in its group commit.
+	d.rec.Principal, d.rec.Org, d.rec.AuthMethod = auditText(d.id.Principal, 1024), auditText(d.id.Org, 1024), string(d.id.Method)
+	if d.req, d.err = s.decodeRequest(r); d.err != nil {
+		return d
 	}
-	rec.JobID, rec.TaskID, rec.FileCount = auditText(req.JobID, 128), auditText(req.TaskID, 128), len(req.Files)
-	if op, err := scope.ParseOperation(req.Operation); err == nil {
-		rec.Operation = string(op)
+	d.rec.JobID, d.rec.TaskID, d.rec.FileCount = auditText(d.req.JobID, 128), auditText(d.req.TaskID, 128), len(d.req.Files)
+	if op, err := scope.ParseOperation(d.req.Operation); err == nil {
+		d.rec.Operation = string(op)
 	}
-	if err := s.validate(&req, id); err != nil {
-		fail(err)
-		return
+	if d.err = s.validate(&d.req, d.id); d.err != nil {
+		return d
 	}
-	if err := s.checkRevoked(revoke.Subject{Org: id.Org, Principal: id.Principal, JobID: req.JobID, TaskID: req.TaskID}); err != nil {
-		fail(err)
-		return
+	if d.err = s.checkRevoked(revoke.Subject{Org: d.id.Org, Principal: d.id.Principal, JobID: d.req.JobID, TaskID: d.req.TaskID}); d.err != nil {
+		return d
 	}
-	g, err := s.rules.Load().Decide(scope.Subject{Principal: id.Principal, Org: id.Org}, scope.Request{
-		Operation: req.Operation, Location: req.Location, Files: req.Files,
-		JobID: req.JobID, TaskID: req.TaskID, Duration: time.Duration(req.DurationSeconds) * time.Second,
+	d.grant, d.err = s.rules.Load().Decide(scope.Subject{Principal: d.id.Principal, Org: d.id.Org}, scope.Request{
+		Operation: d.req.Operation, Location: d.req.Location, Files: d.req.Files,
+		JobID: d.req.JobID, TaskID: d.req.TaskID, Duration: time.Duration(d.req.DurationSeconds) * time.Second,
 	})
-	if loc, lerr := scope.ParseLocation(req.Location); lerr == nil {
-		rec.Bucket, rec.Prefix = loc.Bucket, loc.Prefix
+	if loc, lerr := scope.ParseLocation(d.req.Location); lerr == nil {
+		d.rec.Bucket, d.rec.Prefix = loc.Bucket, loc.Prefix
 	}
-	if err != nil {
-		fail(err)
-		return
+	if d.err != nil {
+		return d
 	}
-	fillGrant(&rec, g)
-	if req.DryRun {
+	fillGrant(&d.rec, d.grant)
+	if d.dryRun = d.req.DryRun; d.dryRun {
+		return d
+	}
+	if d.err = s.limit(r.Context(), d.id); d.err != nil {
+		return d
+	}
+	if d.creds, d.err = s.vend(r.Context(), d.grant); d.err != nil {
+		d.rec.AccessKeyID = d.creds.AccessKeyID // a revoked key is worth recording
+		return d
+	}
+	d.rec.AccessKeyID, d.rec.Expiration, d.rec.PackedPolicySize = d.creds.AccessKeyID, d.creds.Expiration, d.creds.PackedPolicySize
+	if left := d.creds.Expiration.Sub(s.opt.Now()); left < s.opt.MinRemaining {
+		d.err = fault.New(fault.BackendUnavailable, "below_floor", "the backend returned credentials with %s left, under the %s floor", left.Truncate(time.Second), s.opt.MinRemaining).WithRetryAfter(5 * time.Second)
+	}
+	return d
+}
+
+// respond records the decision (through the announcement when there is
+// one), logs it, counts it and answers. Credentials leave only after their
+// record is durable: fail closed.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, d decision, announced Expectation) {
+	switch {
+	case d.dryRun:
 		if announced != nil {
 			announced.Cancel() // no record for a dry run
 		}
-		s.log(r).Info("dry run", zap.String("principal", id.Principal), zap.String("org", id.Org),
-			zap.String("operation", string(g.Operation)), zap.String("bucket", g.Bucket), zap.String("prefix", g.Prefix))
-		writeJSON(w, http.StatusOK, DryRun{DryRun: true, Identity: id, Grant: g, DurationSeconds: int(g.Duration.Seconds())})
-		return
+		s.log(r).Info("dry run", zap.String("principal", d.id.Principal), zap.String("org", d.id.Org),
+			zap.String("operation", string(d.grant.Operation)), zap.String("bucket", d.grant.Bucket), zap.String("prefix", d.grant.Prefix))
+		writeJSON(w, http.StatusOK, DryRun{DryRun: true, Identity: d.id, Grant: d.grant, DurationSeconds: int(d.grant.Duration.Seconds())})
+	case d.err != nil:
+		s.refuse(w, r, d, announced)
+	default:
+		s.issue(w, r, d, announced)
 	}
+}
 
-	if err := s.limit(r.Context(), id); err != nil {
-		fail(err)
-		return
+// refuse records, logs and counts a refusal, then answers with its error
+// (or audit_unavailable when the refusal cannot be recorded).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, d decision, announced Expectation) {
+	fe := fault.From(d.err)
+	rec := d.rec
+	rec.Outcome, rec.Reason = audit.Denied, fe.Reason
+	if statusOf(fe) >= 500 {
+		rec.Outcome = audit.Failed
 	}
-	creds, err := s.vend(r.Context(), g)
-	if err != nil {
-		rec.AccessKeyID = creds.AccessKeyID // a revoked key is worth recording
-		fail(err)
-		return
+	rec.Latency = s.opt.Now().Sub(d.start)
+	err := d.err
+	if aerr := s.record(r.Context(), announced, rec); aerr != nil {
+		err = auditUnavailable(aerr)
 	}
-	rec.AccessKeyID, rec.Expiration, rec.PackedPolicySize = creds.AccessKeyID, creds.Expiration, creds.PackedPolicySize
-	if left := creds.Expiration.Sub(s.opt.Now()); left < s.opt.MinRemaining {
-		fail(fault.New(fault.BackendUnavailable, "below_floor", "the backend returned credentials with %s left, under the %s floor", left.Truncate(time.Second), s.opt.MinRemaining).WithRetryAfter(5 * time.Second))
-		return
+	s.logDecision(r, rec, fe)
+	outcome := string(rec.Outcome)
+	if rec.Outcome == audit.Failed {
+		outcome = "error"
 	}
+	s.opt.Metrics.Decision(s.tenantLabel(rec.Org), rec.Operation, rec.Backend, outcome, rec.Reason, rec.Latency)
+	s.writeError(w, r, err)
+}
+
+// issue records an issuance and, once the record is durable, answers with
+// the credentials in the requested format.
+func (s *Server) issue(w http.ResponseWriter, r *http.Request, d decision, announced Expectation) {
+	rec, creds := d.rec, d.creds
 	rec.Outcome = audit.Issued
-	rec.Latency = s.opt.Now().Sub(start)
-	// Fail closed: the credentials leave only after their record is durable.
-	if err := record(r.Context(), rec); err != nil {
+	rec.Latency = s.opt.Now().Sub(d.start)
+	if err := s.record(r.Context(), announced, rec); err != nil {
 		s.opt.Metrics.AuditFailure("vended_unrecorded")
 		s.log(r).Error("credentials vended but not recorded; withheld from caller",
-			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", id.Org), zap.Error(err))
+			zap.String("access_key_id", creds.AccessKeyID), zap.String("org", d.id.Org), zap.Error(err))
 		s.writeError(w, r, auditUnavailable(err))
 		return
 	}
@@ -297,7 +335,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	s.opt.Metrics.Decision(rec.Org, rec.Operation, rec.Backend, "issued", "", rec.Latency)
 	s.opt.Metrics.Served(creds.Expiration.Sub(s.opt.Now()), creds.PackedPolicySize)
 	exp := creds.Expiration.UTC().Format(ExpirationLayout)
-	if req.Format == "process" {
+	if d.req.Format == "process" {
 		writeJSON(w, http.StatusOK, ProcessCredentials{Version: 1, AccessKeyID: creds.AccessKeyID,
 			SecretAccessKey: creds.SecretAccessKey.Reveal(), SessionToken: creds.SessionToken.Reveal(),
 			Expiration: exp, AccountID: creds.AccountID})
@@ -306,6 +344,15 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ContainerCredentials{AccessKeyID: creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey.Reveal(), Token: creds.SessionToken.Reveal(),
 		Expiration: exp, AccountID: creds.AccountID})
+}
+
+// record makes rec durable through the request's announcement, or the
+// recorder when it does not batch.
+func (s *Server) record(ctx context.Context, announced Expectation, rec audit.Record) error {
+	if announced != nil {
+		return announced.Record(ctx, rec)
+	}
+	return s.opt.Recorder.Record(ctx, rec)
 }
 
 // limit applies the rate limits to every issuance, a grant the vendor
@@ -325,8 +372,9 @@ func (s *Server) limit(ctx context.Context, id auth.Identity) error {
 }
 
 // vend mints credentials and refuses a revoked access key id. When the
-// vendor caches and can forget a grant, a revoked cached key is dropped
-// and the grant vended afresh once; otherwise the request is refused.
+// vendor caches and can forget a grant (vend.Forgetter; a vend.Router asks
+// the grant's backend), a revoked cached key is dropped and the grant
+// vended afresh once; otherwise the request is refused.
 func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, error) {
 	creds, err := s.opt.Vendor.Vend(ctx, g)
 	if err != nil || s.opt.Revocations == nil {
@@ -336,11 +384,9 @@ func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 	if !revoked {
 		return creds, nil
 	}
-	f := forgetterFor(s.opt.Vendor, g)
-	if f == nil {
+	if f, ok := s.opt.Vendor.(vend.Forgetter); !ok || !f.Forget(g) {
 		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
 	}
-	f.Forget(g)
 	creds, err = s.opt.Vendor.Vend(ctx, g)
 	if err != nil {
 		return creds, err
@@ -349,20 +395,6 @@ func (s *Server) vend(ctx context.Context, g scope.Grant) (vend.Credentials, err
 		return vend.Credentials{AccessKeyID: creds.AccessKeyID, PackedPolicySize: -1}, revokedFault(rv)
 	}
 	return creds, nil
-}
-
-// forgetterFor finds the Forgetter for g: the vendor itself, or the
-// backend a Router dispatches g to.
-func forgetterFor(v vend.Vendor, g scope.Grant) Forgetter {
-	if f, ok := v.(Forgetter); ok {
-		return f
-	}
-	if r, ok := v.(vend.Router); ok {
-		if f, ok := r[g.Backend].(Forgetter); ok {
-			return f
-		}
-	}
-	return nil
 }
 
 // tenantLabel bounds the tenant metric label to configured tenants: the org
@@ -452,5 +484,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-
-var _ vend.Vendor = vend.Router(nil)

@@ -97,6 +97,12 @@ func TestCredentialsErrors(t *testing.T) {
 		{name: "unknown operation", target: "/credentials?operation=delete&location=s3://media/acme/", status: 400, code: fault.InvalidRequest, reason: "bad_operation"},
 		{name: "unknown query parameter", target: okQuery + "&role_arn=x", status: 400, code: fault.InvalidRequest, reason: "unknown_parameter", msg: "role_arn"},
 		{name: "repeated parameter", target: okQuery + "&operation=put", status: 400, code: fault.InvalidRequest, reason: "repeated_parameter", msg: "operation"},
+		// Go's query parser skips a piece it cannot read (here one with a
+		// semicolon) without a word: dry_run=true; would be dropped and
+		// real credentials vended, and a SigV4 signature covers the piece.
+		{name: "unparseable query piece", target: okQuery + "&dry_run=true;", status: 400, code: fault.InvalidRequest, reason: "bad_query", msg: "query string"},
+		{name: "unparseable unknown piece", target: okQuery + "&bogus;=1", status: 400, code: fault.InvalidRequest, reason: "bad_query", msg: "query string"},
+		{name: "bad escape", target: okQuery + "&job_id=%zz", status: 400, code: fault.InvalidRequest, reason: "bad_query", msg: "query string"},
 		{name: "bad duration", target: okQuery + "&duration_seconds=1h", status: 400, code: fault.InvalidRequest, reason: "bad_duration"},
 		{name: "negative duration", target: okQuery + "&duration_seconds=-5", status: 400, code: fault.InvalidRequest, reason: "bad_duration"},
 		{name: "duration under the floor", target: okQuery + "&duration_seconds=900", status: 400, code: fault.InvalidRequest, reason: "bad_duration", msg: "1260"},

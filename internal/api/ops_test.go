@@ -42,32 +42,34 @@ func headerAuth(method auth.Method) *fakeAuth {
 	}}
 }
 
-// fakeVendor is a caching vendor: Cached and Forget are optional abilities.
-type fakeVendor struct {
+// cachingVendor is a caching vendor: Cached and Forget are optional
+// abilities.
+type cachingVendor struct {
 	VendFn   func(ctx context.Context, g scope.Grant) (vend.Credentials, error)
 	CachedFn func(g scope.Grant) bool
 	ForgetFn func(g scope.Grant)
 }
 
-func (f *fakeVendor) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, error) {
+func (f *cachingVendor) Vend(ctx context.Context, g scope.Grant) (vend.Credentials, error) {
 	return f.VendFn(ctx, g)
 }
-func (f *fakeVendor) Cached(g scope.Grant) bool { return f.CachedFn != nil && f.CachedFn(g) }
-func (f *fakeVendor) Forget(g scope.Grant) {
+func (f *cachingVendor) Cached(g scope.Grant) bool { return f.CachedFn != nil && f.CachedFn(g) }
+func (f *cachingVendor) Forget(g scope.Grant) bool {
 	if f.ForgetFn != nil {
 		f.ForgetFn(g)
 	}
+	return true
 }
 
 var (
-	_ vend.Vendor       = (*fakeVendor)(nil)
-	_ vend.CacheChecker = (*fakeVendor)(nil)
-	_ api.Forgetter     = (*fakeVendor)(nil)
+	_ vend.Vendor       = (*cachingVendor)(nil)
+	_ vend.CacheChecker = (*cachingVendor)(nil)
+	_ vend.Forgetter    = (*cachingVendor)(nil)
 )
 
-func keyVendor(keys ...string) (*fakeVendor, *atomic.Int32) {
+func keyVendor(keys ...string) (*cachingVendor, *atomic.Int32) {
 	var n atomic.Int32
-	return &fakeVendor{VendFn: func(_ context.Context, g scope.Grant) (vend.Credentials, error) {
+	return &cachingVendor{VendFn: func(_ context.Context, g scope.Grant) (vend.Credentials, error) {
 		i := int(n.Add(1)) - 1
 		k := keys[len(keys)-1]
 		if i < len(keys) {
@@ -355,21 +357,21 @@ func TestReadyzFollowsRevocationStaleness(t *testing.T) {
 		}
 		return resp.StatusCode, b.Status
 	}
-	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
-		t.Fatalf("fresh list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
+	if code, status := readyz(); code != 200 || status != "ready" || s.ReadyState() != "ready" {
+		t.Fatalf("fresh list: /readyz %d %q, ReadyState() = %q", code, status, s.ReadyState())
 	}
 	st.Fail = errors.New("connection refused")
 	later := t0.Add(11 * time.Second)
 	now.Store(&later)
 	_ = reg.Refresh(context.Background())
-	if code, status := readyz(); code != 503 || status != "revocations_stale" || s.Ready() {
-		t.Fatalf("stale list: /readyz %d %q, Ready() = %v; want 503 revocations_stale, not ready", code, status, s.Ready())
+	if code, status := readyz(); code != 503 || status != "revocations_stale" || s.ReadyState() == "ready" {
+		t.Fatalf("stale list: /readyz %d %q, ReadyState() = %q; want 503 revocations_stale, not ready", code, status, s.ReadyState())
 	}
 	st.Fail = nil
 	if err := reg.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if code, status := readyz(); code != 200 || status != "ready" || !s.Ready() {
-		t.Fatalf("refreshed list: /readyz %d %q, Ready() = %v", code, status, s.Ready())
+	if code, status := readyz(); code != 200 || status != "ready" || s.ReadyState() != "ready" {
+		t.Fatalf("refreshed list: /readyz %d %q, ReadyState() = %q", code, status, s.ReadyState())
 	}
 }

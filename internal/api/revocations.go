@@ -16,7 +16,6 @@ import (
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/revoke"
-	"github.com/vtk/dispenser/internal/scope"
 )
 
 // Limiter throttles issuance. Allow returns nil, or a *fault.Error with
@@ -33,6 +32,14 @@ type AuthFailureGuard interface {
 	Failed(client string)
 }
 
+// AuthInFlight bounds the requests in authentication at once
+// (ratelimit.InFlight). Over takes a place for key and returns the function
+// that gives it back, or names the cap ("per_client" or "total") a request
+// from key would exceed.
+type AuthInFlight interface {
+	Over(key string) (release func(), over string)
+}
+
 // Folder is implemented by recorders that count a refusal into a summary
 // record instead of recording it on its own (internal/denials): a client
 // over its failed-authentication budget is refused that way.
@@ -41,7 +48,14 @@ type Folder interface {
 }
 
 // RevocationChecker answers from a replica's in-memory revocation list.
+// Fresh is part of the contract, not an option: a checker that cannot say
+// whether its list is current would let a replica cut off from the store
+// vend to callers revoked since.
 type RevocationChecker interface {
+	// Fresh returns an error (revoke.ErrStale) when the list is too old to
+	// be trusted: requests are then refused (503) and /readyz reports
+	// revocations_stale.
+	Fresh() error
 	// Check returns the active revocation matching the caller, if any.
 	Check(s revoke.Subject) (revoke.Revocation, bool)
 	// CheckAccessKey returns the active revocation of an access key id.
@@ -58,12 +72,6 @@ type RevocationAdmin interface {
 	Add(ctx context.Context, r revoke.Revocation, actor string) (revoke.Revocation, error)
 	List(ctx context.Context) ([]revoke.Revocation, error)
 	Delete(ctx context.Context, id, actor string) error
-}
-
-// Forgetter is implemented by caching vendors that can drop the cached
-// credentials of a grant, so a revoked access key is not served again.
-type Forgetter interface {
-	Forget(g scope.Grant)
 }
 
 // RevocationRequest is the body of POST /v1/revocations.
@@ -199,11 +207,9 @@ func (s *Server) checkRevoked(sub revoke.Subject) error {
 	}
 	// A list that has not been refreshed for too long may miss a new
 	// revocation: fail closed (503, retried by SDKs) rather than vend.
-	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok {
-		if err := f.Fresh(); err != nil {
-			return fault.Wrap(err, fault.BackendUnavailable, "revocations_stale",
-				"the revocation list cannot be refreshed; retry shortly").WithRetryAfter(2 * time.Second)
-		}
+	if err := s.opt.Revocations.Fresh(); err != nil {
+		return fault.Wrap(err, fault.BackendUnavailable, "revocations_stale",
+			"the revocation list cannot be refreshed; retry shortly").WithRetryAfter(2 * time.Second)
 	}
 	if rv, ok := s.opt.Revocations.Check(sub); ok {
 		return revokedFault(rv)

@@ -85,6 +85,11 @@ type Options struct {
 	// audit record for it). The client is the caller a trusted gateway
 	// asserts (auth.ClientKeyer), else the client address.
 	AuthFailures AuthFailureGuard
+	// AuthInFlight, when set, bounds the requests in authentication at
+	// once, per client (the same key as AuthFailures) and in all: a flood
+	// of slow or stalled requests is refused at once instead of holding
+	// memory and outbound calls.
+	AuthInFlight AuthInFlight
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client address (budgets, records, logs); empty: the TCP peer.
 	TrustedProxies clientip.Trusted
@@ -119,16 +124,7 @@ type authenticators struct {
 }
 
 func newAuthenticators(worker, admin auth.Authenticator) *authenticators {
-	return &authenticators{worker: worker, admin: admin, challenges: challengesOf(worker), adminChallenges: challengesOf(admin)}
-}
-
-func challengesOf(a auth.Authenticator) []string {
-	if c, ok := a.(interface{ Challenges() []string }); ok {
-		return c.Challenges()
-	} else if c, ok := a.(auth.Challenger); ok {
-		return []string{c.Challenge()}
-	}
-	return nil
+	return &authenticators{worker: worker, admin: admin, challenges: auth.ChallengesOf(worker), adminChallenges: auth.ChallengesOf(admin)}
 }
 
 // New returns a server that is not ready until SetReady(true).
@@ -183,10 +179,6 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 	s.authn.Store(newAuthenticators(worker, admin))
 }
 
-// Ready reports whether the server is ready to vend (the admin listener's
-// /readyz).
-func (s *Server) Ready() bool { return s.ReadyState() == "ready" }
-
 // ReadyState is the status /readyz reports: "starting" until SetReady(true)
 // (and again once shutdown begins), the Gate's reason while it holds the
 // replica (e.g. "audit_anchor_missing"), "revocations_stale" while the
@@ -200,7 +192,7 @@ func (s *Server) ReadyState() string {
 	if fe := s.held(); fe != nil {
 		return fe.Reason
 	}
-	if f, ok := s.opt.Revocations.(interface{ Fresh() error }); ok && f.Fresh() != nil {
+	if s.opt.Revocations != nil && s.opt.Revocations.Fresh() != nil {
 		return "revocations_stale"
 	}
 	return "ready"
@@ -438,26 +430,24 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		start := s.opt.Now()
 		client := s.clientAddr(r)
 		key := s.failureKey(r, client)
-		if g := s.opt.AuthFailures; g != nil {
-			if wait, blocked := g.Blocked(key); blocked {
-				// Refused before authentication: no record of its own
-				// (a flood would grow the trail), but counted into the
-				// trail's summary of refusals, the metrics and the log
-				// (sampled).
-				err := fault.New(fault.Throttled, "rate_limited_auth_failures",
-					"too many failed authentications from this client; retry later").WithRetryAfter(max(wait, time.Second))
-				s.opt.Metrics.Limited("auth_failures")
-				s.log(r).Info("client over its failed-authentication budget", zap.String("client", client))
-				if f, ok := s.opt.Recorder.(Folder); ok {
-					rec := s.baseRecord(r, start)
-					rec.Outcome, rec.Reason = audit.Denied, err.Reason
-					f.Fold(rec)
-				}
-				s.writeError(w, r, err)
-				return
+		release, fe := s.beforeAuthentication(key)
+		if fe != nil {
+			// Refused before authentication: no record of its own (a
+			// flood would grow the trail), but counted into the trail's
+			// summary of refusals, the metrics and the log (sampled).
+			s.log(r).Info("client refused before authentication", zap.String("reason", fe.Reason), zap.String("client", client))
+			if f, ok := s.opt.Recorder.(Folder); ok {
+				rec := s.baseRecord(r, start)
+				rec.Outcome, rec.Reason = audit.Denied, fe.Reason
+				f.Fold(rec)
 			}
+			s.writeError(w, r, fe)
+			return
 		}
-		id, err := s.authenticateWorker(r)
+		id, err := func() (auth.Identity, error) {
+			defer release() // a panicking authenticator gives its place back too
+			return s.authenticateWorker(r)
+		}()
 		if err != nil {
 			// Every failure spends the budget, a dependency being down
 			// (JWKS, STS, the key store) included: forged requests that
@@ -479,6 +469,40 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyIdentity, id)))
 	})
+}
+
+// beforeAuthentication refuses a client over its failed-authentication
+// budget or over an in-flight cap; otherwise it takes the request's
+// in-flight place and returns the function that gives it back.
+func (s *Server) beforeAuthentication(key string) (release func(), _ *fault.Error) {
+	if g := s.opt.AuthFailures; g != nil {
+		if wait, blocked := g.Blocked(key); blocked {
+			s.opt.Metrics.Limited("auth_failures")
+			return nil, fault.New(fault.Throttled, "rate_limited_auth_failures",
+				"too many failed authentications from this client; retry later").WithRetryAfter(max(wait, time.Second))
+		}
+	}
+	if f := s.opt.AuthInFlight; f != nil {
+		release, over := f.Over(key)
+		if over != "" {
+			s.opt.Metrics.Limited("auth_in_flight")
+			return nil, inFlightRefusal(over)
+		}
+		return release, nil
+	}
+	return func() {}, nil
+}
+
+// inFlightRefusal is the answer past an in-flight authentication cap: the
+// client's own (429, it is sending too much at once) or everyone's (503,
+// the replica is saturated; another may not be). Both are retried by SDKs.
+func inFlightRefusal(over string) *fault.Error {
+	if over == "total" {
+		return fault.New(fault.BackendUnavailable, "auth_overloaded",
+			"too many requests are being authenticated at once; retry shortly").WithRetryAfter(time.Second)
+	}
+	return fault.New(fault.Throttled, "rate_limited_auth_in_flight",
+		"too many requests from this client are being authenticated at once; retry shortly").WithRetryAfter(time.Second)
 }
 
 // authenticateWorker runs the worker authenticators on a request that
@@ -550,14 +574,15 @@ func auditUnavailable(err error) *fault.Error {
 func (s *Server) clientAddr(r *http.Request) string { return s.opt.TrustedProxies.Of(r) }
 
 // failureKey is whom a failed authentication is charged to: the caller a
-// trusted gateway asserts, else the client address.
+// trusted gateway asserts, else the client address (an IPv6 client's /64,
+// so rotating through its own /64 gets a host no fresh budget).
 func (s *Server) failureKey(r *http.Request, client string) string {
 	if k, ok := s.authn.Load().worker.(auth.ClientKeyer); ok {
 		if key, ok := k.ClientKey(r); ok {
-			return key
+			return clientip.BudgetKey(key)
 		}
 	}
-	return client
+	return clientip.BudgetKey(client)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

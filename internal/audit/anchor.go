@@ -21,7 +21,10 @@ type DirAnchor struct {
 	mu  sync.Mutex
 }
 
-var _ Anchor = (*DirAnchor)(nil)
+var (
+	_ Anchor       = (*DirAnchor)(nil)
+	_ OriginLister = (*DirAnchor)(nil)
+)
 
 // ErrAnchorRollback is returned by Put for a checkpoint older than the
 // anchored one.
@@ -83,7 +86,7 @@ func (d *DirAnchor) Latest(_ context.Context, origin string) ([]byte, error) {
 	return b, err
 }
 
-// Origins lists the origins anchored in the directory.
+// Origins implements OriginLister: the origins anchored in the directory.
 func (d *DirAnchor) Origins() ([]string, error) {
 	ents, err := os.ReadDir(d.Dir)
 	if errors.Is(err, os.ErrNotExist) {

@@ -105,6 +105,14 @@ type Anchor interface {
 	Latest(ctx context.Context, origin string) ([]byte, error)
 }
 
+// OriginLister is implemented by anchors that can list the origins they
+// hold (DirAnchor; an HTTP anchor cannot). Verify asks it for logs whose
+// every row was deleted from the database but whose checkpoints the
+// anchor still holds.
+type OriginLister interface {
+	Origins() ([]string, error)
+}
+
 // CheckpointSource is what the Checkpointer reads and writes.
 type CheckpointSource interface {
 	LogReader
@@ -500,6 +508,7 @@ func (c *Checkpointer) Run(ctx context.Context) {
 	t := time.NewTicker(min(max(c.interval()/10, 5*time.Millisecond), 50*time.Millisecond))
 	defer t.Stop()
 	var pending, retryAt time.Time
+	started := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -525,9 +534,14 @@ func (c *Checkpointer) Run(ctx context.Context) {
 				retryAt = now.Add(max(c.interval(), time.Second))
 			}
 			c.mu.Lock()
-			if !c.lastAnchor.IsZero() {
-				c.Metrics.AnchorAge(time.Since(c.lastAnchor))
+			// Until this process anchors, the newest anchored checkpoint
+			// is at least as old as the process's run: report that, so a
+			// replica that never manages to anchor raises the alert.
+			since := c.lastAnchor
+			if since.IsZero() {
+				since = started
 			}
+			c.Metrics.AnchorAge(time.Since(since))
 			c.mu.Unlock()
 		}
 	}

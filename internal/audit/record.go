@@ -20,7 +20,9 @@ const (
 )
 
 // Record is one decision. It never holds a secret access key, session token
-// or bearer token: the types here cannot carry one.
+// or bearer token: the types here cannot carry one. A change to the
+// revocation list (outcome revoked or unrevoked) is stored in the same
+// fields with another meaning for some: RevocationChange names the mapping.
 type Record struct {
 	ID               string        `json:"id,omitempty"` // assigned by the store
 	Time             time.Time     `json:"time"`

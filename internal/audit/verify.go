@@ -20,12 +20,10 @@ type VerifyOptions struct {
 	OriginBase string
 	// Verifier checks checkpoint signatures (the log's public key).
 	Verifier note.Verifier
-	// Anchor holds the checkpoints kept outside the database; nil means
-	// none, so every entry is reported as unanchored.
-	Anchor Anchor
-	// Anchors are further anchors (every configured one): each is checked
-	// the same way, and the largest valid anchored checkpoint bounds the
-	// unanchored tail.
+	// Anchors hold the checkpoints kept outside the database (every
+	// configured one): each is checked the same way, and the largest valid
+	// anchored checkpoint bounds the unanchored tail. None means every
+	// entry is reported as unanchored.
 	Anchors []Anchor
 	// Incremental starts each log at its newest anchored checkpoint
 	// instead of re-hashing every entry. It re-checks the stored nodes on
@@ -133,7 +131,7 @@ func Verify(ctx context.Context, src CheckpointSource, o VerifyOptions) (Report,
 	}
 	// A log whose every row was deleted is still named by its anchors.
 	for _, a := range o.anchors() {
-		lister, ok := a.(interface{ Origins() ([]string, error) })
+		lister, ok := a.(OriginLister)
 		if !ok {
 			continue
 		}
@@ -182,12 +180,9 @@ func Verify(ctx context.Context, src CheckpointSource, o VerifyOptions) (Report,
 	return rep, nil
 }
 
-// anchors lists Anchor and Anchors.
+// anchors lists the non-nil Anchors.
 func (o VerifyOptions) anchors() []Anchor {
 	var out []Anchor
-	if o.Anchor != nil {
-		out = append(out, o.Anchor)
-	}
 	for _, a := range o.Anchors {
 		if a != nil {
 			out = append(out, a)

@@ -144,13 +144,16 @@ func (a *AdminTokens) Authenticate(r *http.Request) (Identity, error) {
 	return Identity{Principal: a.names[match], Org: "*", Method: MethodAdmin}, nil
 }
 
-// Challenge implements Challenger.
-func (a *AdminTokens) Challenge() string { return `Bearer realm="dispenser-admin"` }
+// adminChallenge is the challenge of the admin routes.
+const adminChallenge = `Bearer realm="dispenser-admin"`
+
+// Challenges implements Challenger.
+func (a *AdminTokens) Challenges() []string { return []string{adminChallenge} }
 
 type adminJWT struct{ j *JWT }
 
-// Challenge implements Challenger.
-func (a adminJWT) Challenge() string { return `Bearer realm="dispenser-admin"` }
+// Challenges implements Challenger.
+func (a adminJWT) Challenges() []string { return []string{adminChallenge} }
 
 // Authenticate verifies an admin JWT; a token valid for another audience
 // (a worker token) is refused with 403.

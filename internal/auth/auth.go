@@ -57,10 +57,19 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (Identity, error)
 }
 
-// Challenger is implemented by authenticators that can name a
-// WWW-Authenticate challenge for 401 answers.
+// Challenger is implemented by authenticators that name WWW-Authenticate
+// challenges for their 401 answers: one method its own, a Chain those of
+// its members.
 type Challenger interface {
-	Challenge() string
+	Challenges() []string
+}
+
+// ChallengesOf returns the challenges of a, or none when it names none.
+func ChallengesOf(a Authenticator) []string {
+	if c, ok := a.(Challenger); ok {
+		return c.Challenges()
+	}
+	return nil
 }
 
 // ClientKeyer is implemented by authenticators that know who a request
@@ -100,12 +109,15 @@ func (c Chain) ClientKey(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// Challenges returns the distinct WWW-Authenticate challenges of the chain.
+// Challenges implements Challenger: the distinct challenges of the
+// members, in order.
 func (c Chain) Challenges() []string {
 	var out []string
 	for _, a := range c {
-		if ch, ok := a.(Challenger); ok && !slices.Contains(out, ch.Challenge()) {
-			out = append(out, ch.Challenge())
+		for _, ch := range ChallengesOf(a) {
+			if !slices.Contains(out, ch) {
+				out = append(out, ch)
+			}
 		}
 	}
 	return out

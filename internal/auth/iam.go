@@ -229,90 +229,131 @@ func (a *IAM) Authenticate(r *http.Request) (Identity, error) {
 
 // check applies every local rule before anything is sent to STS.
 func (a *IAM) check(raw string) (iamChecked, error) {
+	req, err := a.decode(raw)
+	if err != nil {
+		return iamChecked{}, err
+	}
+	ep, body, err := a.target(req)
+	if err != nil {
+		return iamChecked{}, err
+	}
+	h, err := a.forwarded(req, ep)
+	if err != nil {
+		return iamChecked{}, err
+	}
+	sig, signedAt, err := a.checkSigned(h, ep)
+	if err != nil {
+		return iamChecked{}, err
+	}
+	h.Del("Host")
+	h.Del("Content-Length")
+	return iamChecked{endpoint: ep, headers: h, body: body, signature: sig, signedAt: signedAt}, nil
+}
+
+// decode reads the header's value: base64 of one IAMRequest in JSON.
+func (a *IAM) decode(raw string) (IAMRequest, error) {
+	var req IAMRequest
 	if len(raw) > 16<<10 {
-		return iamChecked{}, iamErr("malformed", "the signed request is too large")
+		return req, iamErr("malformed", "the signed request is too large")
 	}
 	js, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {
-		return iamChecked{}, iamErr("malformed", "%s must be base64", a.cfg.RequestHeader)
+		return req, iamErr("malformed", "%s must be base64", a.cfg.RequestHeader)
 	}
-	var req IAMRequest
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return iamChecked{}, iamErr("malformed", "%s must be base64 JSON with method, url, headers and body", a.cfg.RequestHeader)
+		return req, iamErr("malformed", "%s must be base64 JSON with method, url, headers and body", a.cfg.RequestHeader)
 	}
+	return req, nil
+}
+
+// target checks that req is a POST of exactly GetCallerIdentity to a
+// configured STS endpoint, and returns the endpoint and the body.
+func (a *IAM) target(req IAMRequest) (iamEndpoint, []byte, error) {
 	if req.Method != http.MethodPost {
-		return iamChecked{}, iamErr("bad_method", "only POST GetCallerIdentity requests are accepted")
+		return iamEndpoint{}, nil, iamErr("bad_method", "only POST GetCallerIdentity requests are accepted")
 	}
 	u, err := url.Parse(req.URL)
 	if err != nil || u.Scheme != "https" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
-		return iamChecked{}, iamErr("endpoint_not_allowed", "the request URL must be a configured STS endpoint, without query")
+		return iamEndpoint{}, nil, iamErr("endpoint_not_allowed", "the request URL must be a configured STS endpoint, without query")
 	}
 	ep, ok := a.endpoints[strings.ToLower(u.Host)]
 	if !ok {
-		return iamChecked{}, iamErr("endpoint_not_allowed", "the request URL must be a configured STS endpoint")
+		return iamEndpoint{}, nil, iamErr("endpoint_not_allowed", "the request URL must be a configured STS endpoint")
 	}
 	body, err := base64.StdEncoding.DecodeString(req.Body)
 	if err != nil {
-		return iamChecked{}, iamErr("malformed", "body must be base64")
+		return iamEndpoint{}, nil, iamErr("malformed", "body must be base64")
 	}
 	if string(body) != GetCallerIdentityBody {
-		return iamChecked{}, iamErr("bad_body", "the body must be exactly %s", GetCallerIdentityBody)
+		return iamEndpoint{}, nil, iamErr("bad_body", "the body must be exactly %s", GetCallerIdentityBody)
 	}
+	return ep, body, nil
+}
+
+// forwarded returns the headers to forward to STS: only allowed ones,
+// each once, without control characters, the Host (if any) that of the
+// endpoint, and the server id naming this dispenser.
+func (a *IAM) forwarded(req IAMRequest, ep iamEndpoint) (http.Header, error) {
 	sid := textproto.CanonicalMIMEHeaderKey(a.cfg.ServerIDHeader)
 	h := http.Header{}
 	for name, vals := range req.Headers {
 		cn := textproto.CanonicalMIMEHeaderKey(name)
 		if !allowedIAMHeaders[cn] && cn != sid {
-			return iamChecked{}, iamErr("header_not_allowed", "header %q may not be forwarded to STS", name)
+			return nil, iamErr("header_not_allowed", "header %q may not be forwarded to STS", name)
 		}
 		if _, dup := h[cn]; dup || len(vals) != 1 {
-			return iamChecked{}, iamErr("malformed", "header %s must have exactly one value", cn)
+			return nil, iamErr("malformed", "header %s must have exactly one value", cn)
 		}
 		if strings.ContainsAny(vals[0], "\r\n\x00") {
-			return iamChecked{}, iamErr("malformed", "header %s has a control character", cn)
+			return nil, iamErr("malformed", "header %s has a control character", cn)
 		}
 		h[cn] = vals
 	}
 	if host := h.Get("Host"); host != "" && !strings.EqualFold(host, ep.url.Host) {
-		return iamChecked{}, iamErr("endpoint_not_allowed", "the Host header must match the STS endpoint")
+		return nil, iamErr("endpoint_not_allowed", "the Host header must match the STS endpoint")
 	}
 	if got := h.Get(sid); got == "" {
-		return iamChecked{}, iamErr("missing_server_id", "the signed request must carry %s", a.cfg.ServerIDHeader)
+		return nil, iamErr("missing_server_id", "the signed request must carry %s", a.cfg.ServerIDHeader)
 	} else if got != a.cfg.ServerID {
-		return iamChecked{}, iamErr("wrong_server_id", "%s does not name this dispenser", a.cfg.ServerIDHeader)
+		return nil, iamErr("wrong_server_id", "%s does not name this dispenser", a.cfg.ServerIDHeader)
 	}
+	return h, nil
+}
+
+// checkSigned checks the Authorization header (SigV4 for sts in the
+// endpoint's region, covering the server id, host and date) and the
+// signing time; it returns the signature and when it was made.
+func (a *IAM) checkSigned(h http.Header, ep iamEndpoint) (string, time.Time, error) {
 	parts, err := parseAuthorization(h.Get("Authorization"))
 	if err != nil {
-		return iamChecked{}, iamErr("malformed", "the Authorization header must be AWS4-HMAC-SHA256")
+		return "", time.Time{}, iamErr("malformed", "the Authorization header must be AWS4-HMAC-SHA256")
 	}
 	if parts.Service != "sts" {
-		return iamChecked{}, iamErr("wrong_service", "the request must be signed for service sts")
+		return "", time.Time{}, iamErr("wrong_service", "the request must be signed for service sts")
 	}
 	if parts.Region != ep.region {
-		return iamChecked{}, iamErr("region_mismatch", "the request is signed for region %q but endpoint %s expects %q (use the regional endpoint of the signing region, or sign for %s)", parts.Region, ep.url.Host, ep.region, ep.region)
+		return "", time.Time{}, iamErr("region_mismatch", "the request is signed for region %q but endpoint %s expects %q (use the regional endpoint of the signing region, or sign for %s)", parts.Region, ep.url.Host, ep.region, ep.region)
 	}
 	signed := map[string]bool{}
 	for _, s := range parts.SignedHeaders {
 		signed[s] = true
 	}
-	if !signed[strings.ToLower(sid)] {
-		return iamChecked{}, iamErr("server_id_not_signed", "%s must be included in SignedHeaders", a.cfg.ServerIDHeader)
+	if !signed[strings.ToLower(a.cfg.ServerIDHeader)] {
+		return "", time.Time{}, iamErr("server_id_not_signed", "%s must be included in SignedHeaders", a.cfg.ServerIDHeader)
 	}
 	if !signed["host"] || !signed["x-amz-date"] {
-		return iamChecked{}, iamErr("malformed", "host and x-amz-date must be signed")
+		return "", time.Time{}, iamErr("malformed", "host and x-amz-date must be signed")
 	}
 	t, err := time.Parse(sigV4TimeFormat, h.Get("X-Amz-Date"))
 	if err != nil {
-		return iamChecked{}, iamErr("malformed", "X-Amz-Date must be YYYYMMDDTHHMMSSZ")
+		return "", time.Time{}, iamErr("malformed", "X-Amz-Date must be YYYYMMDDTHHMMSSZ")
 	}
 	if d := a.now().Sub(t); d > a.cfg.MaxSkew.D() || d < -a.cfg.MaxSkew.D() {
-		return iamChecked{}, iamErr("clock_skew", "the signed request is older or newer than %s", a.cfg.MaxSkew)
+		return "", time.Time{}, iamErr("clock_skew", "the signed request is older or newer than %s", a.cfg.MaxSkew)
 	}
-	h.Del("Host")
-	h.Del("Content-Length")
-	return iamChecked{endpoint: ep, headers: h, body: body, signature: parts.Signature, signedAt: t}, nil
+	return parts.Signature, t, nil
 }
 
 type getCallerIdentityResponse struct {

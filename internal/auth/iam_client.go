@@ -20,6 +20,10 @@ import (
 // (for example https://sts.us-east-1.amazonaws.com/), signed for region
 // with serverID in the signed X-Dispenser-Server-Id header. The dispenser
 // forwards it to STS and never sees the caller's secret key.
+//
+// It is the method's reference client: the dispenser itself never calls
+// it, the tests sign with it, and it shows what a worker's code sends (the
+// package is internal, so a worker outside this module copies it).
 func SignIAMRequest(ctx context.Context, creds aws.Credentials, endpoint, region, serverID string, now time.Time) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(GetCallerIdentityBody))
 	if err != nil {

@@ -173,13 +173,26 @@ func (s *jwksSource) fetch(ctx context.Context) error {
 	return nil
 }
 
+// privateKey is a private key that yields its public half (every
+// crypto/* private key type has Public): a JWKS that publishes private
+// keys is used only for their public halves.
+type privateKey interface {
+	Public() crypto.PublicKey
+}
+
+// comparableKey is a public key that can tell whether another is the same
+// (every crypto/* public key type has Equal).
+type comparableKey interface {
+	Equal(crypto.PublicKey) bool
+}
+
 // sameKeys reports whether two key sets verify exactly the same tokens.
 func sameKeys(a, b []verificationKey) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
-		k, ok := a[i].key.(interface{ Equal(crypto.PublicKey) bool })
+		k, ok := a[i].key.(comparableKey)
 		if a[i].id != b[i].id || !slices.Equal(a[i].algs, b[i].algs) || !ok || !k.Equal(b[i].key) {
 			return false
 		}
@@ -246,7 +259,7 @@ func parseJWKS(b []byte) ([]verificationKey, []string, error) {
 			continue
 		}
 		if !jwk.IsPublic() {
-			if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+			if pk, ok := key.(privateKey); ok {
 				key = pk.Public()
 			}
 		}

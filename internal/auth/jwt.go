@@ -393,8 +393,8 @@ func NewJWT(cfg JWTConfig, opts ...JWTOption) (*JWT, error) {
 	return a, nil
 }
 
-// Challenge implements Challenger.
-func (a *JWT) Challenge() string { return `Bearer realm="dispenser"` }
+// Challenges implements Challenger.
+func (a *JWT) Challenges() []string { return []string{`Bearer realm="dispenser"`} }
 
 // Authenticate implements Authenticator.
 func (a *JWT) Authenticate(r *http.Request) (Identity, error) {

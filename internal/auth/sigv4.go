@@ -103,9 +103,9 @@ func NewSigV4(cfg SigV4Config, keys AccessKeys, now func() time.Time) *SigV4 {
 	return s
 }
 
-// Challenge implements Challenger.
-func (s *SigV4) Challenge() string {
-	return `AWS4-HMAC-SHA256 realm="dispenser", region="` + s.cfg.Region + `", service="` + s.cfg.Service + `"`
+// Challenges implements Challenger.
+func (s *SigV4) Challenges() []string {
+	return []string{`AWS4-HMAC-SHA256 realm="dispenser", region="` + s.cfg.Region + `", service="` + s.cfg.Service + `"`}
 }
 
 func sigErr(reason, format string, args ...any) *fault.Error {
@@ -122,69 +122,125 @@ type sigV4Request struct {
 	query     []queryParam
 }
 
-// Authenticate implements Authenticator.
+// Authenticate implements Authenticator. The checks run cheapest first:
+// the credential scope, the time window, what must be signed; only then
+// the key store and the signature, and last the replay cache.
 func (s *SigV4) Authenticate(r *http.Request) (Identity, error) {
 	req, err := s.parse(r)
 	if err != nil {
 		return Identity{}, err
 	}
-	p := req.parts
-	if p.Region != s.cfg.Region {
-		return Identity{}, sigErr("wrong_region", "the credential scope must use region %q", s.cfg.Region)
-	}
-	if p.Service != s.cfg.Service {
-		return Identity{}, sigErr("wrong_service", "the credential scope must use service %q", s.cfg.Service)
-	}
-	if p.Date != req.amzDate[:8] {
-		return Identity{}, sigErr("bad_date", "the credential scope date does not match X-Amz-Date")
+	if err := s.checkScope(req); err != nil {
+		return Identity{}, err
 	}
 	now := s.now()
+	validUntil, err := s.validUntil(req, now)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := checkSigned(r, req); err != nil {
+		return Identity{}, err
+	}
+	candidates, err := s.stringsToSign(r, req)
+	if err != nil {
+		return Identity{}, err
+	}
+	p := req.parts
+	key, err := s.verify(r.Context(), p, candidates)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := s.checkReplay(p.Signature, validUntil, now); err != nil {
+		return Identity{}, err
+	}
+	return Identity{
+		Principal: key.Name,
+		Org:       key.Org,
+		Method:    MethodSigV4,
+		Details: map[string]string{
+			"access_key_id": key.ID,
+			"region":        p.Region,
+			"service":       p.Service,
+			"presigned":     strconv.FormatBool(req.presigned),
+		},
+	}, nil
+}
+
+// checkScope checks the credential scope's region, service and date.
+func (s *SigV4) checkScope(req sigV4Request) error {
+	p := req.parts
+	if p.Region != s.cfg.Region {
+		return sigErr("wrong_region", "the credential scope must use region %q", s.cfg.Region)
+	}
+	if p.Service != s.cfg.Service {
+		return sigErr("wrong_service", "the credential scope must use service %q", s.cfg.Service)
+	}
+	if p.Date != req.amzDate[:8] {
+		return sigErr("bad_date", "the credential scope date does not match X-Amz-Date")
+	}
+	return nil
+}
+
+// validUntil checks the signing time against now and returns until when
+// the signature is valid (how long the replay cache keeps it): a presigned
+// URL until it expires, a signed request within the allowed clock skew.
+func (s *SigV4) validUntil(req sigV4Request, now time.Time) (time.Time, error) {
 	skew := s.cfg.MaxSkew.D()
-	var validUntil time.Time
 	if req.presigned {
 		if req.signedAt.After(now.Add(skew)) {
-			return Identity{}, sigErr("clock_skew", "X-Amz-Date is in the future")
+			return time.Time{}, sigErr("clock_skew", "X-Amz-Date is in the future")
 		}
-		validUntil = req.signedAt.Add(req.expires)
+		validUntil := req.signedAt.Add(req.expires)
 		if now.After(validUntil) {
-			return Identity{}, sigErr("expired", "the presigned request has expired")
+			return time.Time{}, sigErr("expired", "the presigned request has expired")
 		}
-	} else {
-		if d := now.Sub(req.signedAt); d > skew || d < -skew {
-			return Identity{}, sigErr("clock_skew", "X-Amz-Date is more than %s away from the server's time", skew)
-		}
-		validUntil = req.signedAt.Add(skew)
+		return validUntil, nil
 	}
-	// Headers that must be covered by the signature.
+	if d := now.Sub(req.signedAt); d > skew || d < -skew {
+		return time.Time{}, sigErr("clock_skew", "X-Amz-Date is more than %s away from the server's time", skew)
+	}
+	return req.signedAt.Add(skew), nil
+}
+
+// checkSigned refuses a request whose signature leaves out what it must
+// cover (host, x-amz-date, every x-amz-* header), or that carries a
+// session token.
+func checkSigned(r *http.Request, req sigV4Request) error {
 	signed := map[string]bool{}
-	for _, h := range p.SignedHeaders {
+	for _, h := range req.parts.SignedHeaders {
 		signed[h] = true
 	}
 	if !signed["host"] {
-		return Identity{}, sigErr("host_not_signed", "the host header must be signed")
+		return sigErr("host_not_signed", "the host header must be signed")
 	}
 	if !req.presigned && !signed["x-amz-date"] {
-		return Identity{}, sigErr("header_not_signed", "the x-amz-date header must be signed")
+		return sigErr("header_not_signed", "the x-amz-date header must be signed")
 	}
 	for name := range r.Header {
 		l := strings.ToLower(name)
 		if strings.HasPrefix(l, "x-amz-") && !signed[l] {
-			return Identity{}, sigErr("header_not_signed", "header %s must be signed", l)
+			return sigErr("header_not_signed", "header %s must be signed", l)
 		}
 	}
 	if r.Header.Get("X-Amz-Security-Token") != "" || hasParam(req.query, "X-Amz-Security-Token") {
 		// Dispenser keys are long-term keys without a session token: a
 		// token means the caller signed with some other credential.
-		return Identity{}, sigErr("unexpected_security_token", "dispenser access keys carry no session token; do not send X-Amz-Security-Token")
+		return sigErr("unexpected_security_token", "dispenser access keys carry no session token; do not send X-Amz-Security-Token")
 	}
+	return nil
+}
 
+// stringsToSign are the strings the caller may have signed: one per
+// accepted payload hash and query form.
+func (s *SigV4) stringsToSign(r *http.Request, req sigV4Request) ([]string, error) {
+	p := req.parts
 	payloads, err := s.payloadHashes(r, req)
 	if err != nil {
-		return Identity{}, err
+		return nil, err
 	}
 	headers, err := canonicalHeaders(p.SignedHeaders, canonicalHost(r), r.Header, r.ContentLength)
 	if err != nil {
-		return Identity{}, sigErr("malformed", "a signed header is missing from the request")
+		return nil, sigErr("malformed", "a signed header is missing from the request")
 	}
 	skip := ""
 	if req.presigned {
@@ -202,53 +258,57 @@ func (s *SigV4) Authenticate(r *http.Request) (Identity, error) {
 	}
 	uri := canonicalURI(r.URL)
 	scope := p.Date + "/" + p.Region + "/" + p.Service + "/aws4_request"
+	var out []string
+	for _, query := range queries {
+		for _, ph := range payloads {
+			out = append(out, stringToSign(r.Method, uri, query, headers, p.SignedHeaders, ph, req.amzDate, scope))
+		}
+	}
+	return out, nil
+}
 
-	key, err := s.keys.Lookup(r.Context(), p.AccessKeyID)
+// verify looks the access key up and checks the signature against every
+// candidate string to sign (each compared in constant time).
+func (s *SigV4) verify(ctx context.Context, p sigV4Parts, candidates []string) (keystore.Key, error) {
+	key, err := s.keys.Lookup(ctx, p.AccessKeyID)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return Identity{}, sigErr("unknown_key", "unknown access key id")
+		return keystore.Key{}, sigErr("unknown_key", "unknown access key id")
 	}
 	if err != nil {
-		return Identity{}, fault.Wrap(err, fault.BackendUnavailable, "sigv4_keystore_unavailable", "the key store is unavailable").WithRetryAfter(2 * time.Second)
+		return keystore.Key{}, fault.Wrap(err, fault.BackendUnavailable, "sigv4_keystore_unavailable", "the key store is unavailable").WithRetryAfter(2 * time.Second)
 	}
 	sk := signingKey(key.Secret.Reveal(), p.Date, p.Region, p.Service)
 	ok := false
-	for _, query := range queries {
-		for _, ph := range payloads {
-			want := sigV4Signature(sk, stringToSign(r.Method, uri, query, headers, p.SignedHeaders, ph, req.amzDate, scope))
-			if signatureEqual(want, p.Signature) {
-				ok = true
-			}
+	for _, sts := range candidates {
+		if signatureEqual(sigV4Signature(sk, sts), p.Signature) {
+			ok = true
 		}
 	}
 	if !ok {
-		return Identity{}, sigErr("bad_signature", "the signature does not match")
+		return keystore.Key{}, sigErr("bad_signature", "the signature does not match")
 	}
 	// A disabled key is reported only after the signature proves the
 	// caller holds it, so key ids cannot be probed for their state.
 	if key.Disabled {
-		return Identity{}, sigErr("key_disabled", "the access key is disabled")
+		return keystore.Key{}, sigErr("key_disabled", "the access key is disabled")
 	}
-	if s.replay != nil {
-		switch s.replay.add(p.Signature, validUntil, now) {
-		case replaySeen:
-			return Identity{}, sigErr("replayed", "this signature was already used")
-		case replayFull:
-			// Not the caller's fault: a transient overload, so 503.
-			return Identity{}, fault.New(fault.BackendUnavailable, "sigv4_replay_cache_full",
-				"the replay cache is full; retry shortly").WithRetryAfter(time.Second)
-		}
+	return key, nil
+}
+
+// checkReplay refuses a signature already used while it is valid.
+func (s *SigV4) checkReplay(signature string, validUntil, now time.Time) error {
+	if s.replay == nil {
+		return nil
 	}
-	return Identity{
-		Principal: key.Name,
-		Org:       key.Org,
-		Method:    MethodSigV4,
-		Details: map[string]string{
-			"access_key_id": key.ID,
-			"region":        p.Region,
-			"service":       p.Service,
-			"presigned":     strconv.FormatBool(req.presigned),
-		},
-	}, nil
+	switch s.replay.add(signature, validUntil, now) {
+	case replaySeen:
+		return sigErr("replayed", "this signature was already used")
+	case replayFull:
+		// Not the caller's fault: a transient overload, so 503.
+		return fault.New(fault.BackendUnavailable, "sigv4_replay_cache_full",
+			"the replay cache is full; retry shortly").WithRetryAfter(time.Second)
+	}
+	return nil
 }
 
 func hasParam(ps []queryParam, name string) bool {

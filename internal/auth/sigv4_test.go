@@ -435,8 +435,8 @@ func TestSigV4NoCredentials(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	}
-	if !strings.HasPrefix(a.Challenge(), "AWS4-HMAC-SHA256 ") {
-		t.Fatal(a.Challenge())
+	if ch := a.Challenges(); len(ch) != 1 || !strings.HasPrefix(ch[0], "AWS4-HMAC-SHA256 ") {
+		t.Fatal(ch)
 	}
 }
 

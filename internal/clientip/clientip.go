@@ -110,3 +110,28 @@ func parseHop(s string) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// Group is the unit a per-client budget or cap counts: an IPv4 address
+// itself, an IPv6 address's /64 (one host usually holds a whole /64, and
+// counting single addresses would give it 2^64 budgets).
+func Group(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
+}
+
+// BudgetKey is key with an IPv6 address replaced by its /64 (as
+// "2001:db8::/64"); any other key (an IPv4 address, a gateway-asserted
+// caller) is returned as it is.
+func BudgetKey(key string) string {
+	a, err := netip.ParseAddr(key)
+	if err != nil {
+		return key
+	}
+	if a = a.Unmap(); a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
+}

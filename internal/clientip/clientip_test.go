@@ -60,3 +60,18 @@ func TestParse(t *testing.T) {
 }
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestBudgetKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":                    "192.0.2.1",
+		"::ffff:192.0.2.1":             "192.0.2.1",
+		"2001:db8:1:2:aaaa::1":         "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff:ffff::9":    "2001:db8:1:2::/64",
+		"caller:arn:aws:iam::1:role/x": "caller:arn:aws:iam::1:role/x",
+		"not an address":               "not an address",
+	} {
+		if got := BudgetKey(in); got != want {
+			t.Errorf("BudgetKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

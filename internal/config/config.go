@@ -95,6 +95,10 @@ type ServerConfig struct {
 	// AdminMaxConnections caps the admin listener (default 64), whose
 	// descriptors are reserved apart from the API listener's.
 	AdminMaxConnections int `yaml:"admin_max_connections"`
+	// MaxConcurrentStreams caps the HTTP/2 streams (requests) one
+	// connection may have open at once (default 32; Go's own default of
+	// 250 let one connection hold 250 stalled requests).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 }
 
 // TLSConfig is the server certificate.
@@ -244,6 +248,9 @@ func (c *Config) ApplyDefaults() {
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = 64 << 10
 	}
+	if s.MaxConcurrentStreams == 0 {
+		s.MaxConcurrentStreams = 32
+	}
 	if s.AdminMaxConnections == 0 {
 		s.AdminMaxConnections = 64
 	}
@@ -270,10 +277,37 @@ func (c *Config) ApplyDefaults() {
 	c.Correlate.ApplyDefaults()
 }
 
-// Validate records every problem in p. It does not build backends; see
-// BuildBackends for their option checks.
+// Validate records every problem in p. It does not build backends or
+// authenticators: cmd/dispenser builds them after it (vend.Build,
+// auth.Config.BuildWith), and they check what only construction finds.
 func (c *Config) Validate(p *validate.Problems) {
-	s := c.Server
+	c.Server.validate(p)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("log.level", "must be debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		p.Addf("log.format", "must be json or console")
+	}
+	c.Auth.TLSEnabled = c.Server.TLS.Enabled()
+	c.Auth.Validate(p, "auth")
+	workerAud := ""
+	if c.Auth.JWT != nil {
+		workerAud = c.Auth.JWT.Audience
+	}
+	c.Admin.Validate(p, "admin", workerAud)
+	c.validateTenants(p)
+	c.Audit.Validate(p, "audit")
+	c.RateLimits.Validate(p, "rate_limits")
+	c.Revocation.Validate(p, "revocation")
+	c.Correlate.Validate(p, "correlate")
+}
+
+// validate records the server section's problems.
+func (s ServerConfig) validate(p *validate.Problems) {
 	if host, _, err := net.SplitHostPort(s.Listen); err != nil {
 		p.Addf("server.listen", "must be host:port, got %q", s.Listen)
 	} else if !s.TLS.Enabled() && !IsLoopback(host) && !s.BehindTLSProxy {
@@ -309,26 +343,17 @@ func (c *Config) Validate(p *validate.Problems) {
 	if n := s.MaxConnectionsPerClient; n != nil && *n < 0 {
 		p.Addf("server.max_connections_per_client", "must be 0 (no cap) or more, got %d", *n)
 	}
+	if s.MaxConcurrentStreams < 1 || s.MaxConcurrentStreams > 1000 {
+		p.Addf("server.max_concurrent_streams", "must be between 1 and 1000, got %d", s.MaxConcurrentStreams)
+	}
 	if s.AdminMaxConnections < 4 || s.AdminMaxConnections > 1024 {
 		p.Addf("server.admin_max_connections", "must be between 4 and 1024 (probes and scrapes need only a few), got %d", s.AdminMaxConnections)
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		p.Addf("log.level", "must be debug, info, warn or error")
-	}
-	switch c.Log.Format {
-	case "json", "console":
-	default:
-		p.Addf("log.format", "must be json or console")
-	}
-	c.Auth.TLSEnabled = s.TLS.Enabled()
-	c.Auth.Validate(p, "auth")
-	workerAud := ""
-	if c.Auth.JWT != nil {
-		workerAud = c.Auth.JWT.Audience
-	}
-	c.Admin.Validate(p, "admin", workerAud)
+}
+
+// validateTenants records the problems of the tenants and backends
+// sections (the backends' own options are checked when built).
+func (c *Config) validateTenants(p *validate.Problems) {
 	if len(c.Tenants) == 0 {
 		p.Addf("tenants", "configure at least one tenant (deny by default)")
 	}
@@ -348,22 +373,11 @@ func (c *Config) Validate(p *validate.Problems) {
 			p.Addf(validate.Join(path, "org"), "org %q is configured twice", t.Org)
 		}
 		orgs[t.Org] = true
-		// A session only as long as the floor has less than the floor left
-		// by the time it is served (backend latency, clock skew, Expiration
-		// cut to whole seconds), so every request would fail: keep a margin.
-		if t.DefaultDuration.D() < s.MinRemaining.D()+floorMargin {
-			p.Addf(validate.Join(path, "default_duration"), "must be at least server.min_remaining (%s) plus %s, or no credential could be served", s.MinRemaining, floorMargin)
+		if t.DefaultDuration.D() < c.Server.MinRemaining.D()+scope.FloorMargin {
+			p.Addf(validate.Join(path, "default_duration"), "must be at least server.min_remaining (%s) plus %s, or no credential could be served", c.Server.MinRemaining, scope.FloorMargin)
 		}
 	}
-	c.Audit.Validate(p, "audit")
-	c.RateLimits.Validate(p, "rate_limits")
-	c.Revocation.Validate(p, "revocation")
-	c.Correlate.Validate(p, "correlate")
 }
-
-// floorMargin is how much longer than server.min_remaining a tenant's
-// default session must be.
-const floorMargin = time.Minute
 
 // IsLoopback reports whether host is a loopback name or address.
 func IsLoopback(host string) bool { return validate.IsLoopbackHost(host) }

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vtk/dispenser/internal/clientip"
 	"github.com/vtk/dispenser/internal/metrics"
 )
 
@@ -166,11 +167,7 @@ func (l *Listener) clientOf(nc net.Conn) netip.Addr {
 	if l.o.Exempt != nil && l.o.Exempt(a) {
 		return netip.Addr{}
 	}
-	if a.Is6() {
-		// One host usually holds a whole /64.
-		a = netip.PrefixFrom(a, 64).Masked().Addr()
-	}
-	return a
+	return clientip.Group(a)
 }
 
 func (l *Listener) release(c *conn) {

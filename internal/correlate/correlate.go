@@ -22,8 +22,10 @@ import (
 // Verdict is the judgement of one S3 event.
 type Verdict string
 
-// Verdicts. OutsideGrant and UnknownKey are always critical; Unverifiable
-// is critical when the call succeeded.
+// Verdicts. OutsideGrant and UnknownKey are always critical; Unverifiable,
+// AfterExpiry and BeforeIssue are critical when the call succeeded (AWS
+// would have refused the credential the record describes, so the key was
+// used as something else).
 const (
 	// OK: the key was issued by this dispenser and the event lies inside
 	// its grant and its lifetime.
@@ -290,54 +292,9 @@ func (c *Correlator) Judge(ctx context.Context, pos cloudtrail.Position, rec *cl
 
 // judgeIssued judges an event signed with a key the dispenser issued.
 func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, callErr error, issued []*issuance) {
-	t, skew := e.Time, c.opt.ClockSkew
-	var live []*issuance
-	for _, is := range issued {
-		if !t.Before(is.IssuedAt.Add(-skew)) && !t.After(is.Expiration.Add(skew)) {
-			live = append(live, is)
-		}
-	}
-	lifetime := Verdict("")
-	if len(live) == 0 {
-		// Judge against the nearest issuance: the last to expire before the
-		// event (a key used after its session), or else the first issued
-		// (a key used before the dispenser handed it out).
-		var nearest *issuance
-		for _, is := range issued {
-			if t.After(is.Expiration.Add(skew)) && (nearest == nil || is.Expiration.After(nearest.Expiration)) {
-				nearest = is
-			}
-		}
-		lifetime = AfterExpiry
-		if nearest == nil {
-			lifetime = BeforeIssue
-			nearest = issued[0]
-			for _, is := range issued {
-				if is.IssuedAt.Before(nearest.IssuedAt) {
-					nearest = is
-				}
-			}
-		}
-		live = []*issuance{nearest}
-	}
-
-	// Attribute to the newest live issuance whose policy allows the call.
-	chosen, allowed, policyErr := live[0], false, error(nil)
-	if callErr == nil {
-		for _, is := range live {
-			p, err := is.policy.get()
-			if err != nil {
-				if is == live[0] {
-					policyErr = err
-				}
-				continue
-			}
-			if allowsAll(p.Allows, call) {
-				chosen, allowed, policyErr = is, true, nil
-				break
-			}
-		}
-	}
+	t := e.Time
+	live, lifetime := c.liveAt(t, issued)
+	chosen, allowed, policyErr := attribute(live, call, callErr)
 	e.Record = &chosen.Issuance
 	for _, is := range live {
 		if is != chosen && len(e.AlsoIssued) < 10 {
@@ -362,16 +319,75 @@ func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, 
 		c.verdict(e, OutsideGrant, true, fmt.Sprintf("%s is outside the session policy of %s (sha256 %s), and S3 did not refuse it (%s): the policy failed to restrict the session",
 			what, chosen.RecordID, chosen.PolicySHA256, e.Outcome))
 	case lifetime == AfterExpiry:
-		c.verdict(e, AfterExpiry, false, fmt.Sprintf("%s after the credentials of %s expired at %s", t.Sub(chosen.Expiration).Round(time.Second),
+		// AWS refuses an expired session: one that succeeded was not the
+		// credential this record describes.
+		c.verdict(e, AfterExpiry, succeeded, fmt.Sprintf("%s after the credentials of %s expired at %s", t.Sub(chosen.Expiration).Round(time.Second),
 			chosen.RecordID, chosen.Expiration.Format(time.RFC3339)))
 	case lifetime == BeforeIssue:
-		c.verdict(e, BeforeIssue, false, fmt.Sprintf("%s before %s issued the key at %s", chosen.IssuedAt.Sub(t).Round(time.Second),
+		c.verdict(e, BeforeIssue, succeeded, fmt.Sprintf("%s before %s issued the key at %s", chosen.IssuedAt.Sub(t).Round(time.Second),
 			chosen.RecordID, chosen.IssuedAt.Format(time.RFC3339)))
 	case allowed:
 		c.verdict(e, OK, false, "")
 	default:
 		c.verdict(e, DeniedAsExpected, false, fmt.Sprintf("%s is outside the session policy of %s; S3 refused it (%s)", what, chosen.RecordID, e.Outcome))
 	}
+}
+
+// liveAt returns the issuances of the key live at t (within the clock
+// skew), newest first as given. When none is, it returns the nearest one
+// and how t misses it: the last to expire before t (AfterExpiry: a key
+// used after its session), or else the first issued (BeforeIssue: a key
+// used before the dispenser handed it out).
+func (c *Correlator) liveAt(t time.Time, issued []*issuance) ([]*issuance, Verdict) {
+	skew := c.opt.ClockSkew
+	var live []*issuance
+	for _, is := range issued {
+		if !t.Before(is.IssuedAt.Add(-skew)) && !t.After(is.Expiration.Add(skew)) {
+			live = append(live, is)
+		}
+	}
+	if len(live) > 0 {
+		return live, ""
+	}
+	var nearest *issuance
+	for _, is := range issued {
+		if t.After(is.Expiration.Add(skew)) && (nearest == nil || is.Expiration.After(nearest.Expiration)) {
+			nearest = is
+		}
+	}
+	if nearest != nil {
+		return []*issuance{nearest}, AfterExpiry
+	}
+	nearest = issued[0]
+	for _, is := range issued {
+		if is.IssuedAt.Before(nearest.IssuedAt) {
+			nearest = is
+		}
+	}
+	return []*issuance{nearest}, BeforeIssue
+}
+
+// attribute picks the newest live issuance whose session policy allows
+// the call (allowed), or else the newest, with the error that kept its
+// policy from being evaluated.
+func attribute(live []*issuance, call s3Call, callErr error) (chosen *issuance, allowed bool, policyErr error) {
+	chosen = live[0]
+	if callErr != nil {
+		return chosen, false, nil
+	}
+	for _, is := range live {
+		p, err := is.policy.get()
+		if err != nil {
+			if is == live[0] {
+				policyErr = err
+			}
+			continue
+		}
+		if allowsAll(p.Allows, call) {
+			return is, true, nil
+		}
+	}
+	return chosen, false, policyErr
 }
 
 func allowsAll(allows func(r iampolicy.Request) bool, call s3Call) bool {

@@ -1,12 +1,16 @@
 // Package denials bounds the audit records refusals write. Every issuance
 // is recorded; a refusal (outcome denied or failed) is recorded on its own
-// only within a global budget of records per second, shared by every
-// client. Past the budget, or while the audit volume is low on space,
+// only within a budget of records per second: one global budget for
+// refusals of callers that were not authenticated, and one budget per
+// principal for authenticated callers (so one insider's flood can neither
+// hide another principal's refusals nor its own probe among anonymous
+// noise). Past the budget, or while the audit volume is low on space,
 // refusals are counted instead, and each interval ends with one summary
-// record per outcome and reason (count, distinct client addresses, a
-// bounded sample, the interval), written through the same recorder. So a
-// flood from many addresses cannot grow the trail faster than the budget,
-// and the trail still says what happened.
+// record per outcome, reason and principal (count, distinct client
+// addresses, bounded samples of clients and of the requests refused, the
+// interval), written through the same recorder. So a flood from many
+// addresses cannot grow the trail faster than the budget, and the trail
+// still says what happened and who tried.
 package denials
 
 import (
@@ -22,6 +26,7 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/metrics"
+	"github.com/vtk/dispenser/internal/ratelimit"
 )
 
 // Why a refusal was folded into a summary instead of recorded (the
@@ -43,6 +48,13 @@ const (
 const (
 	sampleSize  = 10
 	maxDistinct = 4096
+	// maxWindows bounds the summaries of one interval: past it, refusals
+	// of principals without a summary of their own join the summary
+	// without a principal (which still samples their names).
+	maxWindows = 1024
+	// maxPrincipals bounds the principals with a budget of their own
+	// (least recently refused forgotten first).
+	maxPrincipals = 10000
 )
 
 // Recorder makes a record durable (the audit writer). Record returns nil
@@ -58,8 +70,10 @@ type Options struct {
 	// Expect, when set, announces a record to Next (its group commit);
 	// Trail.Expect passes announcements through it.
 	Expect func() Expectation
-	// Rate and Burst are the global budget of individual refusal records
-	// (records per second across all clients). Rate 0 records every one.
+	// Rate and Burst are the budget of individual refusal records (records
+	// per second): shared by every caller that was not authenticated, and
+	// the same again for each authenticated principal. Rate 0 records
+	// every one.
 	Rate  float64
 	Burst int
 	// Interval is how often summaries are written (default 10s).
@@ -78,10 +92,14 @@ type Options struct {
 }
 
 // Trail is a Recorder that folds refusals past the budget into summaries.
-// Close writes the summaries still open; call it before Next closes.
+// Run writes them each interval; Close writes those still open, so call it
+// before Next closes.
 type Trail struct {
 	o   Options
-	lim *rate.Limiter // nil: no budget
+	lim *rate.Limiter // unauthenticated refusals; nil: no budget
+	// perPrincipal budgets the refusals of authenticated callers, one
+	// bucket per principal (nil: no budget).
+	perPrincipal *ratelimit.FailureGuard
 
 	mu      sync.Mutex
 	windows map[key]*window
@@ -89,13 +107,16 @@ type Trail struct {
 	// final flush writes or sees it set.
 	closed atomic.Bool
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	running sync.WaitGroup // Run, while it runs
 }
 
 type key struct {
 	outcome audit.Outcome
 	reason  string
+	// principal and org are those of an authenticated caller (empty for
+	// unauthenticated ones, and for principals past maxWindows).
+	principal, org string
 }
 
 // window is the refusals of one outcome and reason folded since the last
@@ -108,9 +129,10 @@ type window struct {
 	capped     bool
 	sample     []string
 	principals []string
+	requests   []string
 }
 
-// New returns a Trail and starts its summary loop.
+// New returns a Trail; Run writes its summaries on the interval.
 func New(o Options) *Trail {
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
@@ -124,11 +146,11 @@ func New(o Options) *Trail {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	t := &Trail{o: o, windows: map[key]*window{}, stop: make(chan struct{}), done: make(chan struct{})}
+	t := &Trail{o: o, windows: map[key]*window{}, stop: make(chan struct{})}
 	if o.Rate > 0 {
 		t.lim = rate.NewLimiter(rate.Limit(o.Rate), max(o.Burst, 1))
+		t.perPrincipal = ratelimit.NewFailureGuard(ratelimit.Limit{Rate: o.Rate, Burst: max(o.Burst, 1)}, maxPrincipals, o.Now)
 	}
-	go t.loop()
 	return t
 }
 
@@ -152,12 +174,24 @@ func (t *Trail) folded(rec audit.Record) bool {
 	switch {
 	case t.o.Low != nil && t.o.Low():
 		t.fold(rec, CauseVolumeLow)
-	case t.lim != nil && !t.lim.AllowN(t.o.Now(), 1):
+	case !t.withinBudget(rec):
 		t.fold(rec, CauseBudget)
 	default:
 		return false
 	}
 	return true
+}
+
+// withinBudget takes a token for rec from its principal's budget, or from
+// the shared one when the caller was not authenticated.
+func (t *Trail) withinBudget(rec audit.Record) bool {
+	if t.lim == nil {
+		return true
+	}
+	if rec.Principal != "" {
+		return t.perPrincipal.Allow(rec.Org + "\x00" + rec.Principal)
+	}
+	return t.lim.AllowN(t.o.Now(), 1)
 }
 
 // Expectation is one record announced to a batching recorder (the audit
@@ -217,7 +251,13 @@ func (t *Trail) fold(rec audit.Record, cause string) {
 			zap.String("client", rec.ClientAddr), zap.String("cause", cause))
 		return
 	}
-	k := key{rec.Outcome, rec.Reason}
+	k := key{outcome: rec.Outcome, reason: rec.Reason}
+	if rec.Principal != "" {
+		pk := key{outcome: rec.Outcome, reason: rec.Reason, principal: cut(rec.Principal, 256), org: cut(rec.Org, 256)}
+		if t.windows[pk] != nil || len(t.windows) < maxWindows {
+			k = pk
+		}
+	}
 	w := t.windows[k]
 	if w == nil {
 		w = &window{from: now, foldedBy: map[string]int{}, clients: map[string]struct{}{}}
@@ -239,6 +279,34 @@ func (t *Trail) fold(rec audit.Record, cause string) {
 	if p := rec.Principal; p != "" && len(w.principals) < sampleSize && !contains(w.principals, cut(p, 256)) {
 		w.principals = append(w.principals, cut(p, 256))
 	}
+	if q := requestOf(rec); q != "" && len(w.requests) < sampleSize && !contains(w.requests, q) {
+		w.requests = append(w.requests, q)
+	}
+}
+
+// requestOf names what a refused request asked for ("get
+// s3://bucket/prefix job=J task=T"), bounded; empty when it named nothing.
+func requestOf(rec audit.Record) string {
+	var b []byte
+	add := func(s string) {
+		if len(b) > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, s...)
+	}
+	if rec.Operation != "" {
+		add(rec.Operation)
+	}
+	if rec.Bucket != "" {
+		add("s3://" + rec.Bucket + "/" + rec.Prefix)
+	}
+	if rec.JobID != "" {
+		add("job=" + rec.JobID)
+	}
+	if rec.TaskID != "" {
+		add("task=" + rec.TaskID)
+	}
+	return cut(string(b), 512)
 }
 
 // Summary is the Detail of a summary record.
@@ -246,7 +314,12 @@ type Summary struct {
 	// Outcome and Reason are those of the folded refusals.
 	Outcome audit.Outcome `json:"outcome"`
 	Reason  string        `json:"reason"`
-	Count   int           `json:"count"`
+	// Principal and Org name the authenticated caller whose refusals
+	// these are (also the record's own principal and org, so a query by
+	// principal finds them); empty for unauthenticated callers.
+	Principal string `json:"principal,omitempty"`
+	Org       string `json:"org,omitempty"`
+	Count     int    `json:"count"`
 	// DistinctClients counts the client addresses, exactly up to 4096
 	// (DistinctClientsCapped says the count stopped there).
 	DistinctClients       int  `json:"distinct_clients"`
@@ -254,6 +327,9 @@ type Summary struct {
 	// ClientsSample and PrincipalsSample name the first ten of each.
 	ClientsSample    []string `json:"clients_sample"`
 	PrincipalsSample []string `json:"principals_sample,omitempty"`
+	// RequestsSample names the first ten distinct requests refused
+	// (operation, location, job and task ids).
+	RequestsSample []string `json:"requests_sample,omitempty"`
 	// From is the first folded refusal, Until when the summary was made.
 	From  time.Time `json:"from"`
 	Until time.Time `json:"until"`
@@ -261,12 +337,23 @@ type Summary struct {
 	FoldedBy map[string]int `json:"folded_by"`
 }
 
-func (t *Trail) loop() {
-	defer close(t.done)
+// Run writes the open summaries every interval until ctx ends or Close
+// is called (which writes the last ones).
+func (t *Trail) Run(ctx context.Context) {
+	t.mu.Lock()
+	if t.closed.Load() {
+		t.mu.Unlock()
+		return
+	}
+	t.running.Add(1)
+	t.mu.Unlock()
+	defer t.running.Done()
 	tick := time.NewTicker(t.o.Interval)
 	defer tick.Stop()
 	for {
 		select {
+		case <-ctx.Done():
+			return
 		case <-t.stop:
 			return
 		case <-tick.C:
@@ -291,23 +378,31 @@ func (t *Trail) flush(final bool) {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].outcome != keys[j].outcome {
-			return keys[i].outcome < keys[j].outcome
+		a, b := keys[i], keys[j]
+		if a.outcome != b.outcome {
+			return a.outcome < b.outcome
 		}
-		return keys[i].reason < keys[j].reason
+		if a.reason != b.reason {
+			return a.reason < b.reason
+		}
+		if a.org != b.org {
+			return a.org < b.org
+		}
+		return a.principal < b.principal
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), t.o.WriteTimeout)
 	defer cancel()
 	until := t.o.Now()
 	for _, k := range keys {
 		w := open[k]
-		sum := Summary{Outcome: k.outcome, Reason: k.reason, Count: w.count, DistinctClients: len(w.clients),
-			DistinctClientsCapped: w.capped, ClientsSample: w.sample, PrincipalsSample: w.principals,
+		sum := Summary{Outcome: k.outcome, Reason: k.reason, Principal: k.principal, Org: k.org, Count: w.count,
+			DistinctClients: len(w.clients), DistinctClientsCapped: w.capped, ClientsSample: w.sample,
+			PrincipalsSample: w.principals, RequestsSample: w.requests,
 			From: w.from.UTC(), Until: until.UTC(), FoldedBy: w.foldedBy}
 		detail, err := audit.NewDetail(sum)
 		if err == nil {
-			rec := audit.Record{Time: until.UTC(), Outcome: audit.Summarized, Reason: k.reason, ReplicaID: t.o.ReplicaID,
-				PackedPolicySize: -1, Detail: detail}
+			rec := audit.Record{Time: until.UTC(), Outcome: audit.Summarized, Reason: k.reason, Principal: k.principal,
+				Org: k.org, ReplicaID: t.o.ReplicaID, PackedPolicySize: -1, Detail: detail}
 			err = t.o.Next.Record(ctx, rec)
 		}
 		if err == nil {
@@ -356,11 +451,16 @@ func merge(a, b *window) *window {
 			a.principals = append(a.principals, p)
 		}
 	}
+	for _, q := range b.requests {
+		if len(a.requests) < sampleSize && !contains(a.requests, q) {
+			a.requests = append(a.requests, q)
+		}
+	}
 	return a
 }
 
-// Close stops the loop and writes the summaries still open. Refusals
-// arriving after Close are recorded on their own (Next decides).
+// Close stops Run and writes the summaries still open. Refusals arriving
+// after Close are recorded on their own (Next decides).
 func (t *Trail) Close() error {
 	t.mu.Lock()
 	if t.closed.Load() {
@@ -370,7 +470,7 @@ func (t *Trail) Close() error {
 	t.closed.Store(true)
 	t.mu.Unlock()
 	close(t.stop)
-	<-t.done
+	t.running.Wait()
 	t.flush(true)
 	return nil
 }

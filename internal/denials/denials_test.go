@@ -100,7 +100,7 @@ func TestBudgetFoldsPastBurstIntoOneSummaryPerReason(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	failed := audit.Record{Outcome: audit.Failed, Reason: "iam_sts_unavailable", ClientAddr: "10.0.0.9", Principal: "p", PackedPolicySize: -1}
+	failed := audit.Record{Outcome: audit.Failed, Reason: "iam_sts_unavailable", ClientAddr: "10.0.0.9", PackedPolicySize: -1}
 	_ = tr.Record(ctx, failed)
 	for range 5 {
 		if err := tr.Record(ctx, audit.Record{Outcome: audit.Issued}); err != nil {
@@ -127,7 +127,7 @@ func TestBudgetFoldsPastBurstIntoOneSummaryPerReason(t *testing.T) {
 	if j.Count != 8 || j.DistinctClients != 4 || len(j.ClientsSample) != 4 || j.FoldedBy[CauseBudget] != 8 || !j.Until.After(j.From) {
 		t.Fatalf("jwt summary %+v", j)
 	}
-	if f := sums["failed/iam_sts_unavailable"]; f.Count != 1 || len(f.PrincipalsSample) != 1 || f.PrincipalsSample[0] != "p" {
+	if f := sums["failed/iam_sts_unavailable"]; f.Count != 1 || len(f.ClientsSample) != 1 || f.ClientsSample[0] != "10.0.0.9" {
 		t.Fatalf("failed summary %+v", f)
 	}
 	if got := testutil.ToFloat64(m.DenialsFolded.WithLabelValues(CauseBudget)); got != 9 {
@@ -232,6 +232,7 @@ func TestLoopWritesSummariesEachInterval(t *testing.T) {
 	tr := New(Options{Next: next, Rate: 0.001, Burst: 1, Interval: 20 * time.Millisecond, ReplicaID: "r1"})
 	defer tr.Close()
 	ctx := context.Background()
+	go tr.Run(ctx)
 	_ = tr.Record(ctx, refusal("jwt_malformed", "10.3.0.1"))
 	_ = tr.Record(ctx, refusal("jwt_malformed", "10.3.0.1"))
 	deadline := time.Now().Add(5 * time.Second)
@@ -317,5 +318,121 @@ func TestExpectPassesAnnouncementsThrough(t *testing.T) {
 	plain, next2, _ := newTrail(t, Options{})
 	if err := plain.Expect().Record(context.Background(), audit.Record{Outcome: audit.Issued, PackedPolicySize: -1}); err != nil || len(next2.take()) != 1 {
 		t.Fatalf("plain expect: %v", err)
+	}
+}
+
+// TestAuthenticatedRefusalsHaveABudgetPerPrincipal: an anonymous flood
+// spends the shared budget but not a principal's; one principal's flood
+// spends only its own, so another principal's refusal is still recorded on
+// its own; and the folded refusals of a principal are summarised under its
+// name with what it asked for, so a query by principal finds its probe.
+func TestAuthenticatedRefusalsHaveABudgetPerPrincipal(t *testing.T) {
+	tr, next, _ := newTrail(t, Options{Rate: 1, Burst: 2, ReplicaID: "r1"})
+	ctx := context.Background()
+	for i := range 20 {
+		_ = tr.Record(ctx, refusal("jwt_malformed", fmt.Sprintf("10.0.1.%d", i)))
+	}
+	probe := func(p, prefix string) audit.Record {
+		return audit.Record{Outcome: audit.Denied, Reason: "no_matching_grant", Principal: p, Org: "acme", ClientAddr: "10.0.0.5",
+			Operation: "put", Bucket: "finance", Prefix: prefix, JobID: "J1", PackedPolicySize: -1}
+	}
+	for i := range 30 {
+		_ = tr.Record(ctx, probe("insider", fmt.Sprintf("p%02d/", i)))
+	}
+	_ = tr.Record(ctx, probe("alice", "payroll/"))
+	var individual []string
+	for _, r := range next.take() {
+		individual = append(individual, r.Principal+":"+r.Prefix)
+	}
+	// Two anonymous (the shared burst), two of the insider's, alice's.
+	want := []string{":", ":", "insider:p00/", "insider:p01/", "alice:payroll/"}
+	if fmt.Sprint(individual) != fmt.Sprint(want) {
+		t.Fatalf("recorded individually %v, want %v", individual, want)
+	}
+	tr.flush(false)
+	var insider *Summary
+	for _, r := range next.take() {
+		var s Summary
+		if err := r.Detail.Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Principal == "insider" {
+			if r.Principal != "insider" || r.Org != "acme" || s.Org != "acme" {
+				t.Fatalf("summary record %+v", r)
+			}
+			insider = &s
+		} else if s.Principal != "" || r.Principal != "" {
+			t.Fatalf("unexpected summary %+v", s)
+		}
+	}
+	if insider == nil || insider.Count != 28 || len(insider.RequestsSample) != sampleSize ||
+		insider.RequestsSample[0] != "put s3://finance/p02/ job=J1" {
+		t.Fatalf("insider summary %+v", insider)
+	}
+}
+
+// TestSummariesPerPrincipalAreBounded: past maxWindows open summaries,
+// further principals join the summary without a principal, which still
+// names them in its sample.
+func TestSummariesPerPrincipalAreBounded(t *testing.T) {
+	tr, next, _ := newTrail(t, Options{Rate: 1, Burst: 1})
+	ctx := context.Background()
+	for i := range maxWindows + 50 {
+		p := fmt.Sprintf("p%d", i)
+		for range 2 { // the first is within p's budget, the second folds
+			_ = tr.Record(ctx, audit.Record{Outcome: audit.Denied, Reason: "scope", Principal: p, PackedPolicySize: -1})
+		}
+	}
+	next.take()
+	tr.flush(false)
+	recs := next.take()
+	if len(recs) != maxWindows+1 {
+		t.Fatalf("%d summaries, want %d", len(recs), maxWindows+1)
+	}
+	var rest Summary
+	for _, r := range recs {
+		var s Summary
+		_ = r.Detail.Decode(&s)
+		if s.Principal == "" {
+			rest = s
+		}
+	}
+	if rest.Count != 50 || len(rest.PrincipalsSample) != sampleSize {
+		t.Fatalf("overflow summary %+v", rest)
+	}
+}
+
+// TestRunStopsOnContextOrClose: Run ends with its context, or with Close,
+// which then writes the last summaries; a Run after Close returns at once.
+func TestRunStopsOnContextOrClose(t *testing.T) {
+	tr, next, _ := newTrail(t, Options{Rate: 0.001, Burst: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() { tr.Run(ctx); close(ended) }()
+	cancel()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end with its context")
+	}
+	go func() { tr.Run(context.Background()) }()
+	_ = tr.Record(context.Background(), refusal("jwt_malformed", "10.4.0.1"))
+	_ = tr.Record(context.Background(), refusal("jwt_malformed", "10.4.0.1"))
+	closed := make(chan struct{})
+	go func() { _ = tr.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop Run")
+	}
+	if recs := next.take(); len(recs) != 2 || recs[1].Outcome != audit.Summarized {
+		t.Fatalf("after Close: %+v, want the refusal and its summary", recs)
+	}
+	done := make(chan struct{})
+	go func() { tr.Run(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run after Close did not return")
 	}
 }

@@ -70,10 +70,14 @@ type Config struct {
 	// TLS proxy that is not trusted to forward addresses (every caller
 	// would share its address; see docs/limits.md).
 	AuthFailuresPerClient *Limit `yaml:"auth_failures_per_client"`
-	// DenialRecords is the global budget of refusal records (records per
-	// second across all clients): past it refusals are folded into one
-	// summary record per reason and interval. Unset: DefaultDenialRecords;
-	// rate 0 records every refusal on its own.
+	// AuthInFlight bounds the requests being authenticated at once, per
+	// client and in all (see InFlightLimit).
+	AuthInFlight InFlightLimit `yaml:"auth_in_flight"`
+	// DenialRecords is the budget of refusal records (records per second):
+	// one shared by every unauthenticated caller and one per authenticated
+	// principal. Past it refusals are folded into one summary record per
+	// reason, principal and interval. Unset: DefaultDenialRecords; rate 0
+	// records every refusal on its own.
 	DenialRecords *Limit `yaml:"denial_records"`
 	// DenialSummaryInterval is how often summaries are written (default
 	// 10s).
@@ -81,12 +85,12 @@ type Config struct {
 }
 
 // DefaultAuthFailures is the failed-authentication budget per client when
-// none is configured.
-var DefaultAuthFailures = Limit{Rate: 5, Burst: 50}
+// none is configured. A function, not a variable: nothing may change it.
+func DefaultAuthFailures() Limit { return Limit{Rate: 5, Burst: 50} }
 
-// DefaultDenialRecords is the global budget of individual refusal records
-// when none is configured.
-var DefaultDenialRecords = Limit{Rate: 10, Burst: 100}
+// DefaultDenialRecords is the budget of individual refusal records when
+// none is configured.
+func DefaultDenialRecords() Limit { return Limit{Rate: 10, Burst: 100} }
 
 // Enabled reports whether any limit is configured.
 func (c *Config) Enabled() bool {
@@ -111,10 +115,14 @@ func defBurst(l *Limit) {
 func (c *Config) ApplyDefaults() {
 	defBurst(c.AuthFailuresPerClient)
 	if c.DenialRecords == nil {
-		l := DefaultDenialRecords
+		l := DefaultDenialRecords()
 		c.DenialRecords = &l
 	}
 	defBurst(c.DenialRecords)
+	if c.AuthInFlight.Total == nil {
+		n := DefaultAuthInFlightTotal
+		c.AuthInFlight.Total = &n
+	}
 	if c.DenialSummaryInterval == 0 {
 		c.DenialSummaryInterval = duration.Duration(10 * time.Second)
 	}
@@ -156,6 +164,14 @@ func (c *Config) Validate(p *validate.Problems, path string) {
 	checkLimit(p, validate.Join(path, "per_org"), &c.PerOrg)
 	checkLimit(p, validate.Join(path, "auth_failures_per_client"), c.AuthFailuresPerClient)
 	checkLimit(p, validate.Join(path, "denial_records"), c.DenialRecords)
+	for _, f := range []struct {
+		key string
+		v   *int
+	}{{"per_client", c.AuthInFlight.PerClient}, {"total", c.AuthInFlight.Total}} {
+		if f.v != nil && (*f.v < 0 || *f.v > 1_000_000) {
+			p.Addf(validate.Join(path, "auth_in_flight", f.key), "must be between 0 (no cap) and 1000000, got %d", *f.v)
+		}
+	}
 	if d := c.DenialSummaryInterval.D(); d < time.Second || d > 5*time.Minute {
 		p.Addf(validate.Join(path, "denial_summary_interval"), "must be between 1s and 5m, got %s", c.DenialSummaryInterval)
 	}

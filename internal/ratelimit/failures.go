@@ -70,6 +70,24 @@ func (g *FailureGuard) Failed(client string) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.entry(client).lim.AllowN(g.now(), 1)
+}
+
+// Allow takes one token from key's bucket and reports whether there was
+// one: the guard as a plain keyed budget (per principal, for instance).
+// Safe on a nil guard (always allowed).
+func (g *FailureGuard) Allow(key string) bool {
+	if g == nil {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.entry(key).lim.AllowN(g.now(), 1)
+}
+
+// entry returns key's bucket, made most recently used (created if need
+// be, forgetting the least recently used past the bound). Call with mu.
+func (g *FailureGuard) entry(client string) *failureEntry {
 	el, ok := g.items[client]
 	if ok {
 		g.ll.MoveToFront(el)
@@ -82,5 +100,5 @@ func (g *FailureGuard) Failed(client string) {
 			delete(g.items, old.Value.(*failureEntry).key)
 		}
 	}
-	el.Value.(*failureEntry).lim.AllowN(g.now(), 1)
+	return el.Value.(*failureEntry)
 }

@@ -145,7 +145,7 @@ func TestValidate(t *testing.T) {
 	if ok.PerPrincipal.Burst != 3 {
 		t.Fatalf("default burst = %d, want 3", ok.PerPrincipal.Burst)
 	}
-	if *ok.DenialRecords != DefaultDenialRecords || ok.DenialSummaryInterval.D() != 10*time.Second {
+	if *ok.DenialRecords != DefaultDenialRecords() || ok.DenialSummaryInterval.D() != 10*time.Second {
 		t.Fatalf("denial record defaults %+v every %s", ok.DenialRecords, ok.DenialSummaryInterval)
 	}
 	var p2 validate.Problems

@@ -2,8 +2,6 @@ package revoke
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -24,19 +22,9 @@ const (
 
 // AuditJournal records each revocation change as a durable audit record,
 // in the same hash-chained trail as the credential decisions it affects.
-// A record reads:
-//
-//   - outcome: revoked (add), unrevoked (delete), or failed (a delete that
-//     was recorded but then failed in the store);
-//   - operation: revocation.add or revocation.delete; reason: the kind;
-//   - principal: the admin (or "cli:<user>") who made the change;
-//   - the value in the field of its kind, so the usual filters find it:
-//     org, job_id, task_id, access_key_id, and source_identity for a
-//     principal (the principal field holds the actor);
-//   - expiration: expires_at (absent when the revocation never expires);
-//   - policy: the revocation itself as JSON (id, kind, value, reason,
-//     created_by, created_at, expires_at), with policy_sha256 over it.
-//
+// The record is an audit.RevocationChange (which names how it maps onto
+// the record's fields): the actor in principal, the kind in reason, the
+// value in the field of its kind, the revocation itself as JSON in policy.
 // No field can hold a secret: a revocation carries none.
 type AuditJournal struct {
 	Recorder Recorder
@@ -51,50 +39,30 @@ func (j AuditJournal) Note(ctx context.Context, e Event) error {
 	if j.Recorder == nil {
 		return errors.New("revoke: audit journal has no recorder")
 	}
-	return j.Recorder.Record(ctx, j.record(ctx, e))
+	return j.Recorder.Record(ctx, j.change(ctx, e).Record())
 }
 
-func (j AuditJournal) record(ctx context.Context, e Event) audit.Record {
+func (j AuditJournal) change(ctx context.Context, e Event) audit.RevocationChange {
 	r := e.Revocation
-	rec := audit.Record{
-		Time: e.Time.UTC(), Outcome: audit.Revoked, Operation: OpAdd, Reason: string(r.Kind), Principal: e.Actor,
-		PackedPolicySize: -1, ReplicaID: j.ReplicaID,
-	}
+	c := audit.RevocationChange{Time: e.Time, Outcome: audit.Revoked, Operation: OpAdd, Actor: e.Actor,
+		Kind: string(r.Kind), Value: r.Value, ExpiresAt: r.ExpiresAt, ReplicaID: j.ReplicaID}
 	switch e.Action {
 	case "delete":
-		rec.Outcome, rec.Operation = audit.Unrevoked, OpDelete
+		c.Outcome, c.Operation = audit.Unrevoked, OpDelete
 	case "delete_failed":
-		rec.Outcome, rec.Operation = audit.Failed, OpDelete
+		c.Outcome, c.Operation = audit.Failed, OpDelete
 	}
 	if j.RequestID != nil {
-		rec.RequestID = j.RequestID(ctx)
+		c.RequestID = j.RequestID(ctx)
 	}
-	if rec.RequestID == "" {
+	if c.RequestID == "" {
 		// Records are found by request id in logs; the revocation id is the
 		// closest thing a CLI change has.
-		rec.RequestID = r.ID
-	}
-	switch r.Kind {
-	case KindOrg:
-		rec.Org = r.Value
-	case KindPrincipal:
-		rec.SourceIdentity = r.Value
-	case KindJob:
-		rec.JobID = r.Value
-	case KindTask:
-		rec.TaskID = r.Value
-	case KindAccessKeyID:
-		rec.AccessKeyID = r.Value
-	}
-	if r.ExpiresAt != nil {
-		rec.Expiration = r.ExpiresAt.UTC()
+		c.RequestID = r.ID
 	}
 	// Revocation marshals without error: strings, times and a kind.
-	doc, _ := json.Marshal(r)
-	rec.Policy = string(doc)
-	sum := sha256.Sum256(doc)
-	rec.PolicySHA256 = hex.EncodeToString(sum[:])
-	return rec
+	c.Document, _ = json.Marshal(r)
+	return c
 }
 
 // MultiJournal notes an event in each journal in order and stops at the

@@ -6,6 +6,14 @@ package scope
 
 import "time"
 
+// FloorMargin is how much longer than the credential lifetime floor
+// (server.min_remaining) a session must be. A session only as long as the
+// floor has less than the floor left by the time it is served (backend
+// latency, clock skew, Expiration cut to whole seconds), so it could never
+// be returned: the configuration demands the margin of every tenant's
+// default_duration, the API of a requested duration_seconds.
+const FloorMargin = time.Minute
+
 // Tag is an STS session tag.
 type Tag struct {
 	Key   string `json:"key"`

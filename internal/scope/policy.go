@@ -56,12 +56,16 @@ type PolicyOptions struct {
 // prefix form is too long, the error names the limit. BuildPolicy never
 // returns an empty policy: STS would grant a session without one the role's
 // full permissions.
+//
+// It is the entry point for inputs that were not parsed here (the policy
+// fuzzer, tests building the policy a grant should carry): it validates
+// them, then builds exactly as Rules.Decide does (through the policy cache,
+// on inputs ParseLocation and ParseFile already validated).
 func BuildPolicy(op Operation, loc Location, keys []string, opt PolicyOptions) (policy string, compacted bool, err error) {
 	if _, ok := opIndex(op); !ok {
 		return "", false, fmt.Errorf("no session policy is defined for operation %q", truncate(string(op), 40))
 	}
-	// Defence in depth: callers pass parsed values, but this function is
-	// what finally bounds the credentials, so it re-checks what it relies on.
+	// Callers may pass anything: check what buildPolicy relies on.
 	if err := validateBucket(loc.Bucket); err != nil {
 		return "", false, err
 	}

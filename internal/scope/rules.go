@@ -220,9 +220,6 @@ func (r *Rules) Tenant(org string) (Tenant, bool) {
 	return t.Tenant, true
 }
 
-// Orgs returns the number of configured tenants.
-func (r *Rules) Orgs() int { return len(r.tenants) }
-
 // Decide maps a task to a Grant or refuses it. Deny by default: only an org
 // with a tenant, and a location some grant rule of that tenant covers for
 // the operation, get a grant. Errors are *fault.Error: InvalidRequest for
@@ -230,36 +227,11 @@ func (r *Rules) Orgs() int { return len(r.tenants) }
 // AccessDenied when no rule allows the task. No message contains the
 // location's userinfo.
 func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
-	op, err := ParseOperation(req.Operation)
+	task, err := parseTask(req)
 	if err != nil {
-		return Grant{}, fault.Wrap(err, fault.InvalidRequest, "bad_operation", "%v", err)
+		return Grant{}, err
 	}
-	if len(req.Files) > MaxFiles {
-		return Grant{}, fault.New(fault.InvalidRequest, "too_many_files", "at most %d files per request, got %d", MaxFiles, len(req.Files))
-	}
-	loc, err := ParseLocation(req.Location)
-	if err != nil {
-		return Grant{}, fault.Wrap(err, fault.InvalidRequest, "bad_location", "invalid location: %v", err)
-	}
-	var keys []string
-	if len(req.Files) > 0 {
-		keys = make([]string, 0, len(req.Files))
-		for _, f := range req.Files {
-			k, err := ParseFile(loc, f)
-			if err != nil {
-				return Grant{}, fault.Wrap(err, fault.InvalidRequest, "bad_file", "invalid file: %v", err)
-			}
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		keys = slices.Compact(keys)
-	}
-	if !validID(req.JobID) {
-		return Grant{}, fault.New(fault.InvalidRequest, "bad_job_id", "job_id must be at most %d characters of letters, digits and -_.:@", maxIDLen)
-	}
-	if !validID(req.TaskID) {
-		return Grant{}, fault.New(fault.InvalidRequest, "bad_task_id", "task_id must be at most %d characters of letters, digits and -_.:@", maxIDLen)
-	}
+	op, loc, keys := task.op, task.loc, task.keys
 	t, ok := r.tenants[s.Org]
 	if !ok {
 		if s.Org == "" {
@@ -281,17 +253,70 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 	if err != nil {
 		return Grant{}, fault.Wrap(err, fault.InvalidRequest, "policy_too_large", "%v", err)
 	}
-	policy, compacted := cp.policy, cp.compacted
 	g := Grant{
 		Org: t.Org, Principal: s.Principal, Operation: op,
-		Bucket: loc.Bucket, Prefix: loc.Prefix, Keys: keys, Compacted: compacted,
+		Bucket: loc.Bucket, Prefix: loc.Prefix, Keys: keys, Compacted: cp.compacted,
 		JobID: req.JobID, TaskID: req.TaskID,
 		Backend: t.Backend, RoleARN: t.RoleARN, ExternalID: t.ExternalID,
-		Policy: policy, PolicySHA256: cp.sha256, Duration: d,
+		Policy: cp.policy, PolicySHA256: cp.sha256, Duration: d,
 		TransitiveTagKeys: t.TransitiveTagKeys,
 	}
-	vals := templateValues{varOrg: t.Org, varPrincipal: s.Principal, varJobID: req.JobID,
-		varTaskID: req.TaskID, varOperation: string(op), varBucket: loc.Bucket}
+	t.label(&g)
+	if cp.compacted {
+		g.CompactedPrefix = commonDir(keys, loc.Prefix)
+	}
+	g.SessionName = SessionName(g)
+	return g, nil
+}
+
+// task is a request's operation, location and files, parsed.
+type task struct {
+	op   Operation
+	loc  Location
+	keys []string // sorted, unique; nil without files
+}
+
+// parseTask parses and bounds what a request asks for; errors are
+// InvalidRequest faults.
+func parseTask(req Request) (task, error) {
+	op, err := ParseOperation(req.Operation)
+	if err != nil {
+		return task{}, fault.Wrap(err, fault.InvalidRequest, "bad_operation", "%v", err)
+	}
+	if len(req.Files) > MaxFiles {
+		return task{}, fault.New(fault.InvalidRequest, "too_many_files", "at most %d files per request, got %d", MaxFiles, len(req.Files))
+	}
+	loc, err := ParseLocation(req.Location)
+	if err != nil {
+		return task{}, fault.Wrap(err, fault.InvalidRequest, "bad_location", "invalid location: %v", err)
+	}
+	var keys []string
+	if len(req.Files) > 0 {
+		keys = make([]string, 0, len(req.Files))
+		for _, f := range req.Files {
+			k, err := ParseFile(loc, f)
+			if err != nil {
+				return task{}, fault.Wrap(err, fault.InvalidRequest, "bad_file", "invalid file: %v", err)
+			}
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+	}
+	if !validID(req.JobID) {
+		return task{}, fault.New(fault.InvalidRequest, "bad_job_id", "job_id must be at most %d characters of letters, digits and -_.:@", maxIDLen)
+	}
+	if !validID(req.TaskID) {
+		return task{}, fault.New(fault.InvalidRequest, "bad_task_id", "task_id must be at most %d characters of letters, digits and -_.:@", maxIDLen)
+	}
+	return task{op: op, loc: loc, keys: keys}, nil
+}
+
+// label sets g's session tags and source identity from the tenant's
+// templates.
+func (t *tenantRules) label(g *Grant) {
+	vals := templateValues{varOrg: t.Org, varPrincipal: g.Principal, varJobID: g.JobID,
+		varTaskID: g.TaskID, varOperation: string(g.Operation), varBucket: g.Bucket}
 	if len(t.tags) > 0 {
 		g.Tags = make([]Tag, 0, len(t.tags))
 		for _, tt := range t.tags {
@@ -311,11 +336,6 @@ func (r *Rules) Decide(s Subject, req Request) (Grant, error) {
 	if t.sourceIdentity != nil {
 		g.SourceIdentity = SanitizeName(t.sourceIdentity.render(&vals))
 	}
-	if compacted {
-		g.CompactedPrefix = commonDir(keys, loc.Prefix)
-	}
-	g.SessionName = SessionName(g)
-	return g, nil
 }
 
 func (t *tenantRules) allows(op Operation, loc Location, s *Subject) bool {

@@ -423,7 +423,7 @@ func TestTenantDefaults(t *testing.T) {
 	if !ok || tn.Backend != "default" || tn.MaxDuration.D() != time.Hour || tn.DefaultDuration.D() != time.Hour || tn.SourceIdentity != "{principal}" || len(tn.SessionTags) != 3 {
 		t.Errorf("tenant %+v", tn)
 	}
-	if _, ok := r.Tenant("nobody"); ok || r.Orgs() != 1 {
+	if _, ok := r.Tenant("nobody"); ok || len(r.tenants) != 1 {
 		t.Error("unknown tenant found")
 	}
 }

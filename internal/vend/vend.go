@@ -57,6 +57,21 @@ type CacheChecker interface {
 	Cached(g scope.Grant) bool
 }
 
+// Reloader is implemented by backends that re-read their own files on a
+// configuration reload (static credentials). Reload swaps atomically on
+// success and keeps the old state on error, which it returns.
+type Reloader interface {
+	Reload() error
+}
+
+// Forgetter is implemented by caching vendors that can drop the cached
+// credentials of a grant, so a revoked access key is not served again.
+// Forget reports whether the next Vend of g fetches afresh; false means
+// the vendor cannot forget g (it would return the same credentials).
+type Forgetter interface {
+	Forget(g scope.Grant) bool
+}
+
 // TenantValidator is implemented by backends that constrain the tenants
 // using them (for example, assume-role needs a role_arn). check-config and
 // serve call it for every tenant naming the backend.
@@ -184,6 +199,14 @@ func Build(specs map[string]Spec, deps Deps, p *validate.Problems) map[string]Ve
 // Router dispatches a grant to the backend its tenant names.
 type Router map[string]Vendor
 
+var (
+	_ Vendor       = Router(nil)
+	_ CacheChecker = Router(nil)
+	_ Forgetter    = Router(nil)
+	_ Reloader     = Router(nil)
+	_ Readiness    = Router(nil)
+)
+
 // Vend implements Vendor.
 func (r Router) Vend(ctx context.Context, g scope.Grant) (Credentials, error) {
 	v, ok := r[g.Backend]
@@ -197,6 +220,30 @@ func (r Router) Vend(ctx context.Context, g scope.Grant) (Credentials, error) {
 func (r Router) Cached(g scope.Grant) bool {
 	c, ok := r[g.Backend].(CacheChecker)
 	return ok && c.Cached(g)
+}
+
+// Forget implements Forgetter by asking the grant's backend.
+func (r Router) Forget(g scope.Grant) bool {
+	f, ok := r[g.Backend].(Forgetter)
+	return ok && f.Forget(g)
+}
+
+// Reload implements Reloader over every backend that has it, stopping at
+// the first failure (each backend keeps its old state on error).
+func (r Router) Reload() error {
+	names := make([]string, 0, len(r))
+	for n := range r {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if rl, ok := r[name].(Reloader); ok {
+			if err := rl.Reload(); err != nil {
+				return fmt.Errorf("backend %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Ready implements Readiness over every backend that has it.

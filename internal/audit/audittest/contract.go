@@ -228,10 +228,12 @@ func testMerkle(t *testing.T, s audit.Trail) {
 	}
 }
 
+// testQuery checks every filter, pagination, the order of records of one
+// instant, and the refusal of bad filters.
 func testQuery(t *testing.T, s audit.Trail) {
-	ctx := context.Background()
 	const n = 40
 	all := appendN(t, s, 0, n)
+	// match lists, newest first, the ids of the records keep keeps.
 	match := func(keep func(audit.Record) bool) []string {
 		var ids []string
 		for i := len(all) - 1; i >= 0; i-- {
@@ -241,6 +243,20 @@ func testQuery(t *testing.T, s audit.Trail) {
 		}
 		return ids
 	}
+	testQueryFilters(t, s, match)
+	testQueryPages(t, s, n, match(func(audit.Record) bool { return true }))
+	testQueryTieBreak(t, s)
+	ctx := context.Background()
+	for _, f := range []audit.Filter{{Limit: 1001}, {Limit: -1}, {Cursor: "!!"}, {Outcome: "maybe"}, {Since: T0, Until: T0}} {
+		if _, err := s.Query(ctx, f); err == nil {
+			t.Fatalf("Query(%+v) accepted", f)
+		}
+	}
+}
+
+// testQueryFilters checks each filter against match.
+func testQueryFilters(t *testing.T, s audit.Trail, match func(keep func(audit.Record) bool) []string) {
+	ctx := context.Background()
 	cases := []struct {
 		name string
 		f    audit.Filter
@@ -285,6 +301,12 @@ func testQuery(t *testing.T, s audit.Trail) {
 			}
 		})
 	}
+}
+
+// testQueryPages pages through the n records (want, newest first) with
+// several limits.
+func testQueryPages(t *testing.T, s audit.Trail, n int, want []string) {
+	ctx := context.Background()
 	for _, limit := range []int{1, 3, 7, 10, 39, 40} {
 		t.Run(fmt.Sprintf("pages of %d", limit), func(t *testing.T) {
 			var got []string
@@ -308,11 +330,17 @@ func testQuery(t *testing.T, s audit.Trail) {
 				}
 				f.Cursor = p.Next
 			}
-			if want := match(func(audit.Record) bool { return true }); fmt.Sprint(got) != fmt.Sprint(want) {
+			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("paged %v\nwant %v", got, want)
 			}
 		})
 	}
+}
+
+// testQueryTieBreak pages through records of one instant: newest (highest
+// sequence) first, none lost or repeated at page ends.
+func testQueryTieBreak(t *testing.T, s audit.Trail) {
+	ctx := context.Background()
 	t.Run("same time tie break", func(t *testing.T) {
 		var recs []audit.Record
 		for i := 0; i < 5; i++ {
@@ -342,11 +370,6 @@ func testQuery(t *testing.T, s audit.Trail) {
 			t.Fatalf("tie order %v", got)
 		}
 	})
-	for _, f := range []audit.Filter{{Limit: 1001}, {Limit: -1}, {Cursor: "!!"}, {Outcome: "maybe"}, {Since: T0, Until: T0}} {
-		if _, err := s.Query(ctx, f); err == nil {
-			t.Fatalf("Query(%+v) accepted", f)
-		}
-	}
 }
 
 func testCheckpoints(t *testing.T, s audit.Trail) {

@@ -46,7 +46,7 @@ func newPGFixture(t *testing.T, n int) *pgFixture {
 	f := &pgFixture{dsn: schemaDSN(t), log: "replica-a", anchor: &audit.DirAnchor{Dir: filepath.Join(dir, "anchors")}}
 	f.s = openTemp(t, f.dsn, f.log)
 	f.cp = &audit.Checkpointer{Source: f.s, Log: f.log, Origin: audit.Origin("test", f.log), Signer: signer, Anchors: []audit.Anchor{f.anchor}}
-	f.opts = audit.VerifyOptions{OriginBase: "test", Verifier: v, Anchor: f.anchor}
+	f.opts = audit.VerifyOptions{OriginBase: "test", Verifier: v, Anchors: []audit.Anchor{f.anchor}}
 	if _, err := f.cp.Checkpoint(ctx, false); err != nil { // the genesis checkpoint
 		t.Fatal(err)
 	}

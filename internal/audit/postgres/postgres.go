@@ -10,10 +10,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,10 +20,16 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/audit/auditsql"
+	"github.com/vtk/dispenser/internal/migrate"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
+
+// schema is the audit tables' versioned migrations. The lock's name is
+// the one earlier releases took: an old and a new replica starting
+// together still migrate one at a time.
+var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "audit_schema", Lock: "dispenser-audit-migrate"}
 
 // ErrLogInUse is returned by Open when another replica holds the log.
 var ErrLogInUse = errors.New("audit postgres: the log is held by another replica (give each replica its own audit.log or server.replica_id)")
@@ -180,17 +183,9 @@ func (s *Store) Log() string { return s.log }
 // checkSchema makes sure a store opened read-only has the audit tables of
 // this version (a read-only open cannot create or migrate them).
 func (s *Store) checkSchema(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	latest, err := schema.Latest()
 	if err != nil {
 		return err
-	}
-	latest := 0
-	for _, name := range names {
-		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: bad name", name)
-		}
-		latest = max(latest, v)
 	}
 	var exists bool
 	if err := s.pool.QueryRow(ctx, `SELECT to_regclass('audit_schema') IS NOT NULL`).Scan(&exists); err != nil {
@@ -209,48 +204,10 @@ func (s *Store) checkSchema(ctx context.Context) error {
 	return nil
 }
 
+// migrate applies the embedded migrations the schema has not recorded;
+// replicas starting together migrate one at a time.
 func (s *Store) migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	// Replicas starting together migrate one at a time.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('dispenser-audit-migrate:' || current_schema(), 0))`); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS audit_schema (version integer PRIMARY KEY)`); err != nil {
-		return err
-	}
-	for _, name := range names {
-		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: bad name", name)
-		}
-		var done bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit_schema WHERE version = $1)`, v).Scan(&done); err != nil {
-			return err
-		}
-		if done {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, string(body)); err != nil {
-			return fmt.Errorf("migration %s: %w", name, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO audit_schema (version) VALUES ($1)`, v); err != nil {
-			return err
-		}
-	}
-	return tx.Commit(ctx)
+	return schema.Apply(ctx, migrate.Pgx(s.pool))
 }
 
 type querier interface {

@@ -49,7 +49,7 @@ func TestVerifyShards(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opts := audit.VerifyOptions{OriginBase: "test", Verifier: v, Anchor: anchor}
+	opts := audit.VerifyOptions{OriginBase: "test", Verifier: v, Anchors: []audit.Anchor{anchor}}
 	rep, err := audit.Verify(ctx, reader, opts)
 	if err != nil {
 		t.Fatal(err)

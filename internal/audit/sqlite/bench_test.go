@@ -225,7 +225,7 @@ func BenchmarkVerify1M(b *testing.B) {
 			var ru0, ru1 syscall.Rusage
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			for i := 0; i < b.N; i++ {
-				rep, err := audit.Verify(ctx, ro, audit.VerifyOptions{OriginBase: "bench", Verifier: v, Anchor: anchor, Incremental: incremental})
+				rep, err := audit.Verify(ctx, ro, audit.VerifyOptions{OriginBase: "bench", Verifier: v, Anchors: []audit.Anchor{anchor}, Incremental: incremental})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -577,7 +577,7 @@ func TestOneOfTwoAnchorsLost(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	b := &audit.DirAnchor{Dir: filepath.Join(t.TempDir(), "anchor-b")}
-	f.opts.Anchors = []audit.Anchor{b}
+	f.opts.Anchors = []audit.Anchor{f.anchor, b}
 	r := f.verify(t)
 	if !r.AnchorMissing || len(r.AnchorsWithout) != 1 || r.AnchorsWithout[0] != b.Dir || len(r.Problems) > 0 || r.Anchored != 20 {
 		t.Fatalf("second anchor empty: %+v", r)
@@ -782,5 +782,36 @@ func TestNoGhostsWhileIndexing(t *testing.T) {
 	wg.Wait()
 	if got := reported(); len(got) != 0 {
 		t.Fatalf("queries reported %q", got)
+	}
+}
+
+// failingAnchor refuses every checkpoint (a witness that is down, or an
+// anchor directory on a read-only volume).
+type failingAnchor struct{ audit.Anchor }
+
+func (f failingAnchor) Put(context.Context, string, int64, []byte) error {
+	return errors.New("anchor unavailable")
+}
+
+// TestAnchorAgeGrowsWhenNothingIsAnchored: a checkpointer that never gets
+// a checkpoint anchored since it started (a restored database behind its
+// anchors, an unreachable witness) reports an anchor age that grows, so the
+// anchor-age alert fires; it read 0 until the first anchoring succeeded.
+func TestAnchorAgeGrowsWhenNothingIsAnchored(t *testing.T) {
+	f := newFixture(t) // anchored at 20
+	f.append(t, 20, 3)
+	m := metrics.New("test")
+	cp := &audit.Checkpointer{Source: f.s, Log: "main", Origin: f.cp.Origin, Signer: f.cp.Signer,
+		Anchors: []audit.Anchor{failingAnchor{f.anchor}}, Metrics: m, Interval: 20 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(m.AuditAnchorAge) < 0.2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("anchor age %v after seconds of failed anchoring, want it growing", testutil.ToFloat64(m.AuditAnchorAge))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -19,10 +19,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +32,14 @@ import (
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/audit/auditsql"
+	"github.com/vtk/dispenser/internal/migrate"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
+
+// schema is the audit tables' versioned migrations.
+var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "audit_schema"}
 
 // Store is a SQLite audit trail holding one log.
 type Store struct {
@@ -217,7 +219,7 @@ func openReadOnly(ctx context.Context, o Options) (*Store, error) {
 // checkSchema makes sure a database opened read-only is an audit database
 // migrated to this version (a read-only open cannot migrate it).
 func (s *Store) checkSchema(ctx context.Context) error {
-	latest, err := latestMigration()
+	latest, err := schema.Latest()
 	if err != nil {
 		return err
 	}
@@ -229,23 +231,6 @@ func (s *Store) checkSchema(ctx context.Context) error {
 		return fmt.Errorf("the database schema is version %d, this dispenser's is %d: start the dispenser (or run dispenser audit query) once to migrate it, then verify", v.Int64, latest)
 	}
 	return nil
-}
-
-// latestMigration is the version of the newest embedded migration.
-func latestMigration() (int, error) {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return 0, err
-	}
-	latest := 0
-	for _, name := range names {
-		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
-		if err != nil {
-			return 0, fmt.Errorf("migration %s: bad name", name)
-		}
-		latest = max(latest, v)
-	}
-	return latest, nil
 }
 
 // report tells the Problems hook of a derived row no entry accounts for.
@@ -314,51 +299,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	return nil
 }
 
+// migrate applies the embedded migrations the database has not recorded.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS audit_schema (version INTEGER NOT NULL)`); err != nil {
-		return err
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: bad name", name)
-		}
-		if err := s.apply(ctx, v, name); err != nil {
-			return fmt.Errorf("migration %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func (s *Store) apply(ctx context.Context, v int, name string) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM audit_schema WHERE version >= ?`, v).Scan(&n); err != nil {
-		return err
-	}
-	if n > 0 {
-		return nil
-	}
-	body, err := migrations.ReadFile(name)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_schema (version) VALUES (?)`, v); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return schema.Apply(ctx, migrate.SQL("sqlite", s.w))
 }
 
 type queryer interface {

@@ -46,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 	s := openTemp(t)
 	f := &fixture{s: s, anchor: &audit.DirAnchor{Dir: filepath.Join(dir, "anchors")}}
 	f.cp = &audit.Checkpointer{Source: s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: signer, Anchors: []audit.Anchor{f.anchor}}
-	f.opts = audit.VerifyOptions{OriginBase: origin, Verifier: v, Anchor: f.anchor}
+	f.opts = audit.VerifyOptions{OriginBase: origin, Verifier: v, Anchors: []audit.Anchor{f.anchor}}
 	// A dispenser anchors the empty log when it starts (the genesis
 	// checkpoint), so every later tree has an anchored one to extend.
 	if _, err := f.cp.Checkpoint(context.Background(), false); err != nil {
@@ -257,7 +257,7 @@ func TestVerifyChecksEveryAnchor(t *testing.T) {
 	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 {
 		t.Fatalf("two anchors, clean: %+v", r)
 	}
-	f.opts.Anchors = []audit.Anchor{b}
+	f.opts.Anchors = []audit.Anchor{f.anchor, b}
 	if r := f.verify(t); len(r.Problems) > 0 || r.Anchored != 25 || r.Unanchored != 0 {
 		t.Fatalf("two anchors, clean: %+v", r)
 	}
@@ -281,11 +281,11 @@ func TestVerifyChecksEveryAnchor(t *testing.T) {
 	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 20))
 	f.exec(t, `DELETE FROM audit_checkpoints WHERE size > 20`)
 	f.exec(t, `UPDATE audit_heads SET size = 20, hash = ?`, h)
-	f.opts.Anchors = nil
+	f.opts.Anchors = []audit.Anchor{f.anchor}
 	if r := f.verify(t); len(r.Problems) > 0 {
 		t.Fatalf("anchor A alone should not see the rollback: %+v", r)
 	}
-	f.opts.Anchors = []audit.Anchor{b}
+	f.opts.Anchors = []audit.Anchor{f.anchor, b}
 	r := f.verify(t)
 	if want := "anchored checkpoint in " + b.Dir + " covers 25 entries but the log holds 20"; !strings.Contains(strings.Join(r.Problems, "\n"), want) {
 		t.Fatalf("rollback below anchor B: %q, want %q", r.Problems, want)

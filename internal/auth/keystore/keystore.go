@@ -120,9 +120,9 @@ func (c *Config) Open() (Store, error) {
 	case "", "file":
 		return &FileStore{path: c.Path, seal: seal}, nil
 	case "sqlite":
-		return OpenSQL("sqlite", c.Path, seal)
+		return openSQL("sqlite", c.Path, seal)
 	case "postgres":
-		return OpenSQL("pgx", c.DSN, seal)
+		return openSQL("pgx", c.DSN, seal)
 	}
 	return nil, fmt.Errorf("unknown key store type %q", c.Type)
 }

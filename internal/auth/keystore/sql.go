@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,6 +14,8 @@ import (
 	// SQL drivers for the sqlite and postgres store types.
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
+
+	"github.com/vtk/dispenser/internal/migrate"
 )
 
 // SQLStore keeps keys in the table dispenser_access_keys of a SQLite or
@@ -24,17 +27,16 @@ type SQLStore struct {
 
 var _ Store = (*SQLStore)(nil)
 
-const sqlSchema = `CREATE TABLE IF NOT EXISTS dispenser_access_keys (
-	id TEXT PRIMARY KEY,
-	name TEXT NOT NULL,
-	org TEXT NOT NULL,
-	secret TEXT NOT NULL,
-	created_unix BIGINT NOT NULL,
-	disabled INTEGER NOT NULL DEFAULT 0
-)`
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// OpenSQL opens driver ("sqlite" or "pgx") at dsn and creates the table.
-func OpenSQL(driver, dsn string, seal *sealer) (*SQLStore, error) {
+// sqlSchema is the key table's versioned migrations (one set for SQLite
+// and PostgreSQL).
+var sqlSchema = migrate.Set{Files: migrations, Dir: "migrations", Table: "dispenser_access_keys_schema", Lock: "dispenser-access-keys-migrate"}
+
+// openSQL opens driver ("sqlite" or "pgx") at dsn and creates or migrates
+// the key table.
+func openSQL(driver, dsn string, seal *sealer) (*SQLStore, error) {
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		return nil, err
@@ -44,14 +46,16 @@ func OpenSQL(driver, dsn string, seal *sealer) (*SQLStore, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(ctx, sqlSchema); err != nil {
+	if err := sqlSchema.Apply(ctx, migrate.SQL(driver, db)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("key store: create table: %w", err)
 	}
 	return &SQLStore{db: db, seal: seal}, nil
 }
 
-// NewSQLStore wraps an open database; kek (32 bytes) may be nil.
+// NewSQLStore opens driver ("sqlite" or "pgx") at dsn, creating or
+// migrating the key table. kek (32 bytes) seals the stored secrets; nil
+// stores them as they are.
 func NewSQLStore(driver, dsn string, kek []byte) (*SQLStore, error) {
 	var seal *sealer
 	if kek != nil {
@@ -60,7 +64,7 @@ func NewSQLStore(driver, dsn string, kek []byte) (*SQLStore, error) {
 			return nil, err
 		}
 	}
-	return OpenSQL(driver, dsn, seal)
+	return openSQL(driver, dsn, seal)
 }
 
 // Close closes the database.

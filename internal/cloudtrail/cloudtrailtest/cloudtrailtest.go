@@ -137,48 +137,8 @@ func (e Event) Record() map[string]any {
 		account = "111122223333"
 	}
 	host := e.Bucket + ".s3." + region + ".amazonaws.com"
-	params := map[string]any{"bucketName": e.Bucket, "Host": host}
-	resources := []any{}
 	bucketARN := "arn:aws:s3:::" + e.Bucket
-	switch e.Name {
-	case "ListObjects", "ListObjectsV2":
-		if e.ListV2 {
-			params["list-type"] = "2"
-			params["encoding-type"] = "url"
-		}
-		params["delimiter"] = "/"
-		prefix := ""
-		if e.Prefix != nil {
-			params["prefix"] = *e.Prefix
-			prefix = *e.Prefix
-		}
-		resources = append(resources, map[string]any{"type": "AWS::S3::Object", "ARNPrefix": bucketARN + "/" + prefix})
-	case "GetBucketLocation", "HeadBucket", "ListMultipartUploads":
-		if e.Name == "GetBucketLocation" {
-			params["location"] = ""
-		}
-	default:
-		params["key"] = e.Key
-		resources = append(resources, map[string]any{"type": "AWS::S3::Object", "ARN": bucketARN + "/" + e.Key})
-		switch e.Name {
-		case "CreateMultipartUpload":
-			params["uploads"] = ""
-		case "UploadPart", "UploadPartCopy":
-			params["partNumber"] = "1"
-			params["uploadId"] = "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA"
-		case "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts":
-			params["uploadId"] = "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA"
-		case "PutObjectTagging":
-			params["tagging"] = ""
-			params["Tagging"] = map[string]any{"xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", "TagSet": map[string]any{"Tag": map[string]any{"Key": "state", "Value": "done"}}}
-		}
-		if e.VersionID != "" {
-			params["versionId"] = e.VersionID
-		}
-		if e.CopySource != "" {
-			params["x-amz-copy-source"] = e.CopySource
-		}
-	}
+	params, resources := e.requestParameters(host, bucketARN)
 	resources = append(resources, map[string]any{"accountId": account, "type": "AWS::S3::Bucket", "ARN": bucketARN})
 	rec := map[string]any{
 		"eventVersion":      "1.10",
@@ -218,26 +178,80 @@ func (e Event) Record() map[string]any {
 		rec["userIdentity"] = e.Session.UserIdentity()
 	}
 	if e.ErrorCode != "" {
-		rec["errorCode"] = e.ErrorCode
-		if e.ErrorCode == "AccessDenied" {
-			action := map[string]string{"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
-				"ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket"}[e.Name]
-			if action == "" {
-				action = "s3:" + e.Name
-			}
-			res := bucketARN
-			if e.Key != "" {
-				res += "/" + e.Key
-			}
-			who := "arn:aws:sts::" + account + ":assumed-role/" + e.Session.RoleARN[strings.LastIndexByte(e.Session.RoleARN, '/')+1:] + "/" + e.Session.SessionName
-			rec["errorMessage"] = fmt.Sprintf("User: %s is not authorized to perform: %s on resource: \"%s\" because no session policy allows the %s action", who, action, res, action)
-		} else {
-			rec["errorMessage"] = e.ErrorCode
-		}
-		ad := rec["additionalEventData"].(map[string]any)
-		ad["bytesTransferredIn"], ad["bytesTransferredOut"] = 0, 0
+		e.addError(rec, account, bucketARN)
 	}
 	return rec
+}
+
+// requestParameters are the event's requestParameters and the resources
+// it names before its bucket.
+func (e Event) requestParameters(host, bucketARN string) (map[string]any, []any) {
+	params := map[string]any{"bucketName": e.Bucket, "Host": host}
+	resources := []any{}
+	switch e.Name {
+	case "ListObjects", "ListObjectsV2":
+		if e.ListV2 {
+			params["list-type"] = "2"
+			params["encoding-type"] = "url"
+		}
+		params["delimiter"] = "/"
+		prefix := ""
+		if e.Prefix != nil {
+			params["prefix"] = *e.Prefix
+			prefix = *e.Prefix
+		}
+		resources = append(resources, map[string]any{"type": "AWS::S3::Object", "ARNPrefix": bucketARN + "/" + prefix})
+	case "GetBucketLocation", "HeadBucket", "ListMultipartUploads":
+		if e.Name == "GetBucketLocation" {
+			params["location"] = ""
+		}
+	default:
+		params["key"] = e.Key
+		resources = append(resources, map[string]any{"type": "AWS::S3::Object", "ARN": bucketARN + "/" + e.Key})
+		switch e.Name {
+		case "CreateMultipartUpload":
+			params["uploads"] = ""
+		case "UploadPart", "UploadPartCopy":
+			params["partNumber"] = "1"
+			params["uploadId"] = "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA"
+		case "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts":
+			params["uploadId"] = "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA"
+		case "PutObjectTagging":
+			params["tagging"] = ""
+			params["Tagging"] = map[string]any{"xmlns": "http://s3.amazonaws.com/doc/2006-03-01/", "TagSet": map[string]any{"Tag": map[string]any{"Key": "state", "Value": "done"}}}
+		}
+		if e.VersionID != "" {
+			params["versionId"] = e.VersionID
+		}
+		if e.CopySource != "" {
+			params["x-amz-copy-source"] = e.CopySource
+		}
+	}
+	return params, resources
+}
+
+// addError makes rec the record of a refused call: its errorCode and
+// errorMessage (for AccessDenied, the message naming the session and the
+// action), nothing transferred.
+func (e Event) addError(rec map[string]any, account, bucketARN string) {
+	rec["errorCode"] = e.ErrorCode
+	if e.ErrorCode == "AccessDenied" {
+		action := map[string]string{"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
+			"ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket"}[e.Name]
+		if action == "" {
+			action = "s3:" + e.Name
+		}
+		res := bucketARN
+		if e.Key != "" {
+			res += "/" + e.Key
+		}
+		who := "arn:aws:sts::" + account + ":assumed-role/" + e.Session.RoleARN[strings.LastIndexByte(e.Session.RoleARN, '/')+1:] + "/" + e.Session.SessionName
+		rec["errorMessage"] = fmt.Sprintf("User: %s is not authorized to perform: %s on resource: \"%s\" because no session policy allows the %s action", who, action, res, action)
+	} else {
+		rec["errorMessage"] = e.ErrorCode
+	}
+	ad := rec["additionalEventData"].(map[string]any)
+	ad["bytesTransferredIn"], ad["bytesTransferredOut"] = 0, 0
 }
 
 // IAMUser is the userIdentity of an IAM user's long-term key.

@@ -4,12 +4,14 @@ package postgres
 
 import (
 	"context"
+	"embed"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vtk/dispenser/internal/migrate"
 	"github.com/vtk/dispenser/internal/revoke"
 )
 
@@ -18,18 +20,13 @@ type Store struct{ pool *pgxpool.Pool }
 
 var _ revoke.Store = (*Store)(nil)
 
-const schema = `CREATE TABLE IF NOT EXISTS revocations (
-	id         TEXT PRIMARY KEY,
-	kind       TEXT NOT NULL,
-	value      TEXT NOT NULL,
-	reason     TEXT NOT NULL,
-	created_by TEXT NOT NULL DEFAULT '',
-	created_at TIMESTAMPTZ NOT NULL,
-	expires_at TIMESTAMPTZ
-);
-CREATE INDEX IF NOT EXISTS revocations_expires_at ON revocations (expires_at)`
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// Open connects with dsn and creates the table when needed.
+// schema is the revocation table's versioned migrations.
+var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "revocations_schema", Lock: "dispenser-revocations-migrate"}
+
+// Open connects with dsn and creates or migrates the table when needed.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -40,7 +37,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := pool.Exec(ctx, schema); err != nil {
+	if err := schema.Apply(ctx, migrate.Pgx(pool)); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("revocations schema: %w", err)
 	}

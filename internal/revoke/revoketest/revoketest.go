@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vtk/dispenser/internal/migrate/migratetest"
 	"github.com/vtk/dispenser/internal/revoke"
 )
 
@@ -74,4 +75,29 @@ func RunStore(t *testing.T, s revoke.Store) {
 	if len(list) != 1 || list[0].ID != b.ID {
 		t.Fatalf("after delete List = %+v", list)
 	}
+}
+
+// Adoption checks that a store adopts a database an older release made:
+// schema is the DDL that release ran inline (in driver's dialect, at
+// dsn), createdAt a creation time in the store's column type. A
+// revocation written the old way is listed after migrating, and the
+// store's version table records version 1, on the first open and the
+// next.
+func Adoption(t *testing.T, driver, dsn, schema, createdAt string, open func() (revoke.Store, func() error, error)) {
+	t.Helper()
+	migratetest.Adoption{
+		Driver: driver, DSN: dsn, Table: "revocations_schema", Versions: []int64{1},
+		Legacy: []string{schema, `INSERT INTO revocations (id, kind, value, reason, created_by, created_at) VALUES ('rev_old', 'job', 'job-1', 'leaked', 'ops', ` + createdAt + `)`},
+		Open: func(t *testing.T) func() error {
+			s, closeStore, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := s.List(context.Background(), time.Time{})
+			if err != nil || len(list) != 1 || list[0].ID != "rev_old" || list[0].Value != "job-1" || list[0].CreatedBy != "ops" {
+				t.Fatalf("the old revocation after migrating: %+v, %v", list, err)
+			}
+			return closeStore
+		},
+	}.Run(t)
 }

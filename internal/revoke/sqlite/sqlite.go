@@ -5,12 +5,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"fmt"
 	"net/url"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
+	"github.com/vtk/dispenser/internal/migrate"
 	"github.com/vtk/dispenser/internal/revoke"
 )
 
@@ -19,26 +21,23 @@ type Store struct{ db *sql.DB }
 
 var _ revoke.Store = (*Store)(nil)
 
-const schema = `CREATE TABLE IF NOT EXISTS revocations (
-	id         TEXT PRIMARY KEY,
-	kind       TEXT NOT NULL,
-	value      TEXT NOT NULL,
-	reason     TEXT NOT NULL,
-	created_by TEXT NOT NULL DEFAULT '',
-	created_at INTEGER NOT NULL,
-	expires_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS revocations_expires_at ON revocations (expires_at)`
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// Open opens (creating when needed) the database file at path.
+// schema is the revocation table's versioned migrations.
+var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "revocations_schema"}
+
+// Open opens (creating and migrating when needed) the database file at
+// path.
 func Open(ctx context.Context, path string) (*Store, error) {
-	// WAL and a busy timeout: the audit writer shares this file.
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
+	// WAL and a busy timeout: the audit writer shares this file. The
+	// migration's transaction takes the write lock from its start.
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := schema.Apply(ctx, migrate.SQL("sqlite", db)); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("revocations schema in %s: %w", path, err)
 	}

@@ -6,7 +6,7 @@
 // IRSA, ECS, IMDS), optionally through an intermediate base role.
 //
 // The backend itself does not cache; it advertises its cache options through
-// cache.Configurable and cmd/dispenser wraps it in the generic credential
+// vend.CacheConfigurable and cmd/dispenser wraps it in the generic credential
 // cache. The per-tenant STS budget is applied here, directly around the STS
 // call, so it holds with or without the cache.
 package assumerole
@@ -39,7 +39,6 @@ import (
 	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
 	"github.com/vtk/dispenser/internal/vend/budget"
-	"github.com/vtk/dispenser/internal/vend/cache"
 )
 
 // Type is the backend type name in the configuration.
@@ -77,7 +76,7 @@ type Options struct {
 	// are not role credentials and the target roles allow it).
 	MaxDuration duration.Duration `yaml:"max_duration"`
 	// Cache configures the credential cache wrapped around this backend.
-	Cache cache.Options `yaml:"cache"`
+	Cache vend.CacheOptions `yaml:"cache"`
 	// Budget is the per-tenant share of STS calls.
 	Budget budget.Options `yaml:"budget"`
 }
@@ -193,9 +192,9 @@ type Vendor struct {
 }
 
 var (
-	_ vend.Vendor        = (*Vendor)(nil)
-	_ vend.Readiness     = (*Vendor)(nil)
-	_ cache.Configurable = (*Vendor)(nil)
+	_ vend.Vendor            = (*Vendor)(nil)
+	_ vend.Readiness         = (*Vendor)(nil)
+	_ vend.CacheConfigurable = (*Vendor)(nil)
 )
 
 // New builds the backend: it loads the AWS configuration (no network call)
@@ -277,8 +276,8 @@ func (v *Vendor) ValidateTenant(t scope.Tenant, p *validate.Problems, path strin
 	}
 }
 
-// CacheOptions implements cache.Configurable.
-func (v *Vendor) CacheOptions() cache.Options { return v.opt.Cache }
+// CacheOptions implements vend.CacheConfigurable.
+func (v *Vendor) CacheOptions() vend.CacheOptions { return v.opt.Cache }
 
 // Ready reports whether base credentials can be retrieved (for a base
 // role, that includes assuming it).

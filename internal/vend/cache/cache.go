@@ -32,68 +32,11 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/fault"
 	"github.com/vtk/dispenser/internal/metrics"
 	"github.com/vtk/dispenser/internal/scope"
-	"github.com/vtk/dispenser/internal/validate"
 	"github.com/vtk/dispenser/internal/vend"
 )
-
-// Options configure the cache (the `cache:` block of a backend).
-type Options struct {
-	// Enabled switches the cache on (default true).
-	Enabled *bool `yaml:"enabled"`
-	// MaxEntries bounds the cache; the least recently used entry is evicted
-	// (default 10000).
-	MaxEntries int `yaml:"max_entries"`
-	// MinRemaining is the least lifetime a served cached credential has
-	// left (default 20m). The effective floor is never below the server's
-	// min_remaining.
-	MinRemaining duration.Duration `yaml:"min_remaining"`
-	// FetchTimeout bounds one upstream fetch, independent of the callers
-	// waiting for it (default 30s).
-	FetchTimeout duration.Duration `yaml:"fetch_timeout"`
-}
-
-// ApplyDefaults fills unset fields.
-func (o *Options) ApplyDefaults() {
-	if o.Enabled == nil {
-		t := true
-		o.Enabled = &t
-	}
-	if o.MaxEntries == 0 {
-		o.MaxEntries = 10000
-	}
-	if o.MinRemaining == 0 {
-		o.MinRemaining = duration.Duration(20 * time.Minute)
-	}
-	if o.FetchTimeout == 0 {
-		o.FetchTimeout = duration.Duration(30 * time.Second)
-	}
-}
-
-// On reports whether the cache is enabled.
-func (o Options) On() bool { return o.Enabled == nil || *o.Enabled }
-
-// Validate records problems under path.
-func (o Options) Validate(p *validate.Problems, path string) {
-	if o.MaxEntries < 1 || o.MaxEntries > 10_000_000 {
-		p.Addf(validate.Join(path, "max_entries"), "must be between 1 and 10000000, got %d", o.MaxEntries)
-	}
-	if o.MinRemaining.D() < 5*time.Minute || o.MinRemaining.D() > 11*time.Hour {
-		p.Addf(validate.Join(path, "min_remaining"), "must be between 5m (the SDKs' refresh window) and 11h, got %s", o.MinRemaining)
-	}
-	if o.FetchTimeout.D() < time.Second || o.FetchTimeout.D() > 5*time.Minute {
-		p.Addf(validate.Join(path, "fetch_timeout"), "must be between 1s and 5m, got %s", o.FetchTimeout)
-	}
-}
-
-// Configurable is implemented by backends that carry cache options;
-// cmd/dispenser wraps each such backend whose options enable the cache.
-type Configurable interface {
-	CacheOptions() Options
-}
 
 // Stats is a snapshot of the cache.
 type Stats struct {
@@ -115,7 +58,7 @@ type Deps struct {
 // Cache is the credential cache decorator.
 type Cache struct {
 	next  vend.Vendor
-	opt   Options
+	opt   vend.CacheOptions
 	floor time.Duration
 	d     Deps
 
@@ -142,12 +85,14 @@ var (
 	_ vend.Vendor       = (*Cache)(nil)
 	_ vend.CacheChecker = (*Cache)(nil)
 	_ vend.Readiness    = (*Cache)(nil)
+	_ vend.Reloader     = (*Cache)(nil)
+	_ vend.Forgetter    = (*Cache)(nil)
 )
 
 // New wraps next. serverFloor is the server's min_remaining: the cache
 // never serves below max(opt.MinRemaining, serverFloor), since the API would
 // refuse such a credential anyway.
-func New(next vend.Vendor, opt Options, serverFloor time.Duration, d Deps) *Cache {
+func New(next vend.Vendor, opt vend.CacheOptions, serverFloor time.Duration, d Deps) *Cache {
 	opt.ApplyDefaults()
 	if d.Now == nil {
 		d.Now = time.Now
@@ -401,15 +346,17 @@ func (c *Cache) Cached(g scope.Grant) bool {
 	return ok
 }
 
-// Forget drops the cached credentials of g (a revoked access key), so the
-// next request vends fresh ones instead of serving the revoked key again.
-func (c *Cache) Forget(g scope.Grant) {
+// Forget implements vend.Forgetter: it drops the cached credentials of g
+// (a revoked access key), so the next Vend fetches fresh ones instead of
+// serving the revoked key again. It always can.
+func (c *Cache) Forget(g scope.Grant) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[Key(g)]; ok {
 		c.removeLocked(el)
 		c.st.Size = c.ll.Len()
 	}
+	return true
 }
 
 // lookup returns the entry for key if it is above the floor, without
@@ -435,9 +382,10 @@ func (c *Cache) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Reload passes through to the wrapped vendor when it can reload.
+// Reload implements vend.Reloader: it passes through to the wrapped vendor
+// when that can reload.
 func (c *Cache) Reload() error {
-	if r, ok := c.next.(interface{ Reload() error }); ok {
+	if r, ok := c.next.(vend.Reloader); ok {
 		return r.Reload()
 	}
 	return nil

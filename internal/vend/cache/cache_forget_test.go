@@ -21,7 +21,7 @@ func (v *countingVendor) Vend(_ context.Context, g scope.Grant) (vend.Credential
 // the cache; Forget makes the next request vend fresh credentials.
 func TestForgetDropsEntry(t *testing.T) {
 	up := &countingVendor{}
-	c := New(up, Options{MaxEntries: 10}, 20*time.Minute, Deps{})
+	c := New(up, vend.CacheOptions{MaxEntries: 10}, 20*time.Minute, Deps{})
 	defer c.Close()
 	g := scope.Grant{Org: "acme", Backend: "b", RoleARN: "arn:aws:iam::111122223333:role/r", Policy: "{}", Duration: time.Hour, SessionName: "s1"}
 	first, err := c.Vend(context.Background(), g)

@@ -80,9 +80,9 @@ func grant() scope.Grant {
 	}
 }
 
-func newCache(t *testing.T, up vend.Vendor, clk *clock, mod func(*cache.Options), m *metrics.Metrics) *cache.Cache {
+func newCache(t *testing.T, up vend.Vendor, clk *clock, mod func(*vend.CacheOptions), m *metrics.Metrics) *cache.Cache {
 	t.Helper()
-	var o cache.Options
+	var o vend.CacheOptions
 	if mod != nil {
 		mod(&o)
 	}
@@ -182,7 +182,7 @@ func TestExpiryWindow(t *testing.T) {
 func TestServerFloorRaisesTheCacheFloor(t *testing.T) {
 	clk := newClock()
 	up := &fakeVendor{VendFunc: minting(clk)}
-	c := cache.New(up, cache.Options{}, 45*time.Minute, cache.Deps{Now: clk.Now})
+	c := cache.New(up, vend.CacheOptions{}, 45*time.Minute, cache.Deps{Now: clk.Now})
 	defer c.Close()
 	if c.Floor() != 45*time.Minute {
 		t.Fatalf("floor %s", c.Floor())
@@ -239,7 +239,7 @@ func TestRefreshAheadPastHalfLife(t *testing.T) {
 func TestJitterSpreadsRefreshes(t *testing.T) {
 	clk := newClock()
 	up := &fakeVendor{VendFunc: minting(clk)}
-	c := cache.New(up, cache.Options{}, 0, cache.Deps{Now: clk.Now, Jitter: func() float64 { return 0.99 }})
+	c := cache.New(up, vend.CacheOptions{}, 0, cache.Deps{Now: clk.Now, Jitter: func() float64 { return 0.99 }})
 	defer c.Close()
 	g := grant()
 	mustVend(t, c, g)
@@ -328,7 +328,7 @@ func TestLRUEviction(t *testing.T) {
 	clk := newClock()
 	up := &fakeVendor{VendFunc: minting(clk)}
 	m := metrics.New("test")
-	c := newCache(t, up, clk, func(o *cache.Options) { o.MaxEntries = 2 }, m)
+	c := newCache(t, up, clk, func(o *vend.CacheOptions) { o.MaxEntries = 2 }, m)
 	a, b, d := grant(), grant(), grant()
 	b.SessionName, d.SessionName = "b-task", "d-task"
 	mustVend(t, c, a)
@@ -455,7 +455,7 @@ func TestUpstreamOutageLongerThanTheLifetime(t *testing.T) {
 
 func TestClosePassesThroughReadinessAndReload(t *testing.T) {
 	ready := &readyVendor{}
-	c := cache.New(ready, cache.Options{}, 0, cache.Deps{})
+	c := cache.New(ready, vend.CacheOptions{}, 0, cache.Deps{})
 	if err := c.Ready(context.Background()); !errors.Is(err, errNotReady) {
 		t.Fatalf("readiness not passed through: %v", err)
 	}
@@ -472,15 +472,15 @@ func (*readyVendor) Ready(context.Context) error { return errNotReady }
 
 type configurableVendor struct {
 	fakeVendor
-	opt cache.Options
+	opt vend.CacheOptions
 }
 
-func (c *configurableVendor) CacheOptions() cache.Options { return c.opt }
+func (c *configurableVendor) CacheOptions() vend.CacheOptions { return c.opt }
 
 func TestWrapAllWrapsOnlyBackendsThatEnableTheCache(t *testing.T) {
 	off := false
 	on := &configurableVendor{}
-	disabled := &configurableVendor{opt: cache.Options{Enabled: &off}}
+	disabled := &configurableVendor{opt: vend.CacheOptions{Enabled: &off}}
 	plain := &fakeVendor{}
 	backends := map[string]vend.Vendor{"on": on, "disabled": disabled, "plain": plain}
 	closers := cache.WrapAll(backends, 30*time.Minute, cache.Deps{})

@@ -9,7 +9,7 @@ import (
 	"github.com/vtk/dispenser/internal/vend"
 )
 
-// WrapAll replaces every backend that implements Configurable and has its
+// WrapAll replaces every backend that implements vend.CacheConfigurable and has its
 // cache enabled with a Cache around it, and returns the caches' Close
 // functions. serverFloor is the server's min_remaining (see New). Backends
 // without cache options (mock, static) are left as they are.
@@ -21,7 +21,7 @@ func WrapAll(backends map[string]vend.Vendor, serverFloor time.Duration, d Deps)
 	sort.Strings(names)
 	var closers []func() error
 	for _, name := range names {
-		cc, ok := backends[name].(Configurable)
+		cc, ok := backends[name].(vend.CacheConfigurable)
 		if !ok || !cc.CacheOptions().On() {
 			continue
 		}
