@@ -657,7 +657,7 @@ func TestMigrationMovesTheIndexToItsFile(t *testing.T) {
 	if err := s.CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	opts := audit.VerifyOptions{OriginBase: origin, Verifier: v, Anchor: anchor}
+	opts := audit.VerifyOptions{OriginBase: origin, Verifier: v, Anchors: []audit.Anchor{anchor}}
 	for _, readOnly := range []bool{false, true} {
 		src := s
 		if readOnly {
