@@ -28,8 +28,9 @@ import (
 // IndexPath is the file holding the query index of the trail at path.
 func IndexPath(path string) string { return path + ".index" }
 
-// indexLayout is the index file's PRAGMA user_version.
-const indexLayout = 1
+// indexLayout is the index file's PRAGMA user_version. A change to the
+// index tables bumps it; a file of an older layout is dropped and rebuilt.
+var indexLayout = 1 // a variable only so that tests can open a file of another layout
 
 // indexTables are the index file's tables, in schema (empty for the file
 // itself, "idx." for a stand-in attached to a read-only store).
@@ -167,7 +168,13 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if v > indexLayout {
 		return fmt.Errorf("the query index %s has layout %d, newer than this dispenser's %d (remove it: it is rebuilt from the trail)", IndexPath(s.path), v, indexLayout)
 	}
-	if _, err := ix.ExecContext(ctx, indexTables("")+indexIndexes+fmt.Sprintf("PRAGMA user_version = %d;", indexLayout)); err != nil {
+	ddl := indexTables("") + indexIndexes + fmt.Sprintf("PRAGMA user_version = %d;", indexLayout)
+	if v != 0 && v < indexLayout {
+		// An older layout is not migrated: the index is derived, so it is
+		// dropped and rebuilt from the trail.
+		ddl = `DROP TABLE IF EXISTS audit_index; DROP TABLE IF EXISTS audit_index_cursor;` + ddl
+	}
+	if _, err := ix.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
 	logs, err := s.prunedLogs(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vtk/dispenser/internal/audit"
@@ -137,5 +138,62 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestIndexLayout: an index file of an older layout is dropped and rebuilt
+// from the trail (nothing in it is kept, a ghost row included); one of a
+// newer layout stops the store with a message that says what to do.
+func TestIndexLayout(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []audit.Record
+	for i := 0; i < 30; i++ {
+		recs = append(recs, audittest.Sample(i))
+	}
+	if _, err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ix.ExecContext(ctx, `UPDATE audit_index SET org = 'ghost'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	defer func(v int) { indexLayout = v }(indexLayout)
+	indexLayout++ // this code's layout is newer than the file's
+	s, err = Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Query(ctx, audit.Filter{Org: recs[4].Org})
+	if err != nil || len(p.Records) == 0 {
+		t.Fatalf("query after the rebuild: %+v, %v", p.Records, err)
+	}
+	var ghosts, v int
+	if err := s.ix.QueryRowContext(ctx, `SELECT count(*) FROM audit_index WHERE org = 'ghost'`).Scan(&ghosts); err != nil || ghosts != 0 {
+		t.Fatalf("%d rows of the old layout kept (%v)", ghosts, err)
+	}
+	if err := s.ix.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil || v != indexLayout {
+		t.Fatalf("layout %d after the rebuild (%v), want %d", v, err, indexLayout)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	indexLayout -= 2 // an older dispenser, the file's layout newer than its own
+	if _, err := Open(ctx, Options{Path: path}); err == nil || !strings.Contains(err.Error(), "remove it: it is rebuilt from the trail") {
+		t.Fatalf("open with a newer index layout: %v", err)
+	}
+	if _, err := Open(ctx, Options{Path: path, ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "has layout") {
+		t.Fatalf("read-only open with a newer index layout: %v", err)
 	}
 }
