@@ -140,11 +140,12 @@ func openDB(dsn string, dbs ...attachment) (*sql.DB, error) {
 // indexDSN opens the index file for the indexer: WAL, no fsync per commit,
 // IMMEDIATE transactions (an indexer in another process, a CLI query's,
 // waits instead of failing; the trail is attached read-only, so they take
-// no lock the writer needs) and a page cache that holds the pages a large
-// step touches.
+// no lock the writer needs), a page cache that holds the pages a large
+// step touches, and a WAL cut back to 64 MiB once checkpointed (a bulk
+// build writes each query index through it in one transaction).
 func indexDSN(path string) string {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "cache_size(-16384)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "cache_size(-16384)", "journal_size_limit(67108864)"} {
 		q.Add("_pragma", p)
 	}
 	return uri(path, q, "_txlock", "immediate")
