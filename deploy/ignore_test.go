@@ -12,9 +12,11 @@ import (
 // example configuration (relative paths land beside it, in examples/) or
 // from the root (an unset audit.path): the audit database and its SQLite
 // companions, the generated checkpoint key, the anchors, the SigV4 key
-// store and its lock.
+// store and its lock, the query index beside the database and its
+// companions.
 var stateFiles = []string{
 	"dispenser-audit.db", "dispenser-audit.db-wal", "dispenser-audit.db-shm",
+	"dispenser-audit.db.index", "dispenser-audit.db.index-wal", "dispenser-audit.db.index-shm",
 	"dispenser-audit.db.checkpoint-key", "dispenser-audit.db.anchors/main-000001",
 	"dispenser-keys.json", "dispenser-keys.json.lock",
 }

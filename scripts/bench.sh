@@ -213,13 +213,17 @@ fi
 for n in "${names[@]}"; do
   [ "$n" = bare ] || start "$n"
 done
+# Idle RSS of each dispenser before any request (the answer fetched below
+# would make this tree's look bigger than the others').
+nap 1
+for n in "${names[@]}"; do [ "$n" = bare ] || rss[$n]=$(idle_rss "$n"); done
 token=$("${bin[dispenser]}" token --config "$work/dispenser/config.yaml" --subject worker-1 --org acme --ttl 10h)
 # The bare handler serves the values of a real answer (same JSON, same size).
 code=$(curl -s -o "$work/answer.json" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:${port[dispenser]}$path")
 [ "$code" = 200 ] || { echo "bench.sh: the dispenser answered $code: $(cat "$work/answer.json")" >&2; exit 1; }
 start bare
 nap 1
-for n in "${names[@]}"; do rss[$n]=$(idle_rss "$n"); done
+rss[bare]=$(idle_rss bare)
 
 echo "warming up ..." >&2
 for n in "${names[@]}"; do load "$n" 32 "$WARMUP" >/dev/null; done

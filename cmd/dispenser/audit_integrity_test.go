@@ -81,8 +81,17 @@ func resealSQLite(t *testing.T, dir string, n int) {
 	}
 	for _, q := range []string{`DROP TRIGGER audit_records_no_update`, `DROP TRIGGER audit_records_no_delete`,
 		`DROP TRIGGER audit_hashes_no_update`, `DROP TRIGGER audit_hashes_no_delete`,
-		`DELETE FROM audit_records`, `DELETE FROM audit_index`, `DELETE FROM audit_hashes`, `DELETE FROM audit_checkpoints`,
-		`DELETE FROM audit_heads`, `DELETE FROM audit_index_cursor`} {
+		`DELETE FROM audit_records`, `DELETE FROM audit_hashes`, `DELETE FROM audit_checkpoints`, `DELETE FROM audit_heads`} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	must(t, raw.Close())
+	// ... and the query index, in its own file.
+	if raw, err = sql.Open("sqlite", "file:"+sqlite.IndexPath(db)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DELETE FROM audit_index`, `DELETE FROM audit_index_cursor`} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -245,7 +254,7 @@ func TestGhostIndexRowIsCountedAndLogged(t *testing.T) {
 	if code, body, _ := call(t, "GET", srv.URL+"/credentials?operation=get&location=s3://media/acme/in/", tok); code != 200 {
 		t.Fatalf("credentials: %d %s", code, body)
 	}
-	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "audit.db")+"?_pragma=busy_timeout(10000)")
+	raw, err := sql.Open("sqlite", "file:"+sqlite.IndexPath(filepath.Join(dir, "audit.db"))+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/vtk/dispenser/internal/audit"
@@ -437,19 +438,25 @@ func TestReadOnlyOpenWritesNothing(t *testing.T) {
 		if _, err := ro.r.ExecContext(ctx, `INSERT INTO audit_prune (log, before) VALUES ('x', 1)`); err == nil {
 			t.Fatal("the read-only connection accepted a write")
 		}
+		if _, err := ro.r.ExecContext(ctx, `DELETE FROM audit_index`); err == nil {
+			t.Fatal("the read-only connection accepted a write to the index")
+		}
 	}
 	t.Run("while a dispenser has it open", check)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	before, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	var before [2][]byte
+	for i, p := range []string{path, IndexPath(path)} {
+		if before[i], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Run("closed", check)
-	after, _ := os.ReadFile(path)
-	if string(before) != string(after) {
-		t.Fatal("a read-only open changed the database file")
+	for i, p := range []string{path, IndexPath(path)} {
+		if after, _ := os.ReadFile(p); string(before[i]) != string(after) {
+			t.Fatalf("a read-only open changed %s", p)
+		}
 	}
 	// SQLite coordinates with writers through the -wal and -shm files
 	// even on a read-only connection, so it creates them (empty) beside a
@@ -458,8 +465,8 @@ func TestReadOnlyOpenWritesNothing(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		switch e.Name() {
-		case "audit.db", "audit.db-shm":
-		case "audit.db-wal":
+		case "audit.db", "audit.db-shm", "audit.db.index", "audit.db.index-shm":
+		case "audit.db-wal", "audit.db.index-wal":
 			if st, err := os.Stat(filepath.Join(dir, e.Name())); err != nil || st.Size() != 0 {
 				t.Errorf("after a read-only open of a closed database the WAL holds %d bytes (%v)", st.Size(), err)
 			}
@@ -584,39 +591,197 @@ func TestOneOfTwoAnchorsLost(t *testing.T) {
 	}
 }
 
-// TestMigrationStartsTheCursorWhereTheOldIndexerStopped: a store from
-// before the cursor, with a ghost index row that had stopped the old
-// indexer, migrates to a cursor just past the last entry actually indexed,
-// so the next query indexes every entry after it.
-func TestMigrationStartsTheCursorWhereTheOldIndexerStopped(t *testing.T) {
+// TestMigrationMovesTheIndexToItsFile opens a trail built by the previous
+// schema (version 4: the query index and its cursor in the trail's own
+// file), made by the dispenser at 1fa0e93 and kept in testdata/schema4:
+// 40 entries (entry 7 a summary with a detail, encoding version 2), the
+// first 30 indexed, a ghost index row, a signed checkpoint of all 40 in
+// its anchor directory. The migration drops the old index from the trail;
+// the indexer rebuilds it, from the entries, in the index file: every entry
+// is found, the ghost row is gone, and verify passes with the old anchor.
+func TestMigrationMovesTheIndexToItsFile(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t) // 20 entries, all indexed
-	f.append(t, 20, 10)
-	f.exec(t, `DELETE FROM audit_index WHERE seq >= 25`) // the old indexer stopped at 25 ...
-	f.insertGhost(t, 1_000_000, "ASIAGHOST")             // ... behind a ghost row
-	f.exec(t, `DROP TABLE audit_index_cursor`)
-	f.exec(t, `DELETE FROM audit_schema WHERE version = 4`)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/schema4")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "audit.sqlite")
+	if _, err := Open(ctx, Options{Path: path, ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "schema is version 4") {
+		t.Fatalf("read-only open of the old schema = %v, want a request to migrate it", err)
+	}
+	var reports []string
+	s, err := Open(ctx, Options{Path: path, Problems: func(p string) { reports = append(reports, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	var left int
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_index%'`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d index tables and indexes left in the trail (%v)", left, err)
+	}
+	for i := 0; i < 40; i++ {
+		k := audittest.Sample(i).AccessKeyID
+		if k == "" || i == 7 {
+			continue
+		}
+		if p, err := s.Query(ctx, audit.Filter{AccessKeyID: k}); err != nil || len(p.Records) != 1 || p.Records[0].ID != audit.EntryID("main", int64(i)) {
+			t.Fatalf("entry %d after the migration: %+v, %v", i, p.Records, err)
+		}
+	}
+	p, err := s.Query(ctx, audit.Filter{Outcome: audit.Summarized})
+	if err != nil || len(p.Records) != 1 || p.Records[0].Detail == "" {
+		t.Fatalf("the version 2 entry after the migration: %+v, %v", p.Records, err)
+	}
+	if p, err := s.Query(ctx, audit.Filter{AccessKeyID: "ASIAGHOST"}); err != nil || len(p.Records) != 0 || len(reports) != 0 {
+		t.Fatalf("the old ghost row: %+v, %v; reports %q", p.Records, err, reports)
+	}
+	signer, vkey, err := audit.LoadSigner(filepath.Join(dir, "checkpoint.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchor := &audit.DirAnchor{Dir: filepath.Join(dir, "anchors")}
+	cp := &audit.Checkpointer{Source: s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: signer, Anchors: []audit.Anchor{anchor}}
+	if r, err := cp.Resume(ctx); err != nil || r.Anchored != 40 {
+		t.Fatalf("resume on the migrated trail: %+v, %v", r, err)
+	}
+	if _, err := s.Append(ctx, []audit.Record{audittest.Sample(40)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Checkpoint(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	opts := audit.VerifyOptions{OriginBase: origin, Verifier: v, Anchors: []audit.Anchor{anchor}}
+	for _, readOnly := range []bool{false, true} {
+		src := s
+		if readOnly {
+			if src, err = Open(ctx, Options{Path: path, ReadOnly: true}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = src.Close() }()
+		}
+		rep, err := audit.Verify(ctx, src, opts)
+		if err != nil || len(rep.Logs) != 1 || len(rep.Logs[0].Problems) > 0 || rep.Logs[0].Size != 41 || rep.Logs[0].Anchored != 41 {
+			t.Fatalf("verify (read-only %v) after the migration: %+v, %v", readOnly, rep, err)
+		}
+	}
+}
+
+// TestReadOnlyWithoutTheIndexFile: a copy of the trail alone (the index
+// file is derived, and left out of a backup) verifies read-only, with no
+// index to check, and the read-only open creates no index file.
+func TestReadOnlyWithoutTheIndexFile(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
 	path := f.s.path
 	if err := f.s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(ctx, Options{Path: path})
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(IndexPath(path) + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	ro, err := Open(ctx, Options{Path: path, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	var next int64
-	if err := s.r.QueryRow(`SELECT next_seq FROM audit_index_cursor WHERE log = 'main'`).Scan(&next); err != nil || next != 25 {
-		t.Fatalf("migrated cursor = %d, %v; want 25", next, err)
+	defer func() { _ = ro.Close() }()
+	rep, err := audit.Verify(ctx, ro, f.opts)
+	if err != nil || len(rep.Logs) != 1 || len(rep.Logs[0].Problems) > 0 || rep.Logs[0].Size != 20 {
+		t.Fatalf("verify of the trail alone: %+v, %v", rep, err)
 	}
-	for i := 25; i < 30; i++ {
-		k := audittest.Sample(i).AccessKeyID
-		if k == "" {
-			continue
+	if _, err := os.Stat(IndexPath(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a read-only open created the index file (%v)", err)
+	}
+}
+
+// TestPruneInterruptedBetweenItsTransactions: a prune deletes the entries
+// in the trail, then their index rows in the index file; a crash in
+// between leaves those rows behind. They are not ghost rows (verify and
+// queries leave out rows below the prune floor), and the next start
+// removes them.
+func TestPruneInterruptedBetweenItsTransactions(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	reported := f.reopen(t)
+	f.exec(t, `CREATE TABLE saved_index AS SELECT * FROM audit_index WHERE seq < 9`)
+	keep := time.Hour
+	now := func() time.Time { return audittest.T0.Add(keep + 10*time.Second) } // cutoff: entry 10
+	rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}
+	if n, err := rt.Prune(ctx); err != nil || n != 9 {
+		t.Fatalf("Prune = %d, %v; want 9", n, err)
+	}
+	f.opts.Retention, f.opts.Now = keep, now
+	f.exec(t, `INSERT INTO audit_index SELECT * FROM saved_index`) // as if the second transaction never ran
+	r := f.verify(t)
+	if len(r.Problems) > 0 {
+		t.Fatalf("verify after an interrupted prune: %q", r.Problems)
+	}
+	k := audittest.Sample(4).AccessKeyID
+	if p, err := f.s.Query(ctx, audit.Filter{AccessKeyID: k}); err != nil || len(p.Records) != 0 {
+		t.Fatalf("query for a pruned entry: %+v, %v", p.Records, err)
+	}
+	if got := reported(); len(got) != 0 {
+		t.Fatalf("reports %q", got)
+	}
+	f.reopen(t)
+	var n int
+	if err := f.s.ix.QueryRowContext(ctx, `SELECT count(*) FROM audit_index WHERE seq < 9`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d index rows of pruned entries after a restart (%v)", n, err)
+	}
+}
+
+// TestNoGhostsWhileIndexing: the trail and the index are two files, each
+// read at its own snapshot. While entries are appended and indexed, verify's
+// ghost-row pass and queries must never see an index row whose entry their
+// view of the trail lacks.
+func TestNoGhostsWhileIndexing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	reported := f.reopen(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 20; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := f.s.Append(ctx, []audit.Record{audittest.Sample(i)}); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := f.s.CatchUp(ctx); err != nil {
+				t.Error(err)
+				return
+			}
 		}
-		if p, err := s.Query(ctx, audit.Filter{AccessKeyID: k}); err != nil || len(p.Records) != 1 {
-			t.Fatalf("entry %d after the migration: %+v, %v", i, p.Records, err)
+	}()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if err := f.s.Strays(ctx, true, func(s audit.Stray) error { return fmt.Errorf("stray: %s", s.Problem) }); err != nil {
+			t.Error(err)
+			break
 		}
+		if _, err := f.s.Query(ctx, audit.Filter{Limit: 5}); err != nil {
+			t.Error(err)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if got := reported(); len(got) != 0 {
+		t.Fatalf("queries reported %q", got)
 	}
 }
 

@@ -85,8 +85,9 @@ func (f *fixture) verify(t *testing.T) audit.LogReport {
 	return rep.Logs[0]
 }
 
-// exec runs tampering SQL with the append-only triggers dropped, as an
-// attacker owning the file would.
+// exec runs tampering SQL as an attacker owning the files would: with the
+// append-only triggers dropped, on the file that holds the table q names
+// (the query index and its cursor live in the index file).
 func (f *fixture) exec(t *testing.T, q string, args ...any) {
 	t.Helper()
 	for _, tr := range []string{"audit_records_no_update", "audit_records_no_delete", "audit_hashes_no_update", "audit_hashes_no_delete"} {
@@ -94,7 +95,11 @@ func (f *fixture) exec(t *testing.T, q string, args ...any) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.s.w.Exec(q, args...); err != nil {
+	db := f.s.w
+	if strings.Contains(q, "audit_index") {
+		db = f.s.ix
+	}
+	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 }
