@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vtk/dispenser/internal/duration"
 	"github.com/vtk/dispenser/internal/fault"
@@ -541,6 +542,40 @@ func TestTransitiveKeysOnlyForTagsSent(t *testing.T) {
 		}
 		if !slices.Equal(g.TransitiveTagKeys, tc.want) {
 			t.Errorf("job %q task %q: transitive %v, want %v", tc.job, tc.task, g.TransitiveTagKeys, tc.want)
+		}
+	}
+}
+
+// TestLengthLimitsOfARNsAndTagKeys: the role name (with its path) may be
+// 1–512 characters and a tag key 1–128 characters (counted as characters,
+// not bytes), checked apart from the patterns.
+func TestLengthLimitsOfARNsAndTagKeys(t *testing.T) {
+	arn := func(n int) string { return "arn:aws:iam::111122223333:role/" + strings.Repeat("r", n) }
+	for _, c := range []struct {
+		arn  string
+		want bool
+	}{
+		{arn(1), true}, {arn(512), true}, {arn(513), false}, {arn(0), false},
+		{"arn:aws:iam::111122223333:role/path/" + strings.Repeat("r", 507), true},
+		{"arn:aws:iam::11112222333:role/x", false}, {"arn:aws:iam::111122223333:user/x", false},
+	} {
+		if got := ValidRoleARN(c.arn); got != c.want {
+			t.Errorf("ValidRoleARN(%d chars) = %v, want %v", len(c.arn), got, c.want)
+		}
+	}
+	good := GrantRule{Bucket: "media", Prefixes: []string{"{org}/"}, Operations: []string{"get"}}
+	for _, c := range []struct {
+		key string
+		ok  bool
+	}{
+		{strings.Repeat("é", 128), true}, {strings.Repeat("é", 129), false}, {strings.Repeat("k", 128), true}, {strings.Repeat("k", 129), false},
+	} {
+		tn := Tenant{Org: "acme", RoleARN: arn(4), SessionTags: map[string]string{c.key: "{org}"}, Grants: []GrantRule{good}}
+		tn.ApplyDefaults()
+		var p validate.Problems
+		tn.Validate(&p, "tenants[0]", nil)
+		if ok := p.Err() == nil; ok != c.ok {
+			t.Errorf("tag key of %d characters: valid %v, want %v (%v)", utf8.RuneCountInString(c.key), ok, c.ok, p.Err())
 		}
 	}
 }
