@@ -161,100 +161,115 @@ var ErrMalformed = errors.New("audit: malformed entry encoding")
 // Decode parses an encoding made by Encode. It refuses unknown versions and
 // trailing bytes, so Encode(Decode(b)) == b for every accepted b.
 func Decode(body []byte) (Entry, error) {
-	s := cryptobyte.String(body)
+	d := decoder{s: cryptobyte.String(body), ok: true}
 	var e Entry
 	var ver uint8
-	if !s.ReadUint8(&ver) {
+	if !d.s.ReadUint8(&ver) {
 		return e, ErrMalformed
 	}
 	if ver != EncodingVersion && ver != EncodingVersionDetail {
 		return e, fmt.Errorf("audit: unknown entry encoding version %d", ver)
 	}
 	e.Version = ver
-	ok := true
-	str := func(out *string) {
-		var v cryptobyte.String
-		if ok && s.ReadUint24LengthPrefixed(&v) {
-			*out = string(v)
-			return
-		}
-		ok = false
-	}
-	i64 := func(out *int64) {
-		var v uint64
-		if ok && s.ReadUint64(&v) {
-			*out = int64(v)
-			return
-		}
-		ok = false
-	}
-	tm := func(out *time.Time) {
-		var n int64
-		i64(&n)
-		if ok && n != 0 {
-			*out = time.Unix(0, n).UTC()
-		}
-	}
-	integer := func(out *int) {
-		var n int64
-		i64(&n)
-		*out = int(n)
-	}
-	dur := func(out *time.Duration) {
-		var n int64
-		i64(&n)
-		*out = time.Duration(n)
-	}
-	r := &e.Record
-	var outcome string
-	str(&e.Log)
-	i64(&e.Seq)
+	d.str(&e.Log)
+	d.i64(&e.Seq)
 	var prev []byte
-	if ok && !s.ReadBytes(&prev, HashSize) {
-		ok = false
+	if d.ok && !d.s.ReadBytes(&prev, HashSize) {
+		d.ok = false
 	}
 	copy(e.PrevHash[:], prev)
-	tm(&r.Time)
-	str(&r.RequestID)
-	str(&outcome)
-	str(&r.Reason)
-	str(&r.Principal)
-	str(&r.AuthMethod)
-	str(&r.Org)
-	str(&r.JobID)
-	str(&r.TaskID)
-	str(&r.Operation)
-	str(&r.Bucket)
-	str(&r.Prefix)
-	integer(&r.FileCount)
-	str(&r.RoleARN)
-	str(&r.Backend)
-	str(&r.SessionName)
-	str(&r.SourceIdentity)
-	str(&r.AccessKeyID)
-	tm(&r.Expiration)
-	dur(&r.Duration)
-	str(&r.PolicySHA256)
-	str(&r.Policy)
-	integer(&r.PackedPolicySize)
-	str(&r.ClientAddr)
-	str(&r.UserAgent)
-	dur(&r.Latency)
-	str(&r.ReplicaID)
+	d.record(&e.Record)
 	if ver == EncodingVersionDetail {
-		var d string
-		str(&d)
-		r.Detail = Detail(d)
+		var detail string
+		d.str(&detail)
+		e.Record.Detail = Detail(detail)
 		// Version 2 exists for the detail: an empty or non-object one is
 		// not an encoding Encode makes.
-		if d == "" || !r.Detail.valid() {
-			ok = false
+		if detail == "" || !e.Record.Detail.valid() {
+			d.ok = false
 		}
 	}
-	if !ok || !s.Empty() {
+	if !d.ok || !d.s.Empty() {
 		return Entry{}, ErrMalformed
 	}
-	r.Outcome = Outcome(outcome)
-	r.ID = e.ID()
+	e.Record.ID = e.ID()
 	return e, nil
+}
+
+// decoder reads the fields of an encoding in order; the first field that
+// cannot be read clears ok and every later read is a no-op.
+type decoder struct {
+	s  cryptobyte.String
+	ok bool
+}
+
+func (d *decoder) str(out *string) {
+	var v cryptobyte.String
+	if d.ok && d.s.ReadUint24LengthPrefixed(&v) {
+		*out = string(v)
+		return
+	}
+	d.ok = false
+}
+
+func (d *decoder) i64(out *int64) {
+	var v uint64
+	if d.ok && d.s.ReadUint64(&v) {
+		*out = int64(v)
+		return
+	}
+	d.ok = false
+}
+
+func (d *decoder) tm(out *time.Time) {
+	var n int64
+	d.i64(&n)
+	if d.ok && n != 0 {
+		*out = time.Unix(0, n).UTC()
+	}
+}
+
+func (d *decoder) integer(out *int) {
+	var n int64
+	d.i64(&n)
+	*out = int(n)
+}
+
+func (d *decoder) dur(out *time.Duration) {
+	var n int64
+	d.i64(&n)
+	*out = time.Duration(n)
+}
+
+// record reads a Record's fields in the order Encode writes them.
+func (d *decoder) record(r *Record) {
+	var outcome string
+	d.tm(&r.Time)
+	d.str(&r.RequestID)
+	d.str(&outcome)
+	d.str(&r.Reason)
+	d.str(&r.Principal)
+	d.str(&r.AuthMethod)
+	d.str(&r.Org)
+	d.str(&r.JobID)
+	d.str(&r.TaskID)
+	d.str(&r.Operation)
+	d.str(&r.Bucket)
+	d.str(&r.Prefix)
+	d.integer(&r.FileCount)
+	d.str(&r.RoleARN)
+	d.str(&r.Backend)
+	d.str(&r.SessionName)
+	d.str(&r.SourceIdentity)
+	d.str(&r.AccessKeyID)
+	d.tm(&r.Expiration)
+	d.dur(&r.Duration)
+	d.str(&r.PolicySHA256)
+	d.str(&r.Policy)
+	d.integer(&r.PackedPolicySize)
+	d.str(&r.ClientAddr)
+	d.str(&r.UserAgent)
+	d.dur(&r.Latency)
+	d.str(&r.ReplicaID)
+	r.Outcome = Outcome(outcome)
 }
