@@ -15,6 +15,7 @@ package denials
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -276,10 +277,10 @@ func (t *Trail) fold(rec audit.Record, cause string) {
 			w.capped = true
 		}
 	}
-	if p := rec.Principal; p != "" && len(w.principals) < sampleSize && !contains(w.principals, cut(p, 256)) {
+	if p := rec.Principal; p != "" && len(w.principals) < sampleSize && !slices.Contains(w.principals, cut(p, 256)) {
 		w.principals = append(w.principals, cut(p, 256))
 	}
-	if q := requestOf(rec); q != "" && len(w.requests) < sampleSize && !contains(w.requests, q) {
+	if q := requestOf(rec); q != "" && len(w.requests) < sampleSize && !slices.Contains(w.requests, q) {
 		w.requests = append(w.requests, q)
 	}
 }
@@ -447,12 +448,12 @@ func merge(a, b *window) *window {
 	}
 	a.capped = a.capped || b.capped
 	for _, p := range b.principals {
-		if len(a.principals) < sampleSize && !contains(a.principals, p) {
+		if len(a.principals) < sampleSize && !slices.Contains(a.principals, p) {
 			a.principals = append(a.principals, p)
 		}
 	}
 	for _, q := range b.requests {
-		if len(a.requests) < sampleSize && !contains(a.requests, q) {
+		if len(a.requests) < sampleSize && !slices.Contains(a.requests, q) {
 			a.requests = append(a.requests, q)
 		}
 	}
@@ -473,15 +474,6 @@ func (t *Trail) Close() error {
 	t.running.Wait()
 	t.flush(true)
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cut shortens s to at most n bytes on a character boundary.

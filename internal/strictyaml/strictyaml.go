@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -203,7 +204,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, ignore [
 		if !d.first(seen, kv, child) {
 			continue
 		}
-		if contains(ignore, name) {
+		if slices.Contains(ignore, name) {
 			continue
 		}
 		fi, ok := fields.byName[name]
@@ -442,13 +443,4 @@ func fieldsOf(t reflect.Type) *fieldSet {
 	sort.Strings(fs.names)
 	fieldCache.Store(t, fs)
 	return fs
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

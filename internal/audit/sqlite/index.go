@@ -269,20 +269,7 @@ var (
 
 // prunedLogs lists the logs with a prune floor.
 func (s *Store) prunedLogs(ctx context.Context) ([]string, error) {
-	rows, err := s.ix.QueryContext(ctx, `SELECT log FROM trail.audit_prune ORDER BY log`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, s.ix, `SELECT log FROM trail.audit_prune ORDER BY log`)
 }
 
 // pruneIndex deletes the index rows of log's pruned entries.

@@ -534,18 +534,23 @@ const logsSQL = `WITH RECURSIVE l(log) AS (
 
 // Logs implements audit.LogReader.
 func (s *Store) Logs(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, logsSQL)
+	return queryStrings(ctx, s.r, logsSQL)
+}
+
+// queryStrings runs a query of one text column and returns its values.
+func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, l)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
