@@ -121,11 +121,7 @@ func (s *Server) auditQuery(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, auditReadError(err))
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/x-ndjson")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
+	writeHeader(w, http.StatusOK, "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	rc := http.NewResponseController(w)

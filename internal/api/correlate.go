@@ -153,10 +153,6 @@ func (s *Server) auditCorrelate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, auditReadError(err))
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
+	writeHeader(w, http.StatusOK, "application/json")
 	_, _ = w.Write(out.Bytes())
 }

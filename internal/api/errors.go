@@ -73,14 +73,20 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
 	// Exactly application/json: the AWS SDK for Go v2 parses error bodies
 	// only for that value.
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	writeHeader(w, status, "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// writeHeader starts every body the API writes: what it holds (credentials,
+// audit records) must never be cached or sniffed into something else.
+func writeHeader(w http.ResponseWriter, status int, contentType string) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
 }
