@@ -179,22 +179,7 @@ func canonicalQuery(params []queryParam, skip string) string {
 		}
 		enc = append(enc, queryParam{uriEncode(p.Name, false), uriEncode(p.Value, false)})
 	}
-	sort.Slice(enc, func(i, j int) bool {
-		if enc[i].Name != enc[j].Name {
-			return enc[i].Name < enc[j].Name
-		}
-		return enc[i].Value < enc[j].Value
-	})
-	var b strings.Builder
-	for i, p := range enc {
-		if i > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(p.Name)
-		b.WriteByte('=')
-		b.WriteString(p.Value)
-	}
-	return b.String()
+	return joinSorted(enc, 0)
 }
 
 // rawSortedQuery is the query string as sent, in the form botocore signs
@@ -214,6 +199,12 @@ func rawSortedQuery(raw string) string {
 		k, v, _ := strings.Cut(piece, "=")
 		pairs[i] = queryParam{k, v}
 	}
+	return joinSorted(pairs, len(raw)+len(pairs))
+}
+
+// joinSorted sorts pairs by name then value and joins them as
+// "name=value&…", the shape both query forms share; size is a hint.
+func joinSorted(pairs []queryParam, size int) string {
 	sort.Slice(pairs, func(i, j int) bool {
 		if pairs[i].Name != pairs[j].Name {
 			return pairs[i].Name < pairs[j].Name
@@ -221,7 +212,7 @@ func rawSortedQuery(raw string) string {
 		return pairs[i].Value < pairs[j].Value
 	})
 	var b strings.Builder
-	b.Grow(len(raw) + len(pairs))
+	b.Grow(size)
 	for i, p := range pairs {
 		if i > 0 {
 			b.WriteByte('&')
