@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	sqlite "modernc.org/sqlite"
@@ -30,6 +32,9 @@ func IndexPath(path string) string { return path + ".index" }
 
 // indexLayout is the index file's PRAGMA user_version. A change to the
 // index tables bumps it; a file of an older layout is dropped and rebuilt.
+// The text of indexTables and indexIndexes is the layout: the schema a
+// file holds is compared with it (see checkIndexSchema), so any change to
+// it, even of a comment inside a CREATE, bumps indexLayout.
 var indexLayout = 1 // a variable only so that tests can open a file of another layout
 
 // indexTables are the index file's tables, in schema (empty for the file
@@ -177,6 +182,13 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if v > indexLayout {
 		return fmt.Errorf("the query index %s has layout %d, newer than this dispenser's %d (remove it: it is rebuilt from the trail)", IndexPath(s.path), v, indexLayout)
 	}
+	if v == indexLayout {
+		// Before the DDL, which an object put in the place of one of this
+		// code's (a view named audit_index) would fail with less to say.
+		if err := s.checkIndexSchema(ctx, ix); err != nil {
+			return err
+		}
+	}
 	ddl := indexTables("") + indexIndexes + fmt.Sprintf("PRAGMA user_version = %d;", indexLayout)
 	if v != 0 && v < indexLayout {
 		// An older layout is not migrated: the index is derived, so it is
@@ -186,6 +198,9 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if _, err := ix.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
+	if err := s.checkIndexSchema(ctx, ix); err != nil {
+		return err
+	}
 	logs, err := s.prunedLogs(ctx)
 	if err != nil {
 		return err
@@ -194,6 +209,89 @@ func (s *Store) openIndex(ctx context.Context) error {
 		if err := s.pruneIndex(ctx, l); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// indexSchema is the index file's schema as this code creates it: for
+// each object ("type name") of sqlite_schema, its table and SQL (stored
+// without IF NOT EXISTS and without the schema name).
+var indexSchema = sync.OnceValues(func() (map[string]string, error) {
+	db, err := sql.Open("sqlite", ":memory:")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(indexTables("") + indexIndexes); err != nil {
+		return nil, err
+	}
+	return schemaObjects(context.Background(), db, "main")
+})
+
+// schemaObjects reads the sqlite_schema of schema as indexSchema holds it.
+func schemaObjects(ctx context.Context, q queryer, schema string) (map[string]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT type, name, tbl_name, COALESCE(sql, '') FROM `+schema+`.sqlite_schema`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var typ, name, tbl, text string
+		if err := rows.Scan(&typ, &name, &tbl, &text); err != nil {
+			return nil, err
+		}
+		out[typ+" "+name] = tbl + "\n" + text
+	}
+	return out, rows.Err()
+}
+
+// indexSchemaProblems names every object of the index file (schema "main"
+// for the indexer, "idx" for the readers) that this code does not create
+// as it stands: a trigger, a view, a table or index of its own or one
+// redefined. Whoever can write the index file could otherwise keep rows
+// out of it (a trigger deleting the rows of one access key as the indexer
+// writes them, another holding the cursor back so that verify expects
+// none), which the rows alone never show. A query index left out (a bulk
+// build interrupted; the next start creates it) is no problem.
+func indexSchemaProblems(ctx context.Context, q queryer, schema string) ([]string, error) {
+	want, err := indexSchema()
+	if err != nil {
+		return nil, err
+	}
+	got, err := schemaObjects(ctx, q, schema)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for obj, def := range got {
+		switch w, ok := want[obj]; {
+		case !ok:
+			out = append(out, fmt.Sprintf("the query index file holds %s, which no dispenser creates (edited: it can hide or alter index rows)", obj))
+		case def != w:
+			out = append(out, fmt.Sprintf("the query index file holds %s defined otherwise than a dispenser defines it (edited: it can hide or alter index rows)", obj))
+		}
+	}
+	for obj := range want {
+		if _, ok := got[obj]; !ok && strings.HasPrefix(obj, "table ") {
+			out = append(out, fmt.Sprintf("the query index file lacks %s", obj))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// checkIndexSchema fails when indexSchemaProblems finds any: the index
+// cannot be trusted to hold every entry, so queries fail instead of
+// answering without some.
+func (s *Store) checkIndexSchema(ctx context.Context, q queryer) error {
+	p, err := indexSchemaProblems(ctx, q, "main")
+	if err != nil {
+		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("the query index %s cannot be trusted: %s (remove it: it is rebuilt from the trail; run dispenser audit verify first)", IndexPath(s.path), strings.Join(p, "; "))
 	}
 	return nil
 }
@@ -398,6 +496,11 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	// Checked in the transaction, which holds the file's write lock: the
+	// schema stays as checked while the rows go in.
+	if err := s.checkIndexSchema(ctx, tx); err != nil {
+		return false, false, fmt.Errorf("audit sqlite: %w", err)
+	}
 	cursors, err := readCursors(ctx, tx)
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)

@@ -711,7 +711,7 @@ func TestPruneInterruptedBetweenItsTransactions(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	reported := f.reopen(t)
-	f.exec(t, `CREATE TABLE saved_index AS SELECT * FROM audit_index WHERE seq < 9`)
+	f.exec(t, `CREATE TEMP TABLE saved_index AS SELECT * FROM audit_index WHERE seq < 9`) // on the indexer's one connection
 	keep := time.Hour
 	now := func() time.Time { return audittest.T0.Add(keep + 10*time.Second) } // cutoff: entry 10
 	rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}

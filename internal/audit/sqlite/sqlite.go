@@ -637,8 +637,9 @@ func (s *Store) ReadHashRange(ctx context.Context, log string, lo, hi int64) ([]
 const maxStrays = 10
 
 // Strays implements audit.LogReader: audit_index rows whose id is no
-// entry's (a query would return them, or skip them as it now does), and
-// indexer cursors past their log's head. Without full, only index rows
+// entry's (a query would return them, or skip them as it now does),
+// indexer cursors past their log's head, and schema objects of the index
+// file no dispenser creates (indexSchemaProblems; either run). Without full, only index rows
 // above the newest entry's id are looked at (a range read of what it
 // finds): entry ids are dense above the prune floor, so a ghost row among
 // them sits at an entry's id, and Scan compares it with that entry.
@@ -686,7 +687,19 @@ func (s *Store) Strays(ctx context.Context, full bool, fn func(audit.Stray) erro
 		}
 	}
 	rows.Close()
-	return cursorStrays(ctx, tx, fn)
+	if err := cursorStrays(ctx, tx, fn); err != nil {
+		return err
+	}
+	sp, err := indexSchemaProblems(ctx, tx, "idx")
+	if err != nil {
+		return err
+	}
+	for _, p := range sp {
+		if err := fn(audit.Stray{Problem: p}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cursorStrays reports indexer cursors past their log's head.
