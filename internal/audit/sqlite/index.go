@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -35,7 +36,7 @@ func IndexPath(path string) string { return path + ".index" }
 // The text of indexTables and indexIndexes is the layout: the schema a
 // file holds is compared with it (see checkIndexSchema), so any change to
 // it, even of a comment inside a CREATE, bumps indexLayout.
-var indexLayout = 1 // a variable only so that tests can open a file of another layout
+var indexLayout = 2 // a variable only so that tests can open a file of another layout
 
 // indexTables are the index file's tables, in schema (empty for the file
 // itself, "idx." for a stand-in attached to a read-only store).
@@ -53,11 +54,13 @@ func indexTables(schema string) string {
   access_key_id TEXT    NOT NULL,
   bucket        TEXT    NOT NULL
 );
--- Per log, the seq below which every entry is indexed; advanced in the
+-- Per log, the seq below which every entry is indexed, and the chain
+-- hash of the entry before it (which trail, as of when); advanced in the
 -- same transaction as the rows.
 CREATE TABLE IF NOT EXISTS ` + schema + `audit_index_cursor (
   log      TEXT PRIMARY KEY,
-  next_seq INTEGER NOT NULL
+  next_seq INTEGER NOT NULL,
+  hash     BLOB -- of entry next_seq - 1; NULL at 0
 );
 `
 }
@@ -319,7 +322,7 @@ func (s *Store) checkIndexLayout(ctx context.Context) error {
 		return fmt.Errorf("the query index %s is unreadable: %w", IndexPath(s.path), err)
 	}
 	if v != indexLayout && v != 0 {
-		return fmt.Errorf("the query index %s has layout %d; this dispenser reads %d", IndexPath(s.path), v, indexLayout)
+		return fmt.Errorf("the query index %s has layout %d; this dispenser reads %d (a dispenser of this version rebuilds it when it starts, or when dispenser audit query runs)", IndexPath(s.path), v, indexLayout)
 	}
 	return nil
 }
@@ -351,11 +354,14 @@ var (
 		SELECT id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + ` FROM trail.audit_records
 		WHERE log = ? AND seq >= ? AND seq < ? ORDER BY seq`
 	// selectCursors reads, for every log with a head, how far it is
-	// indexed and how far its head reaches.
-	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0) FROM trail.audit_heads h
-		LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
-	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq) VALUES (?, ?)
-		ON CONFLICT (log) DO UPDATE SET next_seq = excluded.next_seq`
+	// indexed, how far its head reaches, and the chain hash the cursor
+	// holds and the trail's of the entry before it.
+	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0), c.hash,
+		(SELECT r.hash FROM trail.audit_records r WHERE r.log = h.log AND r.seq = c.next_seq - 1)
+		FROM trail.audit_heads h LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
+	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq, hash)
+		VALUES (?1, ?2, (SELECT hash FROM trail.audit_records WHERE log = ?1 AND seq = ?2 - 1))
+		ON CONFLICT (log) DO UPDATE SET next_seq = excluded.next_seq, hash = excluded.hash`
 	// pruneIndexSQL deletes the index rows of a log's pruned entries; the
 	// kept boundary entry's id bounds them so the delete walks the rowid
 	// range.
@@ -505,13 +511,21 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
+	if p := notThisTrail(cursors); p != "" {
+		// The rows stand at the ids of other entries (or of none): they
+		// all go, and the index is built again from the first entry.
+		s.report(p + "; the query index is rebuilt from the trail")
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_index; DELETE FROM audit_index_cursor;`); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		return false, false, nil
+	}
 	if mayBulk {
 		var backlog, indexed int64
 		for _, c := range cursors {
-			if c.next > c.size {
-				backlog += c.size
-				continue
-			}
 			backlog, indexed = backlog+c.size-c.next, indexed+c.next
 		}
 		if backlog >= bulkMin && backlog > indexed {
@@ -521,12 +535,6 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	budget, changed := chunk, false
 	for _, c := range cursors {
 		from := c.next
-		if c.next > c.size {
-			// Only an edit moves a cursor past its head: index the log
-			// again from its start rather than skip what follows.
-			s.report(fmt.Sprintf("the query index cursor of log %s was at %d but the log holds %d entries (edited); re-indexing the log from its start", c.log, c.next, c.size))
-			from, c.next = -1, 0
-		}
 		if end := min(c.size, c.next+budget); end > c.next {
 			if _, err := tx.ExecContext(ctx, indexSQL, c.log, c.next, end); err != nil {
 				return false, false, fmt.Errorf("audit sqlite: index: %w", err)
@@ -558,6 +566,26 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 type cursor struct {
 	log        string
 	size, next int64
+	hash       []byte // the cursor's hash of entry next-1
+	entry      []byte // the trail's
+}
+
+// notThisTrail tells why the index is not the trail's up to its cursors,
+// or "". A cursor past its log's head, or one whose hash is not that of
+// the entry before it, was written for another trail: the index file of
+// another, or of this one before it was restored from an older copy (or
+// it was edited). Its rows then stand at the ids of other entries, which
+// queries would skip, and going on from the cursor would never fix them.
+func notThisTrail(cursors []*cursor) string {
+	for _, c := range cursors {
+		switch {
+		case c.next > c.size:
+			return fmt.Sprintf("the query index cursor of log %s was at %d, past the log's %d entries (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.size)
+		case !bytes.Equal(c.hash, c.entry):
+			return fmt.Sprintf("the query index cursor of log %s was at %d, but entry %d is not the one it indexed (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.next-1)
+		}
+	}
+	return ""
 }
 
 func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
@@ -569,7 +597,7 @@ func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
 	var out []*cursor
 	for rows.Next() {
 		c := &cursor{}
-		if err := rows.Scan(&c.log, &c.size, &c.next); err != nil {
+		if err := rows.Scan(&c.log, &c.size, &c.next, &c.hash, &c.entry); err != nil {
 			return nil, err
 		}
 		out = append(out, c)

@@ -2,8 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vtk/dispenser/internal/audit"
 	"github.com/vtk/dispenser/internal/audit/audittest"
@@ -76,4 +80,183 @@ func TestIndexFileObjectsOfItsOwn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// copyFile copies a closed database file (no -wal beside it).
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appendSamples appends Sample(i) for i in [from, from+n) without waiting
+// for the indexer.
+func appendSamples(t *testing.T, s *Store, from, n int) {
+	t.Helper()
+	var recs []audit.Record
+	for i := from; i < from+n; i++ {
+		recs = append(recs, audittest.Sample(i))
+	}
+	if _, err := s.Append(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIndexFileOfAnotherTrail: the index file is derived, and nothing but
+// its cursor says which trail it indexes. Put beside a trail it does not
+// belong to (the index file of another trail, or the trail restored from
+// an older copy while its index file was not), its rows stand at the ids
+// of other entries: queries skipped those entries for good (each skip
+// reported, none answered), and the cursor, not past the head, made the
+// indexer go on from there. The indexer must notice and rebuild, so that
+// queries answer every record and verify passes.
+func TestIndexFileOfAnotherTrail(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		// setup leaves at path a closed trail of the samples want and,
+		// beside it, an index file of something else.
+		setup func(t *testing.T, path string) (want []int)
+	}{
+		{"another trail's, shorter", func(t *testing.T, path string) []int {
+			other := filepath.Join(t.TempDir(), "other.db")
+			o, err := Open(ctx, Options{Path: other})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, o, 100, 10)
+			if err := o.CatchUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(ctx, Options{Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, s, 0, 30)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, IndexPath(other), IndexPath(path))
+			return seq(0, 30)
+		}},
+		{"another trail's, longer", func(t *testing.T, path string) []int {
+			other := filepath.Join(t.TempDir(), "other.db")
+			o, err := Open(ctx, Options{Path: other})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, o, 100, 40)
+			if err := o.CatchUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(ctx, Options{Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, s, 0, 30)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, IndexPath(other), IndexPath(path))
+			return seq(0, 30)
+		}},
+		{"trail restored from an older copy, then grown past the index", func(t *testing.T, path string) []int {
+			s, err := Open(ctx, Options{Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, s, 0, 10)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			backup := filepath.Join(t.TempDir(), "backup.db")
+			copyFile(t, path, backup)
+			if s, err = Open(ctx, Options{Path: path}); err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, s, 10, 20) // lost with the restore
+			if err := s.CatchUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, backup, path)
+			// Entries are appended after the restore before the indexer
+			// runs: the trail is past the index's cursor again.
+			if s, err = Open(ctx, Options{Path: path, IndexIdle: time.Hour, IndexBacklog: 1 << 40}); err != nil {
+				t.Fatal(err)
+			}
+			appendSamples(t, s, 200, 25)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return append(seq(0, 10), seq(200, 25)...)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.db")
+			want := c.setup(t, path)
+			// Verify, incremental too, names the cursor (full runs name
+			// every row standing at another entry's id as well).
+			ro, err := Open(ctx, Options{Path: path, ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found []string
+			if err := ro.Strays(ctx, false, func(st audit.Stray) error { found = append(found, st.Problem); return nil }); err != nil ||
+				len(found) == 0 || !strings.Contains(found[len(found)-1], "index file of another trail") {
+				t.Fatalf("incremental strays: %q, %v", found, err)
+			}
+			if err := ro.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var reported []string
+			var mu sync.Mutex
+			s, err := Open(ctx, Options{Path: path, Problems: func(p string) { mu.Lock(); reported = append(reported, p); mu.Unlock() }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			for _, i := range want {
+				r := audittest.Sample(i)
+				p, err := s.Query(ctx, audit.Filter{TaskID: r.TaskID, Org: r.Org})
+				if err != nil || len(p.Records) != 1 || p.Records[0].RequestID != r.RequestID {
+					t.Fatalf("query for sample %d: %+v, %v", i, p.Records, err)
+				}
+			}
+			p, err := s.Query(ctx, audit.Filter{Limit: 1000})
+			if err != nil || len(p.Records) != len(want) {
+				t.Fatalf("query for every record: %d records, %v; want %d", len(p.Records), err, len(want))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(reported) != 1 || !strings.Contains(reported[0], "rebuilt from the trail") {
+				t.Fatalf("reports %q, want one saying the index is rebuilt", reported)
+			}
+			var ghosts []string
+			if err := s.Strays(ctx, true, func(st audit.Stray) error { ghosts = append(ghosts, st.Problem); return nil }); err != nil || len(ghosts) > 0 {
+				t.Fatalf("after the rebuild: %q, %v", ghosts, err)
+			}
+		})
+	}
+}
+
+func seq(from, n int) []int {
+	var out []int
+	for i := from; i < from+n; i++ {
+		out = append(out, i)
+	}
+	return out
 }
