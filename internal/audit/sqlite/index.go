@@ -397,6 +397,7 @@ func (s *Store) indexLoop() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	failing := false // since the last report: one report per run of failures
 	for {
 		select {
 		case <-s.idx.stop:
@@ -412,8 +413,13 @@ func (s *Store) indexLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			done, err := s.indexStep(ctx)
 			cancel()
-			if err != nil || done {
-				break // an error is retried on the next tick; queries report it
+			if err != nil && !failing {
+				// Retried on every tick, and every query fails with it
+				// meanwhile; told once, so that it is seen without a query.
+				s.report(fmt.Sprintf("the query indexer failed (retrying; queries fail until it succeeds): %v", err))
+			}
+			if failing = err != nil; failing || done {
+				break
 			}
 			select {
 			case <-s.idx.stop:

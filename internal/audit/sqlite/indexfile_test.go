@@ -260,3 +260,43 @@ func seq(from, n int) []int {
 	}
 	return out
 }
+
+// TestIndexerFailureIsReported: an indexer that cannot index (here: an
+// object slipped into the index file while the dispenser runs) must say
+// so through the Problems hook when it first fails, not only to the next
+// query, and queries fail rather than answer from an index that may lack
+// records.
+func TestIndexerFailureIsReported(t *testing.T) {
+	ctx := context.Background()
+	reports := make(chan string, 100)
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "audit.db"), IndexIdle: time.Millisecond, IndexBacklog: 1,
+		Problems: func(p string) {
+			select {
+			case reports <- p:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	appendSamples(t, s, 0, 10)
+	if err := s.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ix.ExecContext(ctx, `CREATE TRIGGER hide AFTER INSERT ON audit_index BEGIN DELETE FROM audit_index WHERE id = NEW.id; END`); err != nil {
+		t.Fatal(err)
+	}
+	appendSamples(t, s, 10, 10)
+	select {
+	case p := <-reports:
+		if !strings.Contains(p, "the query indexer failed") || !strings.Contains(p, "trigger hide") {
+			t.Fatalf("report %q", p)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a timing assertion
+		t.Fatal("the indexer failed without a report")
+	}
+	if _, err := s.Query(ctx, audit.Filter{}); err == nil || !strings.Contains(err.Error(), "cannot be trusted") {
+		t.Fatalf("query with the index file edited: %v", err)
+	}
+}

@@ -95,7 +95,8 @@ type Options struct {
 	ReadOnly bool
 	// Problems, when set, is told of every derived row the store meets
 	// that no entry accounts for (a query skipping a ghost index row, the
-	// indexer finding its cursor edited), for logs and metrics.
+	// indexer finding its cursor edited or another trail's), and when the
+	// indexer starts failing, for logs and metrics.
 	Problems func(string)
 }
 
