@@ -188,7 +188,7 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if v == indexLayout {
 		// Before the DDL, which an object put in the place of one of this
 		// code's (a view named audit_index) would fail with less to say.
-		if err := s.checkIndexSchema(ctx, ix); err != nil {
+		if _, err := s.checkIndexSchema(ctx, ix); err != nil {
 			return err
 		}
 	}
@@ -201,7 +201,7 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if _, err := ix.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
-	if err := s.checkIndexSchema(ctx, ix); err != nil {
+	if _, err := s.checkIndexSchema(ctx, ix); err != nil {
 		return err
 	}
 	logs, err := s.prunedLogs(ctx)
@@ -259,13 +259,20 @@ func schemaObjects(ctx context.Context, q queryer, schema string) (map[string]st
 // none), which the rows alone never show. A query index left out (a bulk
 // build interrupted; the next start creates it) is no problem.
 func indexSchemaProblems(ctx context.Context, q queryer, schema string) ([]string, error) {
+	p, _, err := indexSchemaCheck(ctx, q, schema)
+	return p, err
+}
+
+// indexSchemaCheck is indexSchemaProblems, and whether a query index is
+// missing.
+func indexSchemaCheck(ctx context.Context, q queryer, schema string) (_ []string, missing bool, _ error) {
 	want, err := indexSchema()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	got, err := schemaObjects(ctx, q, schema)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var out []string
 	for obj, def := range got {
@@ -277,26 +284,30 @@ func indexSchemaProblems(ctx context.Context, q queryer, schema string) ([]strin
 		}
 	}
 	for obj := range want {
-		if _, ok := got[obj]; !ok && strings.HasPrefix(obj, "table ") {
-			out = append(out, fmt.Sprintf("the query index file lacks %s", obj))
+		if _, ok := got[obj]; !ok {
+			if strings.HasPrefix(obj, "table ") {
+				out = append(out, fmt.Sprintf("the query index file lacks %s", obj))
+			}
+			missing = true
 		}
 	}
 	slices.Sort(out)
-	return out, nil
+	return out, missing, nil
 }
 
 // checkIndexSchema fails when indexSchemaProblems finds any: the index
 // cannot be trusted to hold every entry, so queries fail instead of
-// answering without some.
-func (s *Store) checkIndexSchema(ctx context.Context, q queryer) error {
-	p, err := indexSchemaProblems(ctx, q, "main")
+// answering without some. It reports whether an object of the schema (a
+// query index a bulk build dropped) is missing.
+func (s *Store) checkIndexSchema(ctx context.Context, q queryer) (missing bool, err error) {
+	p, missing, err := indexSchemaCheck(ctx, q, "main")
 	if err != nil {
-		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+		return false, fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
 	if len(p) > 0 {
-		return fmt.Errorf("the query index %s cannot be trusted: %s (remove it: it is rebuilt from the trail; run dispenser audit verify first)", IndexPath(s.path), strings.Join(p, "; "))
+		return false, fmt.Errorf("the query index %s cannot be trusted: %s (remove it: it is rebuilt from the trail; run dispenser audit verify first)", IndexPath(s.path), strings.Join(p, "; "))
 	}
-	return nil
+	return missing, nil
 }
 
 // readerAttachment attaches the index file to the readers as "idx":
@@ -478,8 +489,9 @@ const bulkChunk = 65536
 // access-key index takes each row at a random place, a page read and
 // written per entry once the index outgrows the cache: here a rebuild of
 // 1,000,000 entries (after an upgrade, a removed index file, an older
-// layout) takes 7 s in bulk against 36 s. A crash in between leaves rows
-// without their query indexes, which the next Open creates.
+// layout) takes 7 s in bulk against 36 s. A crash or an error in between
+// leaves rows without their query indexes, which the next Open or index
+// step creates.
 func (s *Store) bulkIndex(ctx context.Context) error {
 	if _, err := s.ix.ExecContext(ctx, dropIndexes); err != nil {
 		return fmt.Errorf("audit sqlite: index: %w", err)
@@ -510,7 +522,8 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	defer func() { _ = tx.Rollback() }()
 	// Checked in the transaction, which holds the file's write lock: the
 	// schema stays as checked while the rows go in.
-	if err := s.checkIndexSchema(ctx, tx); err != nil {
+	missing, err := s.checkIndexSchema(ctx, tx)
+	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: %w", err)
 	}
 	cursors, err := readCursors(ctx, tx)
@@ -539,6 +552,15 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 		}
 	}
 	budget, changed := chunk, false
+	if missing && mayBulk {
+		// A bulk build that failed between dropping the query indexes and
+		// creating them again (its step deadline, a full disk) left them
+		// out: every query would walk the whole table.
+		if _, err := tx.ExecContext(ctx, indexIndexes); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		changed = true
+	}
 	for _, c := range cursors {
 		from := c.next
 		if end := min(c.size, c.next+budget); end > c.next {

@@ -300,3 +300,31 @@ func TestIndexerFailureIsReported(t *testing.T) {
 		t.Fatalf("query with the index file edited: %v", err)
 	}
 }
+
+// TestQueryIndexesComeBack: a bulk build drops the query indexes and
+// creates them once the rows are in; one that fails in between (its 30 s
+// step deadline, a full disk) left them dropped until the next start, and
+// every query walked the whole table. The next index step creates them.
+func TestQueryIndexesComeBack(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "audit.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	appendSamples(t, s, 0, 10)
+	if err := s.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ix.ExecContext(ctx, dropIndexes); err != nil { // as an interrupted bulk build leaves them
+		t.Fatal(err)
+	}
+	appendSamples(t, s, 10, 1)
+	if _, err := s.Query(ctx, audit.Filter{AccessKeyID: audittest.Sample(4).AccessKeyID}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.ix.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'audit_index_%'`).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("%d query indexes after the next step (%v), want 7", n, err)
+	}
+}
