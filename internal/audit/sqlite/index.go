@@ -312,18 +312,35 @@ func (s *Store) checkIndexSchema(ctx context.Context, q queryer) (missing bool, 
 
 // readerAttachment attaches the index file to the readers as "idx":
 // read-only, and an empty stand-in when a read-only store finds no index
-// file (a copy of the trail alone still verifies; there is then no index
-// to check).
-func readerAttachment(path string, readOnly bool) (attachment, error) {
+// file, or one holding nothing yet (a copy of the trail alone still
+// verifies; there is then no index to check, and the next start builds it).
+func readerAttachment(ctx context.Context, path string, readOnly bool) (attachment, error) {
 	p := IndexPath(path)
+	standIn := attachment{name: "idx", ddl: indexTables("idx.")}
 	if readOnly {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			return attachment{name: "idx", ddl: indexTables("idx.")}, nil
+			return standIn, nil
 		} else if err != nil {
 			return attachment{}, err
 		}
+		if indexFileEmpty(ctx, p) {
+			return standIn, nil
+		}
 	}
 	return attachment{name: "idx", uri: readOnlyURI(p)}, nil
+}
+
+// indexFileEmpty reports whether the index file at p, read read-only,
+// holds no schema object (created, and a crash came before its first
+// commit). A file it cannot read is not empty: checkIndexLayout says why.
+func indexFileEmpty(ctx context.Context, p string) bool {
+	db, err := sql.Open("sqlite", readOnlyURI(p))
+	if err != nil {
+		return false
+	}
+	defer db.Close()
+	var n int
+	return db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n) == nil && n == 0
 }
 
 // checkIndexLayout makes sure the readers' index is one this code reads.

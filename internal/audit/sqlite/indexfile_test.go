@@ -411,3 +411,36 @@ func TestOlderCopyOfItsOwnIndexFile(t *testing.T) {
 		t.Fatalf("reports %q", reported)
 	}
 }
+
+// TestReadOnlyWithAnEmptyIndexFile: an index file holding no table yet (a
+// crash between its creation and its first commit; the next start builds
+// it) verifies as a missing one does, with no index to check, instead of
+// failing verify with "no such table"; and it is left as it was.
+func TestReadOnlyWithAnEmptyIndexFile(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	path := f.s.path
+	if err := f.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(IndexPath(path) + suffix); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(IndexPath(path), 0); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(ctx, Options{Path: path, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ro.Close() }()
+	rep, err := audit.Verify(ctx, ro, f.opts)
+	if err != nil || rep.Tampered() || len(rep.Logs) != 1 || rep.Logs[0].Size != 20 {
+		t.Fatalf("verify with an empty index file: %+v, %v", rep, err)
+	}
+	if fi, err := os.Stat(IndexPath(path)); err != nil || fi.Size() != 0 {
+		t.Fatalf("the empty index file after verify: %v, %v", fi, err)
+	}
+}

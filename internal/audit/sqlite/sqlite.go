@@ -169,7 +169,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
 	}
-	idx, err := readerAttachment(o.Path, false)
+	idx, err := readerAttachment(ctx, o.Path, false)
 	if err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
@@ -196,7 +196,7 @@ func openReadOnly(ctx context.Context, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("audit sqlite: %w", err)
 	}
-	idx, err := readerAttachment(o.Path, true)
+	idx, err := readerAttachment(ctx, o.Path, true)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: %w", err)
 	}
