@@ -204,6 +204,9 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if _, err := s.checkIndexSchema(ctx, ix); err != nil {
 		return err
 	}
+	if s.ixFile, err = os.Stat(IndexPath(s.path)); err != nil {
+		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+	}
 	logs, err := s.prunedLogs(ctx)
 	if err != nil {
 		return err
@@ -308,6 +311,25 @@ func (s *Store) checkIndexSchema(ctx context.Context, q queryer) (missing bool, 
 		return false, fmt.Errorf("the query index %s cannot be trusted: %s (remove it: it is rebuilt from the trail; run dispenser audit verify first)", IndexPath(s.path), strings.Join(p, "; "))
 	}
 	return missing, nil
+}
+
+// checkIndexFile makes sure the file under the index file's name is the
+// one the indexer holds open. The readers attach it by name whenever they
+// make a connection: with the file renamed over or removed while the
+// store runs, they would read another file (through the WAL the indexer
+// writes for its own) or none, while the indexer went on with its own.
+func (s *Store) checkIndexFile() error {
+	p := IndexPath(s.path)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("the query index %s was removed while the dispenser ran: restart it (the index is rebuilt from the trail)", p)
+	case err != nil:
+		return fmt.Errorf("the query index %s: %w", p, err)
+	case !os.SameFile(fi, s.ixFile):
+		return fmt.Errorf("the query index %s was replaced while the dispenser ran: restart it (an index file not of this trail is rebuilt from the trail)", p)
+	}
+	return nil
 }
 
 // readerAttachment attaches the index file to the readers as "idx":
@@ -541,6 +563,9 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	// schema stays as checked while the rows go in.
 	missing, err := s.checkIndexSchema(ctx, tx)
 	if err != nil {
+		return false, false, fmt.Errorf("audit sqlite: %w", err)
+	}
+	if err := s.checkIndexFile(); err != nil {
 		return false, false, fmt.Errorf("audit sqlite: %w", err)
 	}
 	cursors, err := readCursors(ctx, tx)

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,7 @@ func TestIndexFileObjectsOfItsOwn(t *testing.T) {
 				t.Fatal(err)
 			}
 			p, err := f.s.Query(ctx, audit.Filter{AccessKeyID: hidden})
+			t.Logf("%d records, %v", len(p.Records), err)
 			if err == nil && len(p.Records) != 1 {
 				t.Errorf("query for %s answered %d records and no error", hidden, len(p.Records))
 			}
@@ -442,5 +444,65 @@ func TestReadOnlyWithAnEmptyIndexFile(t *testing.T) {
 	}
 	if fi, err := os.Stat(IndexPath(path)); err != nil || fi.Size() != 0 {
 		t.Fatalf("the empty index file after verify: %v, %v", fi, err)
+	}
+}
+
+// TestIndexFileReplacedWhileRunning: the indexer holds the index file
+// open, while the readers attach it by name whenever they make a
+// connection. An index file renamed over (or removed) while the dispenser
+// runs split them: the indexer went on indexing the file it held, queries
+// read the other (an older copy here, through the WAL the indexer writes
+// for the file it holds: right or wrong by chance) or failed with "unable
+// to open database file". Queries must fail, saying why, until a restart.
+func TestIndexFileReplacedWhileRunning(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		swap  func(t *testing.T, path, older string)
+		wants string
+	}{
+		{"replaced by an older copy", func(t *testing.T, path, older string) {
+			if err := os.Rename(older, IndexPath(path)); err != nil {
+				t.Fatal(err)
+			}
+		}, "replaced"},
+		{"removed", func(t *testing.T, path, _ string) {
+			if err := os.Remove(IndexPath(path)); err != nil {
+				t.Fatal(err)
+			}
+		}, "removed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "audit.db")
+			s, err := Open(ctx, Options{Path: path, IndexIdle: time.Hour, IndexBacklog: 1 << 40})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			appendSamples(t, s, 0, 10)
+			if err := s.CatchUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			older := filepath.Join(filepath.Dir(path), "older")
+			raw, err := sql.Open("sqlite", "file:"+IndexPath(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw.Exec(`VACUUM INTO ?`, older); err != nil {
+				t.Fatal(err)
+			}
+			_ = raw.Close()
+			appendSamples(t, s, 10, 10)
+			c.swap(t, path, older)
+			s.r.SetMaxIdleConns(0) // every query attaches the index file anew
+			r := audittest.Sample(15)
+			p, err := s.Query(ctx, audit.Filter{TaskID: r.TaskID})
+			// Whatever the readers make of the file now under the name (the
+			// older copy read through the WAL the indexer writes for the
+			// other), the answer cannot be trusted.
+			if err == nil || !strings.Contains(err.Error(), c.wants) || !strings.Contains(err.Error(), "restart") {
+				t.Fatalf("query after the swap: %d records, %v; want an error saying the file was %s", len(p.Records), err, c.wants)
+			}
+		})
 	}
 }

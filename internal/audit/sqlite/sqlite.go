@@ -44,9 +44,10 @@ var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "audit_sch
 // Store is a SQLite audit trail holding one log.
 type Store struct {
 	path     string
-	w        *sql.DB // the one writer connection (BEGIN IMMEDIATE); nil when read-only
-	ix       *sql.DB // the indexer's connection: the index file, the trail attached read-only; nil when read-only
-	r        *sql.DB // readers: the trail, the index file attached as "idx"
+	w        *sql.DB     // the one writer connection (BEGIN IMMEDIATE); nil when read-only
+	ix       *sql.DB     // the indexer's connection: the index file, the trail attached read-only; nil when read-only
+	ixFile   os.FileInfo // the index file ix opened (see checkIndexFile)
+	r        *sql.DB     // readers: the trail, the index file attached as "idx"
 	log      string
 	now      func() time.Time
 	problems func(string)
