@@ -506,3 +506,41 @@ func TestIndexFileReplacedWhileRunning(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexCursorMovedBack: a cursor moved back with the hash of the entry
+// before it is a true cursor that is behind: the indexer indexes those
+// entries again in place (no second row, nothing reported). Moved back
+// without it, it is not the one the indexer wrote: reported and rebuilt.
+// Either way queries answer each record once.
+func TestIndexCursorMovedBack(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		edit    string
+		reports int
+	}{
+		{"with the entry's hash", `UPDATE audit_index_cursor SET next_seq = 5, hash = (SELECT hash FROM trail.audit_records WHERE log = 'main' AND seq = 4)`, 0},
+		{"hash left as it was", `UPDATE audit_index_cursor SET next_seq = 5`, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t)
+			reported := f.reopen(t)
+			f.exec(t, c.edit)
+			f.append(t, 20, 5)
+			p, err := f.s.Query(ctx, audit.Filter{Limit: 100})
+			if err != nil || len(p.Records) != 25 {
+				t.Fatalf("query: %d records, %v; want 25", len(p.Records), err)
+			}
+			var n int
+			if err := f.s.ix.QueryRowContext(ctx, `SELECT count(*) FROM audit_index`).Scan(&n); err != nil || n != 25 {
+				t.Fatalf("%d index rows (%v), want 25", n, err)
+			}
+			if r := reported(); len(r) != c.reports {
+				t.Fatalf("reports %q, want %d", r, c.reports)
+			}
+			if r := f.verify(t); len(r.Problems) > 0 {
+				t.Fatalf("verify: %q", r.Problems)
+			}
+		})
+	}
+}
