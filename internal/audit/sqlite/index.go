@@ -407,7 +407,8 @@ var (
 	// indexed, how far its head reaches, and the chain hash the cursor
 	// holds and the trail's of the entry before it.
 	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0), c.hash,
-		(SELECT r.hash FROM trail.audit_records r WHERE r.log = h.log AND r.seq = c.next_seq - 1)
+		(SELECT r.hash FROM trail.audit_records r WHERE r.log = h.log AND r.seq = c.next_seq - 1),
+		COALESCE(c.next_seq - 1 < (SELECT p.before - 1 FROM trail.audit_prune p WHERE p.log = h.log), FALSE)
 		FROM trail.audit_heads h LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
 	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq, hash)
 		VALUES (?1, ?2, (SELECT hash FROM trail.audit_records WHERE log = ?1 AND seq = ?2 - 1))
@@ -638,6 +639,7 @@ type cursor struct {
 	size, next int64
 	hash       []byte // the cursor's hash of entry next-1
 	entry      []byte // the trail's
+	pruned     bool   // entry next-1 is below the prune floor
 }
 
 // notThisTrail tells why the index is not the trail's up to its cursors,
@@ -651,7 +653,10 @@ func notThisTrail(cursors []*cursor) string {
 		switch {
 		case c.next > c.size:
 			return fmt.Sprintf("the query index cursor of log %s was at %d, past the log's %d entries (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.size)
-		case !bytes.Equal(c.hash, c.entry):
+		case !bytes.Equal(c.hash, c.entry) && !(c.entry == nil && c.pruned):
+			// (A cursor at a pruned entry is behind, not another trail's:
+			// index commits are not synced, so a power loss right after a
+			// prune, which is, can leave it there.)
 			return fmt.Sprintf("the query index cursor of log %s was at %d, but entry %d is not the one it indexed (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.next-1)
 		}
 	}
@@ -667,7 +672,7 @@ func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
 	var out []*cursor
 	for rows.Next() {
 		c := &cursor{}
-		if err := rows.Scan(&c.log, &c.size, &c.next, &c.hash, &c.entry); err != nil {
+		if err := rows.Scan(&c.log, &c.size, &c.next, &c.hash, &c.entry, &c.pruned); err != nil {
 			return nil, err
 		}
 		out = append(out, c)

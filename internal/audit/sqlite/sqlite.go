@@ -705,12 +705,13 @@ func (s *Store) Strays(ctx context.Context, full bool, fn func(audit.Stray) erro
 
 // cursorStrays reports indexer cursors past their log's head or not at
 // the entry they indexed (their hash is not the chain hash of the entry
-// before them).
+// before them, unless a prune deleted that entry).
 func cursorStrays(ctx context.Context, tx *sql.Tx, fn func(audit.Stray) error) error {
 	rows, err := tx.QueryContext(ctx, `SELECT c.log, c.next_seq, COALESCE(h.size, 0), c.next_seq > COALESCE(h.size, 0) FROM audit_index_cursor c
 		LEFT JOIN audit_heads h ON h.log = c.log
 		LEFT JOIN audit_records r ON r.log = c.log AND r.seq = c.next_seq - 1
-		WHERE c.next_seq > COALESCE(h.size, 0) OR r.hash IS NOT c.hash`)
+		WHERE c.next_seq > COALESCE(h.size, 0) OR (r.hash IS NOT c.hash
+			AND NOT (r.hash IS NULL AND c.next_seq - 1 < COALESCE((SELECT p.before - 1 FROM audit_prune p WHERE p.log = c.log), 0)))`)
 	if err != nil {
 		return err
 	}
