@@ -287,7 +287,7 @@ func (a *app) wireAudit() (*audit.Writer, error) {
 	defer cancel()
 	trail, err := openTrail(ctx, cfg, trailServe, func(problem string) {
 		a.metrics.AuditFailure("index")
-		alog.Error("audit trail row with no entry behind it (tampering; run dispenser audit verify)", zap.String("problem", problem))
+		alog.Error("audit query index inconsistent or failing (a row with no entry behind it, an index file not of this trail or edited; run dispenser audit verify)", zap.String("problem", problem))
 	})
 	if err != nil {
 		return nil, err

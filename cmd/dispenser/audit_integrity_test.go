@@ -354,3 +354,37 @@ func TestAuditVerifyHelpListsExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditVerifyIndexFileEdited: a trigger slipped into a stopped
+// dispenser's index file (it could hide chosen records from queries) makes
+// verify exit 1 naming it, without touching the file, and audit query
+// refuse the index with what to do.
+func TestAuditVerifyIndexFileEdited(t *testing.T) {
+	dir := t.TempDir()
+	path := localConfig(t, dir)
+	issueSome(t, path, 2)
+	idx := sqlite.IndexPath(filepath.Join(dir, "audit.db"))
+	raw, err := sql.Open("sqlite", "file:"+idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`CREATE TRIGGER hide AFTER INSERT ON audit_index BEGIN DELETE FROM audit_index WHERE id = NEW.id; END`); err != nil {
+		t.Fatal(err)
+	}
+	must(t, raw.Close())
+	before, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "audit", "verify", "--config", path)
+	if code != 1 || !strings.Contains(out, "the query index file holds trigger hide") {
+		t.Fatalf("verify with a trigger in the index file: exit %d\n%s%s", code, out, stderr)
+	}
+	if after, err := os.ReadFile(idx); err != nil || string(after) != string(before) {
+		t.Fatalf("verify changed the index file (%v)", err)
+	}
+	code, out, stderr = runCLI(t, "audit", "query", "--config", path)
+	if code != 1 || !strings.Contains(stderr, "cannot be trusted") || !strings.Contains(stderr, "remove it") {
+		t.Fatalf("query with a trigger in the index file: exit %d\n%s%s", code, out, stderr)
+	}
+}

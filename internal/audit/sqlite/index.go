@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -8,7 +9,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	sqlite "modernc.org/sqlite"
@@ -30,7 +33,10 @@ func IndexPath(path string) string { return path + ".index" }
 
 // indexLayout is the index file's PRAGMA user_version. A change to the
 // index tables bumps it; a file of an older layout is dropped and rebuilt.
-var indexLayout = 1 // a variable only so that tests can open a file of another layout
+// The text of indexTables and indexIndexes is the layout: the schema a
+// file holds is compared with it (see checkIndexSchema), so any change to
+// it, even of a comment inside a CREATE, bumps indexLayout.
+var indexLayout = 2 // a variable only so that tests can open a file of another layout
 
 // indexTables are the index file's tables, in schema (empty for the file
 // itself, "idx." for a stand-in attached to a read-only store).
@@ -48,11 +54,13 @@ func indexTables(schema string) string {
   access_key_id TEXT    NOT NULL,
   bucket        TEXT    NOT NULL
 );
--- Per log, the seq below which every entry is indexed; advanced in the
+-- Per log, the seq below which every entry is indexed, and the chain
+-- hash of the entry before it (which trail, as of when); advanced in the
 -- same transaction as the rows.
 CREATE TABLE IF NOT EXISTS ` + schema + `audit_index_cursor (
   log      TEXT PRIMARY KEY,
-  next_seq INTEGER NOT NULL
+  next_seq INTEGER NOT NULL,
+  hash     BLOB -- of entry next_seq - 1; NULL at 0
 );
 `
 }
@@ -177,6 +185,13 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if v > indexLayout {
 		return fmt.Errorf("the query index %s has layout %d, newer than this dispenser's %d (remove it: it is rebuilt from the trail)", IndexPath(s.path), v, indexLayout)
 	}
+	if v == indexLayout {
+		// Before the DDL, which an object put in the place of one of this
+		// code's (a view named audit_index) would fail with less to say.
+		if _, err := s.checkIndexSchema(ctx, ix); err != nil {
+			return err
+		}
+	}
 	ddl := indexTables("") + indexIndexes + fmt.Sprintf("PRAGMA user_version = %d;", indexLayout)
 	if v != 0 && v < indexLayout {
 		// An older layout is not migrated: the index is derived, so it is
@@ -184,6 +199,12 @@ func (s *Store) openIndex(ctx context.Context) error {
 		ddl = `DROP TABLE IF EXISTS audit_index; DROP TABLE IF EXISTS audit_index_cursor;` + ddl
 	}
 	if _, err := ix.ExecContext(ctx, ddl); err != nil {
+		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+	}
+	if _, err := s.checkIndexSchema(ctx, ix); err != nil {
+		return err
+	}
+	if s.ixFile, err = os.Stat(IndexPath(s.path)); err != nil {
 		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
 	logs, err := s.prunedLogs(ctx)
@@ -198,20 +219,150 @@ func (s *Store) openIndex(ctx context.Context) error {
 	return nil
 }
 
+// indexSchema is the index file's schema as this code creates it: for
+// each object ("type name") of sqlite_schema, its table and SQL (stored
+// without IF NOT EXISTS and without the schema name).
+var indexSchema = sync.OnceValues(func() (map[string]string, error) {
+	db, err := sql.Open("sqlite", ":memory:")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(indexTables("") + indexIndexes); err != nil {
+		return nil, err
+	}
+	return schemaObjects(context.Background(), db, "main")
+})
+
+// schemaObjects reads the sqlite_schema of schema as indexSchema holds it.
+func schemaObjects(ctx context.Context, q queryer, schema string) (map[string]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT type, name, tbl_name, COALESCE(sql, '') FROM `+schema+`.sqlite_schema`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var typ, name, tbl, text string
+		if err := rows.Scan(&typ, &name, &tbl, &text); err != nil {
+			return nil, err
+		}
+		out[typ+" "+name] = tbl + "\n" + text
+	}
+	return out, rows.Err()
+}
+
+// indexSchemaProblems names every object of the index file (schema "main"
+// for the indexer, "idx" for the readers) that this code does not create
+// as it stands: a trigger, a view, a table or index of its own or one
+// redefined. Whoever can write the index file could otherwise keep rows
+// out of it (a trigger deleting the rows of one access key as the indexer
+// writes them, another holding the cursor back so that verify expects
+// none), which the rows alone never show. A query index left out (a bulk
+// build interrupted; the next start creates it) is no problem.
+func indexSchemaProblems(ctx context.Context, q queryer, schema string) ([]string, error) {
+	p, _, err := indexSchemaCheck(ctx, q, schema)
+	return p, err
+}
+
+// indexSchemaCheck is indexSchemaProblems, and whether a query index is
+// missing.
+func indexSchemaCheck(ctx context.Context, q queryer, schema string) (_ []string, missing bool, _ error) {
+	want, err := indexSchema()
+	if err != nil {
+		return nil, false, err
+	}
+	got, err := schemaObjects(ctx, q, schema)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []string
+	for obj, def := range got {
+		switch w, ok := want[obj]; {
+		case !ok:
+			out = append(out, fmt.Sprintf("the query index file holds %s, which no dispenser creates (edited: it can hide or alter index rows)", obj))
+		case def != w:
+			out = append(out, fmt.Sprintf("the query index file holds %s defined otherwise than a dispenser defines it (edited: it can hide or alter index rows)", obj))
+		}
+	}
+	for obj := range want {
+		if _, ok := got[obj]; !ok {
+			if strings.HasPrefix(obj, "table ") {
+				out = append(out, fmt.Sprintf("the query index file lacks %s", obj))
+			}
+			missing = true
+		}
+	}
+	slices.Sort(out)
+	return out, missing, nil
+}
+
+// checkIndexSchema fails when indexSchemaProblems finds any: the index
+// cannot be trusted to hold every entry, so queries fail instead of
+// answering without some. It reports whether an object of the schema (a
+// query index a bulk build dropped) is missing.
+func (s *Store) checkIndexSchema(ctx context.Context, q queryer) (missing bool, err error) {
+	p, missing, err := indexSchemaCheck(ctx, q, "main")
+	if err != nil {
+		return false, fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+	}
+	if len(p) > 0 {
+		return false, fmt.Errorf("the query index %s cannot be trusted: %s (remove it: it is rebuilt from the trail; run dispenser audit verify first)", IndexPath(s.path), strings.Join(p, "; "))
+	}
+	return missing, nil
+}
+
+// checkIndexFile makes sure the file under the index file's name is the
+// one the indexer holds open. The readers attach it by name whenever they
+// make a connection: with the file renamed over or removed while the
+// store runs, they would read another file (through the WAL the indexer
+// writes for its own) or none, while the indexer went on with its own.
+func (s *Store) checkIndexFile() error {
+	p := IndexPath(s.path)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("the query index %s was removed while the dispenser ran: restart it (the index is rebuilt from the trail)", p)
+	case err != nil:
+		return fmt.Errorf("the query index %s: %w", p, err)
+	case !os.SameFile(fi, s.ixFile):
+		return fmt.Errorf("the query index %s was replaced while the dispenser ran: restart it (an index file not of this trail is rebuilt from the trail)", p)
+	}
+	return nil
+}
+
 // readerAttachment attaches the index file to the readers as "idx":
 // read-only, and an empty stand-in when a read-only store finds no index
-// file (a copy of the trail alone still verifies; there is then no index
-// to check).
-func readerAttachment(path string, readOnly bool) (attachment, error) {
+// file, or one holding nothing yet (a copy of the trail alone still
+// verifies; there is then no index to check, and the next start builds it).
+func readerAttachment(ctx context.Context, path string, readOnly bool) (attachment, error) {
 	p := IndexPath(path)
+	standIn := attachment{name: "idx", ddl: indexTables("idx.")}
 	if readOnly {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			return attachment{name: "idx", ddl: indexTables("idx.")}, nil
+			return standIn, nil
 		} else if err != nil {
 			return attachment{}, err
 		}
+		if indexFileEmpty(ctx, p) {
+			return standIn, nil
+		}
 	}
 	return attachment{name: "idx", uri: readOnlyURI(p)}, nil
+}
+
+// indexFileEmpty reports whether the index file at p, read read-only,
+// holds no schema object (created, and a crash came before its first
+// commit). A file it cannot read is not empty: checkIndexLayout says why.
+func indexFileEmpty(ctx context.Context, p string) bool {
+	db, err := sql.Open("sqlite", readOnlyURI(p))
+	if err != nil {
+		return false
+	}
+	defer db.Close()
+	var n int
+	return db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n) == nil && n == 0
 }
 
 // checkIndexLayout makes sure the readers' index is one this code reads.
@@ -221,7 +372,7 @@ func (s *Store) checkIndexLayout(ctx context.Context) error {
 		return fmt.Errorf("the query index %s is unreadable: %w", IndexPath(s.path), err)
 	}
 	if v != indexLayout && v != 0 {
-		return fmt.Errorf("the query index %s has layout %d; this dispenser reads %d", IndexPath(s.path), v, indexLayout)
+		return fmt.Errorf("the query index %s has layout %d; this dispenser reads %d (a dispenser of this version rebuilds it when it starts, or when dispenser audit query runs)", IndexPath(s.path), v, indexLayout)
 	}
 	return nil
 }
@@ -253,11 +404,15 @@ var (
 		SELECT id, log, seq, ` + strings.Join(auditsql.Columns, ", ") + ` FROM trail.audit_records
 		WHERE log = ? AND seq >= ? AND seq < ? ORDER BY seq`
 	// selectCursors reads, for every log with a head, how far it is
-	// indexed and how far its head reaches.
-	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0) FROM trail.audit_heads h
-		LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
-	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq) VALUES (?, ?)
-		ON CONFLICT (log) DO UPDATE SET next_seq = excluded.next_seq`
+	// indexed, how far its head reaches, and the chain hash the cursor
+	// holds and the trail's of the entry before it.
+	selectCursors = `SELECT h.log, h.size, COALESCE(c.next_seq, 0), c.hash,
+		(SELECT r.hash FROM trail.audit_records r WHERE r.log = h.log AND r.seq = c.next_seq - 1),
+		COALESCE(c.next_seq - 1 < (SELECT p.before - 1 FROM trail.audit_prune p WHERE p.log = h.log), FALSE)
+		FROM trail.audit_heads h LEFT JOIN audit_index_cursor c ON c.log = h.log ORDER BY h.log`
+	upsertCursor = `INSERT INTO audit_index_cursor (log, next_seq, hash)
+		VALUES (?1, ?2, (SELECT hash FROM trail.audit_records WHERE log = ?1 AND seq = ?2 - 1))
+		ON CONFLICT (log) DO UPDATE SET next_seq = excluded.next_seq, hash = excluded.hash`
 	// pruneIndexSQL deletes the index rows of a log's pruned entries; the
 	// kept boundary entry's id bounds them so the delete walks the rowid
 	// range.
@@ -293,6 +448,7 @@ func (s *Store) indexLoop() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	failing := false // since the last report: one report per run of failures
 	for {
 		select {
 		case <-s.idx.stop:
@@ -308,8 +464,13 @@ func (s *Store) indexLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			done, err := s.indexStep(ctx)
 			cancel()
-			if err != nil || done {
-				break // an error is retried on the next tick; queries report it
+			if err != nil && !failing {
+				// Retried on every tick, and every query fails with it
+				// meanwhile; told once, so that it is seen without a query.
+				s.report(fmt.Sprintf("the query indexer failed (retrying; queries fail until it succeeds): %v", err))
+			}
+			if failing = err != nil; failing || done {
+				break
 			}
 			select {
 			case <-s.idx.stop:
@@ -368,8 +529,9 @@ const bulkChunk = 65536
 // access-key index takes each row at a random place, a page read and
 // written per entry once the index outgrows the cache: here a rebuild of
 // 1,000,000 entries (after an upgrade, a removed index file, an older
-// layout) takes 7 s in bulk against 36 s. A crash in between leaves rows
-// without their query indexes, which the next Open creates.
+// layout) takes 7 s in bulk against 36 s. A crash or an error in between
+// leaves rows without their query indexes, which the next Open or index
+// step creates.
 func (s *Store) bulkIndex(ctx context.Context) error {
 	if _, err := s.ix.ExecContext(ctx, dropIndexes); err != nil {
 		return fmt.Errorf("audit sqlite: index: %w", err)
@@ -398,17 +560,34 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	// Checked in the transaction, which holds the file's write lock: the
+	// schema stays as checked while the rows go in.
+	missing, err := s.checkIndexSchema(ctx, tx)
+	if err != nil {
+		return false, false, fmt.Errorf("audit sqlite: %w", err)
+	}
+	if err := s.checkIndexFile(); err != nil {
+		return false, false, fmt.Errorf("audit sqlite: %w", err)
+	}
 	cursors, err := readCursors(ctx, tx)
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
+	if p := notThisTrail(cursors); p != "" {
+		// The rows stand at the ids of other entries (or of none): they
+		// all go, and the index is built again from the first entry.
+		s.report(p + "; the query index is rebuilt from the trail")
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_index; DELETE FROM audit_index_cursor;`); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		return false, false, nil
+	}
 	if mayBulk {
 		var backlog, indexed int64
 		for _, c := range cursors {
-			if c.next > c.size {
-				backlog += c.size
-				continue
-			}
 			backlog, indexed = backlog+c.size-c.next, indexed+c.next
 		}
 		if backlog >= bulkMin && backlog > indexed {
@@ -416,14 +595,17 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 		}
 	}
 	budget, changed := chunk, false
+	if missing && mayBulk {
+		// A bulk build that failed between dropping the query indexes and
+		// creating them again (its step deadline, a full disk) left them
+		// out: every query would walk the whole table.
+		if _, err := tx.ExecContext(ctx, indexIndexes); err != nil {
+			return false, false, fmt.Errorf("audit sqlite: index: %w", err)
+		}
+		changed = true
+	}
 	for _, c := range cursors {
 		from := c.next
-		if c.next > c.size {
-			// Only an edit moves a cursor past its head: index the log
-			// again from its start rather than skip what follows.
-			s.report(fmt.Sprintf("the query index cursor of log %s was at %d but the log holds %d entries (edited); re-indexing the log from its start", c.log, c.next, c.size))
-			from, c.next = -1, 0
-		}
 		if end := min(c.size, c.next+budget); end > c.next {
 			if _, err := tx.ExecContext(ctx, indexSQL, c.log, c.next, end); err != nil {
 				return false, false, fmt.Errorf("audit sqlite: index: %w", err)
@@ -455,6 +637,30 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 type cursor struct {
 	log        string
 	size, next int64
+	hash       []byte // the cursor's hash of entry next-1
+	entry      []byte // the trail's
+	pruned     bool   // entry next-1 is below the prune floor
+}
+
+// notThisTrail tells why the index is not the trail's up to its cursors,
+// or "". A cursor past its log's head, or one whose hash is not that of
+// the entry before it, was written for another trail: the index file of
+// another, or of this one before it was restored from an older copy (or
+// it was edited). Its rows then stand at the ids of other entries, which
+// queries would skip, and going on from the cursor would never fix them.
+func notThisTrail(cursors []*cursor) string {
+	for _, c := range cursors {
+		switch {
+		case c.next > c.size:
+			return fmt.Sprintf("the query index cursor of log %s was at %d, past the log's %d entries (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.size)
+		case !bytes.Equal(c.hash, c.entry) && !(c.entry == nil && c.pruned):
+			// (A cursor at a pruned entry is behind, not another trail's:
+			// index commits are not synced, so a power loss right after a
+			// prune, which is, can leave it there.)
+			return fmt.Sprintf("the query index cursor of log %s was at %d, but entry %d is not the one it indexed (the index file of another trail or of this one before it was restored from an older copy, or edited)", c.log, c.next, c.next-1)
+		}
+	}
+	return ""
 }
 
 func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
@@ -466,7 +672,7 @@ func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
 	var out []*cursor
 	for rows.Next() {
 		c := &cursor{}
-		if err := rows.Scan(&c.log, &c.size, &c.next); err != nil {
+		if err := rows.Scan(&c.log, &c.size, &c.next, &c.hash, &c.entry, &c.pruned); err != nil {
 			return nil, err
 		}
 		out = append(out, c)

@@ -221,7 +221,7 @@ func TestCrashTailRewritten(t *testing.T) {
 		f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, from))
 		f.exec(t, `DELETE FROM audit_checkpoints WHERE size > 20`)
 		f.exec(t, `UPDATE audit_heads SET size = ?, hash = ?`, from, h)
-		f.exec(t, `UPDATE audit_index_cursor SET next_seq = ? WHERE next_seq > ?`, from, from)
+		f.exec(t, `UPDATE audit_index_cursor SET next_seq = ?, hash = ? WHERE next_seq > ?`, from, h, from)
 		var recs []audit.Record
 		for i := from; i < 25; i++ {
 			r := audittest.Sample(int(i))
@@ -499,8 +499,8 @@ func TestEditedIndexCursor(t *testing.T) {
 			t.Fatalf("record %d after the cursor was edited: %+v, %v", i, p.Records, err)
 		}
 	}
-	if r := reported(); len(r) != 1 || !strings.Contains(r[0], "re-indexing") {
-		t.Fatalf("indexer reports %q, want one re-indexing report", r)
+	if r := reported(); len(r) != 1 || !strings.Contains(r[0], "rebuilt from the trail") {
+		t.Fatalf("indexer reports %q, want one rebuild report", r)
 	}
 	if r := f.verify(t); len(r.Problems) > 0 {
 		t.Fatalf("after re-indexing: %q", r.Problems)
@@ -711,7 +711,7 @@ func TestPruneInterruptedBetweenItsTransactions(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	reported := f.reopen(t)
-	f.exec(t, `CREATE TABLE saved_index AS SELECT * FROM audit_index WHERE seq < 9`)
+	f.exec(t, `CREATE TEMP TABLE saved_index AS SELECT * FROM audit_index WHERE seq < 9`) // on the indexer's one connection
 	keep := time.Hour
 	now := func() time.Time { return audittest.T0.Add(keep + 10*time.Second) } // cutoff: entry 10
 	rt := &audit.Retention{Source: f.s, Log: "main", Origin: audit.Origin(origin, "main"), Signer: f.cp.Signer, Keep: keep, Now: now}

@@ -44,9 +44,10 @@ var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "audit_sch
 // Store is a SQLite audit trail holding one log.
 type Store struct {
 	path     string
-	w        *sql.DB // the one writer connection (BEGIN IMMEDIATE); nil when read-only
-	ix       *sql.DB // the indexer's connection: the index file, the trail attached read-only; nil when read-only
-	r        *sql.DB // readers: the trail, the index file attached as "idx"
+	w        *sql.DB     // the one writer connection (BEGIN IMMEDIATE); nil when read-only
+	ix       *sql.DB     // the indexer's connection: the index file, the trail attached read-only; nil when read-only
+	ixFile   os.FileInfo // the index file ix opened (see checkIndexFile)
+	r        *sql.DB     // readers: the trail, the index file attached as "idx"
 	log      string
 	now      func() time.Time
 	problems func(string)
@@ -95,7 +96,8 @@ type Options struct {
 	ReadOnly bool
 	// Problems, when set, is told of every derived row the store meets
 	// that no entry accounts for (a query skipping a ghost index row, the
-	// indexer finding its cursor edited), for logs and metrics.
+	// indexer finding its cursor edited or another trail's), and when the
+	// indexer starts failing, for logs and metrics.
 	Problems func(string)
 }
 
@@ -168,7 +170,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
 	}
-	idx, err := readerAttachment(o.Path, false)
+	idx, err := readerAttachment(ctx, o.Path, false)
 	if err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("audit sqlite %s: %w", o.Path, err)
@@ -195,7 +197,7 @@ func openReadOnly(ctx context.Context, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("audit sqlite: %w", err)
 	}
-	idx, err := readerAttachment(o.Path, true)
+	idx, err := readerAttachment(ctx, o.Path, true)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: %w", err)
 	}
@@ -637,12 +639,24 @@ func (s *Store) ReadHashRange(ctx context.Context, log string, lo, hi int64) ([]
 const maxStrays = 10
 
 // Strays implements audit.LogReader: audit_index rows whose id is no
-// entry's (a query would return them, or skip them as it now does), and
-// indexer cursors past their log's head. Without full, only index rows
+// entry's (a query would return them, or skip them as it now does),
+// indexer cursors past their log's head, and schema objects of the index
+// file no dispenser creates (indexSchemaProblems; either run). Without full, only index rows
 // above the newest entry's id are looked at (a range read of what it
 // finds): entry ids are dense above the prune floor, so a ghost row among
 // them sits at an entry's id, and Scan compares it with that entry.
 func (s *Store) Strays(ctx context.Context, full bool, fn func(audit.Stray) error) error {
+	// The index file's schema first: with an object of its own in it, the
+	// passes below read what that object makes them read.
+	sp, err := indexSchemaProblems(ctx, s.r, "idx")
+	if err != nil || len(sp) > 0 {
+		for _, p := range sp {
+			if err := fn(audit.Stray{Problem: p}); err != nil {
+				return err
+			}
+		}
+		return err
+	}
 	q := `SELECT i.id, i.log, i.seq FROM audit_index i
 		WHERE NOT EXISTS (SELECT 1 FROM audit_records r WHERE r.id = i.id) AND ` + notPruned("i") + ` ORDER BY i.id`
 	if !full {
@@ -689,10 +703,15 @@ func (s *Store) Strays(ctx context.Context, full bool, fn func(audit.Stray) erro
 	return cursorStrays(ctx, tx, fn)
 }
 
-// cursorStrays reports indexer cursors past their log's head.
+// cursorStrays reports indexer cursors past their log's head or not at
+// the entry they indexed (their hash is not the chain hash of the entry
+// before them, unless a prune deleted that entry).
 func cursorStrays(ctx context.Context, tx *sql.Tx, fn func(audit.Stray) error) error {
-	rows, err := tx.QueryContext(ctx, `SELECT c.log, c.next_seq, COALESCE(h.size, 0) FROM audit_index_cursor c
-		LEFT JOIN audit_heads h ON h.log = c.log WHERE c.next_seq > COALESCE(h.size, 0)`)
+	rows, err := tx.QueryContext(ctx, `SELECT c.log, c.next_seq, COALESCE(h.size, 0), c.next_seq > COALESCE(h.size, 0) FROM audit_index_cursor c
+		LEFT JOIN audit_heads h ON h.log = c.log
+		LEFT JOIN audit_records r ON r.log = c.log AND r.seq = c.next_seq - 1
+		WHERE c.next_seq > COALESCE(h.size, 0) OR (r.hash IS NOT c.hash
+			AND NOT (r.hash IS NULL AND c.next_seq - 1 < COALESCE((SELECT p.before - 1 FROM audit_prune p WHERE p.log = c.log), 0)))`)
 	if err != nil {
 		return err
 	}
@@ -701,10 +720,15 @@ func cursorStrays(ctx context.Context, tx *sql.Tx, fn func(audit.Stray) error) e
 	for rows.Next() {
 		var log string
 		var next, size int64
-		if err := rows.Scan(&log, &next, &size); err != nil {
+		var past bool
+		if err := rows.Scan(&log, &next, &size, &past); err != nil {
 			return err
 		}
-		out = append(out, audit.Stray{Log: log, Problem: fmt.Sprintf("the query index cursor of log %s is at %d, past the log's %d entries (edited: new entries would go unindexed until the indexer notices)", log, next, size)})
+		p := fmt.Sprintf("the query index cursor of log %s is at %d, past the log's %d entries", log, next, size)
+		if !past {
+			p = fmt.Sprintf("the query index cursor of log %s is at %d, but entry %d is not the one it indexed", log, next, next-1)
+		}
+		out = append(out, audit.Stray{Log: log, Problem: p + " (the index file of another trail or of this one before it was restored from an older copy, or edited; the indexer rebuilds it when it notices)"})
 	}
 	if err := rows.Err(); err != nil {
 		return err

@@ -277,7 +277,7 @@ func TestVerifyChecksEveryAnchor(t *testing.T) {
 	_, h := encode(t, last)
 	f.exec(t, `DELETE FROM audit_records WHERE seq >= 20`)
 	f.exec(t, `DELETE FROM audit_index WHERE seq >= 20`)
-	f.exec(t, `UPDATE audit_index_cursor SET next_seq = 20`)
+	f.exec(t, `UPDATE audit_index_cursor SET next_seq = 20, hash = ?`, h)
 	f.exec(t, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, 20))
 	f.exec(t, `DELETE FROM audit_checkpoints WHERE size > 20`)
 	f.exec(t, `UPDATE audit_heads SET size = 20, hash = ?`, h)
