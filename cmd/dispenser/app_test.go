@@ -22,7 +22,7 @@ func testApp(t *testing.T, path string) *app {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
+	t.Cleanup(func() { _ = a.close() })
 	a.run(context.Background()) // close stops the loops
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -130,14 +130,23 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	defer a.close()
-	return a.serve(*path, hup, stdout, stderr)
+	code := a.serve(*path, hup, stdout, stderr)
+	// Closing writes the last records and anchors the last checkpoint: a
+	// failure there is a failed stop, whatever the drain did.
+	if err := a.close(); err != nil {
+		fmt.Fprintln(stderr, "serve: stopping:", err)
+		return 1
+	}
+	if code == 0 {
+		log.Info("shutdown complete")
+	}
+	return code
 }
 
 // serve listens, runs the background loops and serves until SIGINT or
 // SIGTERM, reloading on SIGHUP (and file changes with watch_config), then
 // drains in-flight requests. It returns the exit code; the caller closes
-// the app.
+// the app (and exits non-zero if that fails).
 func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer) int {
 	srv, err := a.apiServer()
 	if err != nil {
@@ -303,7 +312,7 @@ func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup <-cha
 				a.log.Error("shutdown", zap.Error(err))
 				return 1
 			}
-			a.log.Info("shutdown complete")
+			a.log.Info("in-flight requests finished; writing the last audit records and checkpoint")
 			return 0
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -155,4 +156,32 @@ func waitReady(t *testing.T, url string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s never became ready", url)
+}
+
+// TestShutdownExitsNonZeroWhenTheLastCheckpointFails: SIGTERM ends with a
+// last checkpoint anchoring the records served; when it cannot be
+// anchored (the anchor directory replaced by a file), the drain itself
+// went well but the log's tail is unanchored, and the exit code says so
+// (a supervisor or an operator sees a failed stop, not a clean one).
+func TestShutdownExitsNonZeroWhenTheLastCheckpointFails(t *testing.T) {
+	p := startServe(t, nil)
+	anchors := filepath.Join(filepath.Dir(p.cfgPath), "audit.db.anchors")
+	if err := os.Rename(anchors, anchors+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, anchors, "not a directory")
+	if code, err := p.credentials(t, http.DefaultClient, "J1"); err != nil || code != 200 {
+		t.Fatalf("credentials: %d %v", code, err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := p.cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit after SIGTERM with the last checkpoint unanchored: %v, want exit code 1\nstderr:\n%s", err, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "final audit checkpoint failed") {
+		t.Fatalf("no log of the failed checkpoint:\n%s", p.stderr.String())
+	}
 }
