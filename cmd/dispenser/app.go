@@ -515,12 +515,13 @@ func (a *app) start(ctx context.Context) error {
 }
 
 // stopServing takes the replica out of service for good: /readyz answers
-// 503 and a start still in progress cannot make it ready again.
+// 503 ("stopping") and a start still in progress cannot make it ready
+// again. Requests that still arrive are served (shutdown drains them).
 func (a *app) stopServing() {
 	a.readyMu.Lock()
 	defer a.readyMu.Unlock()
 	a.stopping = true
-	a.server.SetReady(false)
+	a.server.SetStopping()
 }
 
 // close stops the app: the parts backwards, each one's loop before its
