@@ -121,8 +121,9 @@ type app struct {
 	auth        authResources
 	deps        appDeps
 
-	mu    sync.Mutex // serialises reload, run and close
-	parts []*part    // in construction order
+	mu     sync.Mutex // serialises reload, run and close
+	parts  []*part    // in construction order
+	closed bool       // close has run: reload builds nothing
 
 	readyMu  sync.Mutex // orders becoming ready against shutting down
 	stopping bool
@@ -543,7 +544,7 @@ func (a *app) close() error {
 			}
 		}
 	}
-	a.parts = nil
+	a.parts, a.closed = nil, true
 	return errors.Join(errs...)
 }
 

@@ -80,3 +80,20 @@ func TestCloseStopsPartsBackwardsLoopFirst(t *testing.T) {
 		t.Fatalf("run after close: %d loops started, events %q", starts, events)
 	}
 }
+
+// TestReloadAfterCloseIsRefused: a reload that comes after close (the
+// configuration watch firing as shutdown ends) builds nothing and swaps
+// nothing into the closed app: what it opened would never be closed.
+func TestReloadAfterCloseIsRefused(t *testing.T) {
+	a := testApp(t, localConfig(t, t.TempDir()))
+	rules := a.server.Rules()
+	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reload(); err == nil {
+		t.Fatal("a reload after close succeeded")
+	}
+	if a.server.Rules() != rules {
+		t.Fatal("a reload after close swapped the rules")
+	}
+}
