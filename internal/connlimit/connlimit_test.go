@@ -64,7 +64,11 @@ func hold(t *testing.T, addr, src string, held <-chan struct{}) net.Conn {
 	if _, err := fmt.Fprintf(c, "GET /hold HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err != nil {
 		t.Fatal(err)
 	}
-	<-held
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never had the request (connection closed?)")
+	}
 	return c
 }
 
@@ -335,5 +339,27 @@ func TestDefaults(t *testing.T) {
 	n, err := DescriptorLimit()
 	if err != nil || n == 0 {
 		t.Fatalf("DescriptorLimit = %d, %v", n, err)
+	}
+}
+
+// TestSilentTLSConnectionsGiveWay: on a TLS listener, connections that
+// never start their handshake give way at the cap too.
+func TestSilentTLSConnectionsGiveWay(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS() // only for its certificate
+	cert := srv.TLS.Certificates[0]
+	srv.Close()
+	l, addr := serve(t, Options{Name: "api", Max: 3}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	var silent []net.Conn
+	for range 3 {
+		silent = append(silent, dial(t, addr, "127.0.14.1"))
+	}
+	waitOpen(t, l, 3)
+	c := tls.Client(dial(t, addr, "127.0.14.2"), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test server
+	if !request(c, addr) {
+		t.Fatal("a TLS client was not served while silent connections held the cap")
+	}
+	if !closedByServer(silent[0]) {
+		t.Fatal("the oldest silent connection was not closed")
 	}
 }
