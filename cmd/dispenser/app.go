@@ -121,8 +121,9 @@ type app struct {
 	auth        authResources
 	deps        appDeps
 
-	mu    sync.Mutex // serialises reload, run and close
-	parts []*part    // in construction order
+	mu     sync.Mutex // serialises reload, run and close
+	parts  []*part    // in construction order
+	closed bool       // close has run: reload builds nothing
 
 	readyMu  sync.Mutex // orders becoming ready against shutting down
 	stopping bool
@@ -208,7 +209,7 @@ func newAppFrom(c *components, log *zap.Logger, m *metrics.Metrics, deps appDeps
 	a.add("authenticators", nil, a.auth.closeAll)
 	defer func() {
 		if err != nil {
-			a.close()
+			_ = a.close()
 		}
 	}()
 	// Backends whose options enable the credential cache (assume-role:
@@ -322,8 +323,10 @@ func (a *app) wireAudit() (*audit.Writer, error) {
 	}
 	rcancel()
 	// Stopping, the checkpointer signs and anchors a last checkpoint after
-	// the writer (closed first) committed what was queued.
-	a.add("audit checkpoints", cp.Run, nil)
+	// the writer (closed first) committed what was queued; its failure is
+	// close's (serve then exits non-zero).
+	var last error // the last checkpoint's, read once the loop ended
+	a.add("audit checkpoints", func(ctx context.Context) { last = cp.Run(ctx) }, func() error { return last })
 	if keep := cfg.Audit.Retention.D(); keep > 0 {
 		rt := &audit.Retention{Source: trail, Log: cp.Log, Origin: cp.Origin, Signer: signer, Anchors: cp.Anchors, Keep: keep, Logger: cp.Logger}
 		a.add("audit retention", func(ctx context.Context) { rt.Run(ctx, time.Hour) }, nil)
@@ -513,19 +516,22 @@ func (a *app) start(ctx context.Context) error {
 }
 
 // stopServing takes the replica out of service for good: /readyz answers
-// 503 and a start still in progress cannot make it ready again.
+// 503 ("stopping") and a start still in progress cannot make it ready
+// again. Requests that still arrive are served (shutdown drains them).
 func (a *app) stopServing() {
 	a.readyMu.Lock()
 	defer a.readyMu.Unlock()
 	a.stopping = true
-	a.server.SetReady(false)
+	a.server.SetStopping()
 }
 
 // close stops the app: the parts backwards, each one's loop before its
-// release. It is idempotent.
-func (a *app) close() {
+// release. It returns what failed (the last audit checkpoint, a store's
+// close), each also logged. It is idempotent.
+func (a *app) close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var errs []error
 	for i := len(a.parts) - 1; i >= 0; i-- {
 		p := a.parts[i]
 		if p.stop != nil {
@@ -534,10 +540,12 @@ func (a *app) close() {
 		if p.release != nil {
 			if err := p.release(); err != nil {
 				a.log.Warn("close", zap.String("part", p.name), zap.Error(err))
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 			}
 		}
 	}
-	a.parts = nil
+	a.parts, a.closed = nil, true
+	return errors.Join(errs...)
 }
 
 // authResources are what the authenticator chains opened (a SQL key

@@ -22,7 +22,7 @@ func testApp(t *testing.T, path string) *app {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
+	t.Cleanup(func() { _ = a.close() })
 	a.run(context.Background()) // close stops the loops
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -78,5 +78,22 @@ func TestCloseStopsPartsBackwardsLoopFirst(t *testing.T) {
 	a.close()
 	if starts != 2 || len(events) != len(want) {
 		t.Fatalf("run after close: %d loops started, events %q", starts, events)
+	}
+}
+
+// TestReloadAfterCloseIsRefused: a reload that comes after close (the
+// configuration watch firing as shutdown ends) builds nothing and swaps
+// nothing into the closed app: what it opened would never be closed.
+func TestReloadAfterCloseIsRefused(t *testing.T) {
+	a := testApp(t, localConfig(t, t.TempDir()))
+	rules := a.server.Rules()
+	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reload(); err == nil {
+		t.Fatal("a reload after close succeeded")
+	}
+	if a.server.Rules() != rules {
+		t.Fatal("a reload after close swapped the rules")
 	}
 }

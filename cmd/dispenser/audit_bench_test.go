@@ -288,7 +288,7 @@ func BenchmarkCheckpointCadence(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(a.close)
+		b.Cleanup(func() { _ = a.close() })
 		if err := a.start(context.Background()); err != nil {
 			b.Fatal(err)
 		}

@@ -264,7 +264,7 @@ func TestIAMWithSTSDownIsBudgeted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
+	t.Cleanup(func() { _ = a.close() })
 	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestLowAuditVolumeKeepsIssuingAndSummarisesRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
+	t.Cleanup(func() { _ = a.close() })
 	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -110,7 +110,7 @@ audit:
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(a.close)
+	t.Cleanup(func() { _ = a.close() })
 	a.run(context.Background())
 	if err := a.start(context.Background()); err != nil {
 		t.Fatal(err)

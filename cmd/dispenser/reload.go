@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -53,6 +54,10 @@ func (a *app) reload() (err error) {
 	// SIGHUP and the file watch may both trigger a reload.
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.closed {
+		// Shutdown ended; what a reload built would never be closed.
+		return errors.New("shutting down: reload ignored")
+	}
 	defer func() {
 		result := "ok"
 		if err != nil {

@@ -130,14 +130,23 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	defer a.close()
-	return a.serve(*path, hup, stdout, stderr)
+	code := a.serve(*path, hup, stdout, stderr)
+	// Closing writes the last records and anchors the last checkpoint: a
+	// failure there is a failed stop, whatever the drain did.
+	if err := a.close(); err != nil {
+		fmt.Fprintln(stderr, "serve: stopping:", err)
+		return 1
+	}
+	if code == 0 {
+		log.Info("shutdown complete")
+	}
+	return code
 }
 
 // serve listens, runs the background loops and serves until SIGINT or
 // SIGTERM, reloading on SIGHUP (and file changes with watch_config), then
 // drains in-flight requests. It returns the exit code; the caller closes
-// the app.
+// the app (and exits non-zero if that fails).
 func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer) int {
 	srv, err := a.apiServer()
 	if err != nil {
@@ -163,8 +172,20 @@ func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer)
 	// only begins the shutdown, and the last checkpoint must come after
 	// the drained requests' records.
 	a.run(context.Background())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// The first SIGINT or SIGTERM begins the shutdown (ctx ends); a second
+	// one cuts its waits short.
+	stopSig := make(chan os.Signal, 2)
+	signal.Notify(stopSig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stopSig)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	go func() {
+		select {
+		case <-stopSig:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	if a.current.Load().Server.WatchConfig {
 		if err := a.watchConfig(ctx, path); err != nil {
 			a.log.Error("configuration watch not started; SIGHUP still reloads", zap.Error(err))
@@ -179,7 +200,7 @@ func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer)
 		}
 	}()
 	go a.becomeReady(ctx)
-	return a.serveUntilStopped(ctx, srv, hup, errc)
+	return a.serveUntilStopped(ctx, srv, hup, stopSig, errc)
 }
 
 // apiServer is the API listener's server, with TLS when configured.
@@ -281,9 +302,9 @@ func (a *app) becomeReady(ctx context.Context) {
 }
 
 // serveUntilStopped reloads on SIGHUP until the server stops or ctx ends
-// (SIGINT, SIGTERM); then it takes the replica out of service and drains
-// in-flight requests within server.shutdown_timeout.
-func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup <-chan os.Signal, errc <-chan error) int {
+// (SIGINT, SIGTERM); then it stops (shutdown), again taking a second
+// signal.
+func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup, again <-chan os.Signal, errc <-chan error) int {
 	for {
 		select {
 		case <-hup:
@@ -295,18 +316,50 @@ func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup <-cha
 			}
 			return 0
 		case <-ctx.Done():
-			a.log.Info("shutting down: finishing in-flight requests")
-			a.stopServing()
-			sctx, cancel := context.WithTimeout(context.Background(), a.current.Load().Server.ShutdownTimeout.D())
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				a.log.Error("shutdown", zap.Error(err))
-				return 1
-			}
-			a.log.Info("shutdown complete")
-			return 0
+			return a.shutdown(srv, again)
 		}
 	}
+}
+
+// shutdown takes the replica out of service (/readyz answers 503) and
+// keeps serving for server.shutdown_delay, so load balancers stop sending
+// it connections before its listener closes; then it closes the listener
+// and drains in-flight requests within server.shutdown_timeout. A signal
+// on again cuts the delay short, or the drain (closing the connections of
+// requests still in flight). Past the timeout too the remaining
+// connections are closed, so that no answer leaves after the stores close.
+// It returns the exit code: 1 when requests were cut off.
+func (a *app) shutdown(srv *http.Server, again <-chan os.Signal) int {
+	a.stopServing()
+	s := a.current.Load().Server
+	if d := s.ShutdownDelay.D(); d > 0 {
+		a.log.Info("shutting down: /readyz answers 503; serving on while load balancers drain this replica", zap.Duration("shutdown_delay", d))
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-again:
+			t.Stop()
+			a.log.Warn("second signal: not waiting for load balancers to drain this replica")
+		}
+	}
+	a.log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout.D())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-again:
+		err = errors.New("second signal: closing the connections of requests still in flight")
+	}
+	if err != nil {
+		a.log.Error("shutdown", zap.Error(err))
+		_ = srv.Close()
+		return 1
+	}
+	a.log.Info("in-flight requests finished; writing the last audit records and checkpoint")
+	return 0
 }
 
 // loadConfigWithListen applies --listen before validation, so the

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -155,4 +156,145 @@ func waitReady(t *testing.T, url string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s never became ready", url)
+}
+
+// TestShutdownExitsNonZeroWhenTheLastCheckpointFails: SIGTERM ends with a
+// last checkpoint anchoring the records served; when it cannot be
+// anchored (the anchor directory replaced by a file), the drain itself
+// went well but the log's tail is unanchored, and the exit code says so
+// (a supervisor or an operator sees a failed stop, not a clean one).
+func TestShutdownExitsNonZeroWhenTheLastCheckpointFails(t *testing.T) {
+	p := startServe(t, nil)
+	anchors := filepath.Join(filepath.Dir(p.cfgPath), "audit.db.anchors")
+	if err := os.Rename(anchors, anchors+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, anchors, "not a directory")
+	if code, err := p.credentials(t, http.DefaultClient, "J1"); err != nil || code != 200 {
+		t.Fatalf("credentials: %d %v", code, err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := p.cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit after SIGTERM with the last checkpoint unanchored: %v, want exit code 1\nstderr:\n%s", err, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), "final audit checkpoint failed") {
+		t.Fatalf("no log of the failed checkpoint:\n%s", p.stderr.String())
+	}
+}
+
+// waitExit waits for p to exit, failing the test if it has not within a
+// minute (far less than the delays and timeouts the tests configure, so
+// only a process that ignored its signal reaches it).
+func waitExit(t *testing.T, p *serveProcess) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-done
+		t.Fatalf("still running a minute after the signals:\n%s", p.stderr.String())
+		return -1
+	}
+}
+
+// readyz returns the admin listener's /readyz status code and body.
+func (p *serveProcess) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestShutdownDelayDrainsBeforeTheListenerCloses: on SIGTERM, /readyz
+// answers 503 at once while the API listener goes on accepting and
+// serving for server.shutdown_delay, so a load balancer takes the replica
+// out before its connections are refused. A second signal cuts the delay
+// short.
+func TestShutdownDelayDrainsBeforeTheListenerCloses(t *testing.T) {
+	p := startServe(t, func(s string) string {
+		return strings.Replace(s, "server:\n", "server:\n  shutdown_delay: 10m\n", 1)
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := p.readyz(t)
+		if code == http.StatusServiceUnavailable && strings.Contains(body, `"stopping"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after SIGTERM: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if code, err := p.credentials(t, fresh, "J1"); err != nil || code != 200 {
+		t.Fatalf("a new connection during the shutdown delay: %d %v\n%s", code, err, p.stderr.String())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, p); code != 0 {
+		t.Fatalf("exit %d after a second signal cut the delay short\n%s", code, p.stderr.String())
+	}
+	if logs := p.stderr.String(); !strings.Contains(logs, "second signal") || !strings.Contains(logs, "shutdown complete") {
+		t.Fatalf("log:\n%s", logs)
+	}
+}
+
+// TestSecondSignalCutsTheDrainShort: a second SIGTERM while a request is
+// still in flight closes its connection instead of waiting up to
+// server.shutdown_timeout; the app still closes (last records, last
+// checkpoint) and the exit code says requests were cut off.
+func TestSecondSignalCutsTheDrainShort(t *testing.T) {
+	p := startServe(t, func(s string) string {
+		return strings.Replace(s, "server:\n", "server:\n  shutdown_timeout: 10m\n", 1)
+	})
+	conn, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// With Expect: 100-continue the server answers "100 Continue" once the
+	// handler reads the body: the request is then in flight. Its body
+	// never comes.
+	fmt.Fprintf(conn, "POST /credentials HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 80\r\nExpect: 100-continue\r\n\r\n", p.addr, p.token)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "100 Continue") {
+		t.Fatalf("no 100 Continue: %q %v", line, err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for code, _ := p.readyz(t); code == http.StatusOK; code, _ = p.readyz(t) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, p); code != 1 {
+		t.Fatalf("exit %d after a second signal cut an in-flight request off, want 1\n%s", code, p.stderr.String())
+	}
+	if logs := p.stderr.String(); !strings.Contains(logs, "second signal") {
+		t.Fatalf("log:\n%s", logs)
+	}
 }

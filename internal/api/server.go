@@ -111,7 +111,10 @@ type Server struct {
 	rules atomic.Pointer[scope.Rules]
 	authn atomic.Pointer[authenticators]
 	ready atomic.Bool
-	hosts map[string]bool
+	// stopping: shutdown began; /readyz answers 503 while requests are
+	// still served, so load balancers drain the replica first.
+	stopping atomic.Bool
+	hosts    map[string]bool
 }
 
 // authenticators are swapped together on configuration reload.
@@ -168,6 +171,10 @@ func (s *Server) expect() Expectation {
 // SetReady marks the server ready (or not) to vend.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 
+// SetStopping marks the shutdown begun: from then on /readyz reports
+// "stopping" (503), while requests that still arrive are served.
+func (s *Server) SetStopping() { s.stopping.Store(true) }
+
 // SetRules swaps the tenant rules atomically (configuration reload).
 func (s *Server) SetRules(r *scope.Rules) { s.rules.Store(r) }
 
@@ -179,13 +186,16 @@ func (s *Server) SetAuthenticator(worker, admin auth.Authenticator) {
 	s.authn.Store(newAuthenticators(worker, admin))
 }
 
-// ReadyState is the status /readyz reports: "starting" until SetReady(true)
-// (and again once shutdown begins), the Gate's reason while it holds the
-// replica (e.g. "audit_anchor_missing"), "revocations_stale" while the
-// revocation list cannot be refreshed (every /credentials would be a 503,
-// so the orchestrator should send the traffic to other replicas), "ready"
-// otherwise.
+// ReadyState is the status /readyz reports: "stopping" once shutdown
+// began (SetStopping), "starting" until SetReady(true), the Gate's reason
+// while it holds the replica (e.g. "audit_anchor_missing"),
+// "revocations_stale" while the revocation list cannot be refreshed
+// (every /credentials would be a 503, so the orchestrator should send the
+// traffic to other replicas), "ready" otherwise.
 func (s *Server) ReadyState() string {
+	if s.stopping.Load() {
+		return "stopping"
+	}
 	if !s.ready.Load() {
 		return "starting"
 	}

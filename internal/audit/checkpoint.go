@@ -501,9 +501,10 @@ func (c *Checkpointer) Resume(ctx context.Context) (Resumption, error) {
 }
 
 // Run checkpoints on the cadence (see Checkpointer) until ctx ends, then
-// signs a last checkpoint. After a failure it retries no sooner than the
-// larger of Interval and one second.
-func (c *Checkpointer) Run(ctx context.Context) {
+// signs a last checkpoint and returns its error (nil, too, when no anchor
+// holds the log: that is reported when found). After a failure it retries
+// no sooner than the larger of Interval and one second.
+func (c *Checkpointer) Run(ctx context.Context) error {
 	log := c.logger()
 	t := time.NewTicker(min(max(c.interval()/10, 5*time.Millisecond), 50*time.Millisecond))
 	defer t.Stop()
@@ -513,11 +514,12 @@ func (c *Checkpointer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
 			if _, err := c.Checkpoint(fctx, true); err != nil && !errors.Is(err, ErrAnchorMissing) {
 				log.Error("final audit checkpoint failed", zap.Error(err))
+				return fmt.Errorf("final audit checkpoint: %w", err)
 			}
-			cancel()
-			return
+			return nil
 		case now := <-t.C:
 			if now.Before(retryAt) {
 				continue

@@ -65,7 +65,11 @@ type ServerConfig struct {
 	WriteTimeout      duration.Duration `yaml:"write_timeout"`
 	IdleTimeout       duration.Duration `yaml:"idle_timeout"`
 	ShutdownTimeout   duration.Duration `yaml:"shutdown_timeout"`
-	MaxBodyBytes      int64             `yaml:"max_body_bytes"`
+	// ShutdownDelay is how long SIGTERM keeps the listener serving while
+	// /readyz answers 503, before the drain: load balancers see the
+	// replica leave and stop sending it connections first.
+	ShutdownDelay duration.Duration `yaml:"shutdown_delay"`
+	MaxBodyBytes  int64             `yaml:"max_body_bytes"`
 	// MinRemaining is the least lifetime any served credential has left.
 	MinRemaining duration.Duration `yaml:"min_remaining"`
 	// ReplicaID names this instance in audit records (default: hostname).
@@ -327,6 +331,9 @@ func (s ServerConfig) validate(p *validate.Problems) {
 				p.Addf(f.path, "%v", err)
 			}
 		}
+	}
+	if s.ShutdownDelay.D() < 0 {
+		p.Addf("server.shutdown_delay", "must not be negative, got %s", s.ShutdownDelay)
 	}
 	if s.MinRemaining.D() < 5*time.Minute {
 		p.Addf("server.min_remaining", "must be at least 5m (SDKs refresh 5 minutes before expiry), got %s", s.MinRemaining)

@@ -68,8 +68,8 @@ func TestParseProblems(t *testing.T) {
 	}{
 		{"empty file", "", []string{"auth", "tenants", "backends"}},
 		{"plain HTTP on a public address", minimal + "server: {listen: 0.0.0.0:8080}\n", []string{"server.listen", "auth.jwt.keys[0]"}},
-		{"server limits", minimal + "server: {listen: nope, min_remaining: 1m, max_body_bytes: 10}\nlog: {level: loud, format: xml}\n",
-			[]string{"server.listen", "server.min_remaining", "server.max_body_bytes", "log.level", "log.format"}},
+		{"server limits", minimal + "server: {listen: nope, min_remaining: 1m, max_body_bytes: 10, shutdown_delay: -1s}\nlog: {level: loud, format: xml}\n",
+			[]string{"server.listen", "server.min_remaining", "server.max_body_bytes", "server.shutdown_delay", "log.level", "log.format"}},
 		{"half TLS", minimal + "server: {tls: {cert_file: /nonexistent.pem}}\n", []string{"server.tls", "server.tls.cert_file"}},
 		{"tenant default under the floor", strings.Replace(minimal, "  - org: acme\n", "  - org: acme\n    max_duration: 15m\n", 1),
 			[]string{"tenants[0].default_duration"}},

@@ -6,7 +6,11 @@
 // through ConnState (http.Server.ConnState). Near the cap, every accepted
 // connection closes the connection that has been idle longest (an idle
 // keep-alive connection costs its client nothing to reopen); at the cap
-// with none idle, a new connection is closed at once and counted. A
+// with none idle, the oldest connection that has not sent a request yet
+// (nothing, or a header still arriving) is closed instead, so connections
+// that never send a byte cannot hold the cap until the read-header
+// timeout; with none of those either, a new connection is closed at once
+// and counted. A
 // per-client cap keeps one address (one IPv6 /64) from holding more than
 // its share.
 package connlimit
@@ -64,6 +68,7 @@ type Listener struct {
 	open      int
 	perClient map[netip.Addr]int
 	idle      list.List // of *conn, idle longest at the front
+	fresh     list.List // of *conn without a request yet, oldest at the front
 	lastWarn  time.Time
 	refused   int // since lastWarn
 }
@@ -90,7 +95,10 @@ type conn struct {
 	l      *Listener
 	client netip.Addr // zero when the per-client cap does not count it
 	once   sync.Once
-	idle   *list.Element // guarded by l.mu
+	// Guarded by l.mu: its element in l.idle or l.fresh, and whether its
+	// slot was released.
+	idle, fresh *list.Element
+	released    bool
 }
 
 func (c *conn) Close() error {
@@ -128,7 +136,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 }
 
 // admit decides on a new connection: the connection to return and the
-// idle one to close for it, or the reason to refuse it.
+// idle or silent one to close for it, or the reason to refuse it.
 func (l *Listener) admit(nc net.Conn) (c *conn, victim *conn, reason string) {
 	client := l.clientOf(nc)
 	l.mu.Lock()
@@ -142,10 +150,17 @@ func (l *Listener) admit(nc net.Conn) (c *conn, victim *conn, reason string) {
 			victim.idle = nil
 		}
 	}
-	// The victim's slot is free once it closes, an instant later.
 	if victim == nil && l.open >= l.o.Max {
-		return nil, nil, ReasonTotal
+		// A connection that has sent no request yet costs its peer
+		// nothing to hold: the oldest gives way, as an idle one would.
+		front := l.fresh.Front()
+		if front == nil {
+			return nil, nil, ReasonTotal
+		}
+		victim = l.fresh.Remove(front).(*conn)
+		victim.fresh = nil
 	}
+	// The victim's slot is free once it closes, an instant later.
 	l.open++
 	if client.IsValid() {
 		l.perClient[client]++
@@ -173,10 +188,8 @@ func (l *Listener) clientOf(nc net.Conn) netip.Addr {
 func (l *Listener) release(c *conn) {
 	l.mu.Lock()
 	l.open--
-	if c.idle != nil {
-		l.idle.Remove(c.idle)
-		c.idle = nil
-	}
+	c.released = true
+	l.untrack(c)
 	if c.client.IsValid() {
 		if n := l.perClient[c.client] - 1; n > 0 {
 			l.perClient[c.client] = n
@@ -188,8 +201,9 @@ func (l *Listener) release(c *conn) {
 	l.o.Metrics.ConnOpen(l.o.Name, -1)
 }
 
-// ConnState tracks which connections are idle; set it as the
-// http.Server's ConnState. It accepts the *tls.Conn the server wraps
+// ConnState tracks which connections are idle and which have not sent a
+// request yet; set it as the http.Server's ConnState (without it, no
+// connection gives way). It accepts the *tls.Conn the server wraps
 // around a connection of this listener.
 func (l *Listener) ConnState(nc net.Conn, state http.ConnState) {
 	c := l.unwrap(nc)
@@ -198,16 +212,27 @@ func (l *Listener) ConnState(nc net.Conn, state http.ConnState) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if c.released {
+		return
+	}
+	l.untrack(c)
 	switch state {
+	case http.StateNew:
+		c.fresh = l.fresh.PushBack(c)
 	case http.StateIdle:
-		if c.idle == nil {
-			c.idle = l.idle.PushBack(c)
-		}
-	case http.StateActive, http.StateHijacked, http.StateClosed:
-		if c.idle != nil {
-			l.idle.Remove(c.idle)
-			c.idle = nil
-		}
+		c.idle = l.idle.PushBack(c)
+	}
+}
+
+// untrack takes c off the idle and fresh lists; l.mu is held.
+func (l *Listener) untrack(c *conn) {
+	if c.idle != nil {
+		l.idle.Remove(c.idle)
+		c.idle = nil
+	}
+	if c.fresh != nil {
+		l.fresh.Remove(c.fresh)
+		c.fresh = nil
 	}
 }
 

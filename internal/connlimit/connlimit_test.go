@@ -18,16 +18,33 @@ import (
 	"github.com/vtk/dispenser/internal/metrics"
 )
 
-// serve runs an http.Server on a capped loopback listener.
+// serve runs an http.Server on a capped loopback listener. Its handler
+// answers "ok", except GET /hold, which it holds until the client goes
+// away (a request in progress) after telling held.
 func serve(t *testing.T, o Options, tlsCfg *tls.Config) (*Listener, string) {
+	t.Helper()
+	l, addr, _ := serveHolding(t, o, tlsCfg)
+	return l, addr
+}
+
+// serveHolding is serve, also returning where the handler tells of each
+// request it holds.
+func serveHolding(t *testing.T, o Options, tlsCfg *tls.Config) (*Listener, string, <-chan struct{}) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := Wrap(raw, o)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
-		ConnState: l.ConnState, ReadHeaderTimeout: 10 * time.Second}
+	held := make(chan struct{}, 64)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			held <- struct{}{}
+			<-r.Context().Done()
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), ConnState: l.ConnState, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if tlsCfg != nil {
 			_ = srv.Serve(tls.NewListener(l, tlsCfg))
@@ -36,7 +53,23 @@ func serve(t *testing.T, o Options, tlsCfg *tls.Config) (*Listener, string) {
 		_ = srv.Serve(l)
 	}()
 	t.Cleanup(func() { _ = srv.Close() })
-	return l, raw.Addr().String()
+	return l, raw.Addr().String(), held
+}
+
+// hold opens a connection from src whose request the server holds in
+// progress, once the handler has it.
+func hold(t *testing.T, addr, src string, held <-chan struct{}) net.Conn {
+	t.Helper()
+	c := dial(t, addr, src)
+	if _, err := fmt.Fprintf(c, "GET /hold HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never had the request (connection closed?)")
+	}
+	return c
 }
 
 // dial connects from src (127.0.0.0/8) without sending anything.
@@ -111,14 +144,15 @@ func waitOpen(t *testing.T, l *Listener, n int) {
 	}
 }
 
-// TestTotalCapRefusesAtOnce: at the cap with no idle connection, a new
-// connection is closed at once and counted, not left waiting.
+// TestTotalCapRefusesAtOnce: at the cap with every connection busy (a
+// request in progress), a new connection is closed at once and counted,
+// not left waiting.
 func TestTotalCapRefusesAtOnce(t *testing.T) {
 	m := metrics.New("test")
-	l, addr := serve(t, Options{Name: "api", Max: 4, Metrics: m}, nil)
+	l, addr, inProgress := serveHolding(t, Options{Name: "api", Max: 4, Metrics: m}, nil)
 	var held []net.Conn
 	for range 4 {
-		held = append(held, dial(t, addr, "127.0.9.1")) // new, never idle
+		held = append(held, hold(t, addr, "127.0.9.1", inProgress))
 	}
 	waitOpen(t, l, 4)
 	if !refused(t, addr, "127.0.9.2") {
@@ -130,9 +164,13 @@ func TestTotalCapRefusesAtOnce(t *testing.T) {
 	if got := testutil.ToFloat64(m.ConnectionsLimit.WithLabelValues("api")); got != 4 {
 		t.Fatalf("limit gauge = %v", got)
 	}
-	// A held connection still works.
-	if !request(held[0], addr) {
-		t.Fatal("a connection within the cap stopped working")
+	// A slot freed is a slot again.
+	held[0].Close()
+	waitOpen(t, l, 3)
+	if c := dial(t, addr, "127.0.9.2"); !request(c, addr) {
+		t.Fatal("a connection within the cap was not served")
+	} else {
+		held = append(held, c)
 	}
 	for _, c := range held {
 		c.Close()
@@ -140,6 +178,41 @@ func TestTotalCapRefusesAtOnce(t *testing.T) {
 	waitOpen(t, l, 0)
 	if got := testutil.ToFloat64(m.ConnectionsOpen.WithLabelValues("api")); got != 0 {
 		t.Fatalf("open gauge = %v after every connection closed", got)
+	}
+}
+
+// TestSilentConnectionsGiveWayAtTheCap: connections that have not sent a
+// request (StateNew: nothing sent, or a header still arriving) do not
+// lock clients out until the read-header timeout: at the cap with none
+// idle, the oldest of them is closed for a new connection. Connections
+// with a request in progress are kept.
+func TestSilentConnectionsGiveWayAtTheCap(t *testing.T) {
+	m := metrics.New("test")
+	l, addr, inProgress := serveHolding(t, Options{Name: "api", Max: 6, Metrics: m}, nil)
+	busy := []net.Conn{hold(t, addr, "127.0.13.1", inProgress), hold(t, addr, "127.0.13.1", inProgress)}
+	var silent []net.Conn
+	for i := range 4 {
+		c := dial(t, addr, "127.0.13.2")
+		if i%2 == 1 {
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n") // a header never finished
+		}
+		silent = append(silent, c)
+	}
+	waitOpen(t, l, 6)
+	for i := range 4 {
+		// hold returns once the server has the new connection's request.
+		busy = append(busy, hold(t, addr, "127.0.13.3", inProgress))
+		if !closedByServer(silent[i]) {
+			t.Fatalf("new connection %d: the silent connection %d (oldest) was not closed", i, i)
+		}
+	}
+	for _, c := range busy {
+		if !stillOpen(c) {
+			t.Fatal("a connection with a request in progress was closed")
+		}
+	}
+	if got := testutil.ToFloat64(m.ConnectionsRefused.WithLabelValues("api", ReasonTotal)); got != 0 {
+		t.Fatalf("refused = %v, want 0 while silent connections could give way", got)
 	}
 }
 
@@ -266,5 +339,27 @@ func TestDefaults(t *testing.T) {
 	n, err := DescriptorLimit()
 	if err != nil || n == 0 {
 		t.Fatalf("DescriptorLimit = %d, %v", n, err)
+	}
+}
+
+// TestSilentTLSConnectionsGiveWay: on a TLS listener, connections that
+// never start their handshake give way at the cap too.
+func TestSilentTLSConnectionsGiveWay(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS() // only for its certificate
+	cert := srv.TLS.Certificates[0]
+	srv.Close()
+	l, addr := serve(t, Options{Name: "api", Max: 3}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	var silent []net.Conn
+	for range 3 {
+		silent = append(silent, dial(t, addr, "127.0.14.1"))
+	}
+	waitOpen(t, l, 3)
+	c := tls.Client(dial(t, addr, "127.0.14.2"), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test server
+	if !request(c, addr) {
+		t.Fatal("a TLS client was not served while silent connections held the cap")
+	}
+	if !closedByServer(silent[0]) {
+		t.Fatal("the oldest silent connection was not closed")
 	}
 }
