@@ -148,6 +148,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 // drains in-flight requests. It returns the exit code; the caller closes
 // the app (and exits non-zero if that fails).
 func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer) int {
+	// The server section is restart-only: stop with the settings the
+	// listeners start with, whatever a reload loads later.
+	settings := a.current.Load().Server
 	srv, err := a.apiServer()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -200,7 +203,7 @@ func (a *app) serve(path string, hup <-chan os.Signal, stdout, stderr io.Writer)
 		}
 	}()
 	go a.becomeReady(ctx)
-	return a.serveUntilStopped(ctx, srv, hup, stopSig, errc)
+	return a.serveUntilStopped(ctx, srv, settings, hup, stopSig, errc)
 }
 
 // apiServer is the API listener's server, with TLS when configured.
@@ -304,7 +307,7 @@ func (a *app) becomeReady(ctx context.Context) {
 // serveUntilStopped reloads on SIGHUP until the server stops or ctx ends
 // (SIGINT, SIGTERM); then it stops (shutdown), again taking a second
 // signal.
-func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup, again <-chan os.Signal, errc <-chan error) int {
+func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, settings config.ServerConfig, hup, again <-chan os.Signal, errc <-chan error) int {
 	for {
 		select {
 		case <-hup:
@@ -316,7 +319,7 @@ func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup, agai
 			}
 			return 0
 		case <-ctx.Done():
-			return a.shutdown(srv, again)
+			return a.shutdown(srv, settings, again)
 		}
 	}
 }
@@ -329,9 +332,8 @@ func (a *app) serveUntilStopped(ctx context.Context, srv *http.Server, hup, agai
 // requests still in flight). Past the timeout too the remaining
 // connections are closed, so that no answer leaves after the stores close.
 // It returns the exit code: 1 when requests were cut off.
-func (a *app) shutdown(srv *http.Server, again <-chan os.Signal) int {
+func (a *app) shutdown(srv *http.Server, s config.ServerConfig, again <-chan os.Signal) int {
 	a.stopServing()
-	s := a.current.Load().Server
 	if d := s.ShutdownDelay.D(); d > 0 {
 		a.log.Info("shutting down: /readyz answers 503; serving on while load balancers drain this replica", zap.Duration("shutdown_delay", d))
 		t := time.NewTimer(d)

@@ -298,3 +298,40 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 		t.Fatalf("log:\n%s", logs)
 	}
 }
+
+// TestShutdownUsesTheSettingsItStartedWith: the server section is
+// restart-only (a reload logs so), so a reload that raises
+// server.shutdown_delay must not hold the next SIGTERM for it.
+func TestShutdownUsesTheSettingsItStartedWith(t *testing.T) {
+	p := startServe(t, nil)
+	b, err := os.ReadFile(p.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p.cfgPath, strings.Replace(string(b), "server:\n", "server:\n  shutdown_delay: 10m\n", 1))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.stderr.String(), "only changes on restart") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan int, 1)
+	go func() { exited <- waitExit(t, p) }()
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Signal(syscall.SIGTERM) // the second signal ends the delay
+		<-exited
+		t.Fatalf("SIGTERM waited for the reloaded shutdown_delay, which only applies after a restart\n%s", p.stderr.String())
+	}
+}
