@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -146,7 +145,7 @@ const auditUsage = `Usage:
   dispenser audit adopt  --config FILE --reason TEXT [--operator NAME] [--log LOG]
                          records an operator's adoption of a log no anchor holds, then anchors it
   dispenser audit verify-receipt FILE [--key VERIFIER_KEY_OR_FILE | --config FILE]
-  dispenser audit keygen --out FILE [--name NAME]
+  dispenser audit keygen --out FILE [--name NAME] [--if-missing]
   dispenser audit verifier-key --config FILE
                          prints the verifier key of the configured checkpoint signing key (for auditors)
 ` + correlateUsage
@@ -206,7 +205,7 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 		params[name] = fs.String(name, "", "filter: "+name)
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	switch *format {
 	case "table", "json", "ndjson":
@@ -311,10 +310,7 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 3
+		return parseExit(err, 3)
 	}
 	if *format != "text" && *format != "json" {
 		fmt.Fprintln(stderr, "audit verify: --format must be text or json")
@@ -415,7 +411,7 @@ func cmdAuditAdopt(args []string, stdout, stderr io.Writer) int {
 	operator := fs.String("operator", "", "who adopts it (recorded in the log; default: the OS user)")
 	logFlag := fs.String("log", "", "the log to adopt (default: this configuration's, audit.log or server.replica_id)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	if strings.TrimSpace(*reason) == "" {
 		fmt.Fprintln(stderr, "audit adopt: --reason is required (it is recorded in the log)")
@@ -497,7 +493,7 @@ func cmdAuditVerifyReceipt(args []string, stdout, stderr io.Writer) int {
 		file, args = args[0], args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	if file == "" && fs.NArg() == 1 {
 		file = fs.Arg(0)
@@ -550,7 +546,7 @@ func cmdAuditKeygen(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "dispenser-audit", "key name shown in signatures")
 	ifMissing := fs.Bool("if-missing", false, "succeed without writing when --out already exists (first-start provisioning)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	if *out == "" {
 		fmt.Fprintln(stderr, "audit keygen: --out is required")

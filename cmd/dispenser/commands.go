@@ -28,6 +28,21 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseExit is the exit code for an error of fs.Parse: 0 when -h or --help
+// asked for the flags (the flag package has printed them; asking is not
+// bad usage), else the command's code for bad flags.
+func parseExit(err error, badFlags int) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return badFlags
+}
+
+// isHelp reports whether a subcommand word asks for the usage text.
+func isHelp(word string) bool {
+	return word == "help" || word == "-h" || word == "-help" || word == "--help"
+}
+
 // loadConfig loads and fully checks a configuration for a command that
 // needs only the configuration: it builds the backends and authenticators
 // as serve would, so check-config and serve fail on the same problems,
@@ -70,7 +85,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check-config", stderr)
 	path := fs.String("config", "", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -97,7 +112,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	job := fs.String("job-id", "", "bind the token to one job id")
 	task := fs.String("task-id", "", "bind the token to one task id")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	// A non-positive lifetime mints a token that is already expired (and
 	// fails only later, as a puzzling 401); a development token is short.
@@ -163,7 +178,7 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 	var files multiFlag
 	fs.Var(&files, "file", "file under the location (repeatable)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	c, err := loadConfig(*path)
 	if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -46,11 +48,15 @@ type correlateArgs struct {
 	inputs             pathList
 	mode               correlate.By
 	all                bool
+	help               bool         // -h or --help printed the flags
 	window             [2]time.Time // since, until; zero: open
 }
 
 func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
 	ca, ok := parseCorrelateArgs(args, stderr)
+	if ca.help {
+		return correlateOK
+	}
 	if !ok {
 		return correlateBadInput
 	}
@@ -117,6 +123,7 @@ func parseCorrelateArgs(args []string, stderr io.Writer) (ca correlateArgs, ok b
 	// Paths may come before, between and after the flags.
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
+			ca.help = errors.Is(err, flag.ErrHelp)
 			return ca, false
 		}
 		if rest = fs.Args(); len(rest) == 0 {

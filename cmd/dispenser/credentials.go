@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"mime"
@@ -29,6 +30,10 @@ const (
 	credsExitRefused   = 1 // the dispenser answered with an error
 	credsExitUsage     = 2 // bad flags, unreadable token or CA file, missing keys
 	credsExitTransport = 3 // no usable answer: connection, TLS, timeout, an answer not from the dispenser
+
+	// credsHelp is what parseCredentialsArgs returns when -h or --help
+	// printed the flags: nothing to fetch, exit 0.
+	credsHelp = -1
 )
 
 // maxCredentialsBody bounds what is read of an answer.
@@ -51,6 +56,9 @@ type processOutput struct {
 // secret (token, signature, credentials) is ever written to stderr.
 func cmdCredentials(args []string, stdout, stderr io.Writer) int {
 	ca, code := parseCredentialsArgs(args, stderr)
+	if code == credsHelp {
+		return 0
+	}
 	if code != 0 {
 		return code
 	}
@@ -101,6 +109,9 @@ func parseCredentialsArgs(args []string, stderr io.Writer) (credentialsArgs, int
 	fs.StringVar(&ca.caFile, "ca-file", "", "PEM bundle of the CA that signed the dispenser's certificate (instead of the system roots)")
 	fs.DurationVar(&ca.timeout, "timeout", 20*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ca, credsHelp
+		}
 		return ca, credsExitUsage
 	}
 	if fs.NArg() > 0 {

@@ -26,13 +26,21 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub, rest := args[0], args[1:]
+	switch {
+	case isHelp(sub):
+		fmt.Fprint(stdout, keysUsage)
+		return 0
+	case sub != "create" && sub != "list" && sub != "disable":
+		fmt.Fprintf(stderr, "unknown keys command %q\n\n%s", sub, keysUsage)
+		return 2
+	}
 	fs := newFlags("keys "+sub, stderr)
 	path := fs.String("config", "", "configuration file")
 	name := fs.String("name", "", "key name (the principal of requests signed with it)")
 	org := fs.String("org", "", "organization the key is bound to")
 	id := fs.String("id", "", "access key id")
 	if err := fs.Parse(rest); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	c, err := loadConfig(*path)
 	if err != nil {

@@ -16,7 +16,7 @@ const usage = `dispenser: scoped, audited, short-lived AWS credentials for stora
 Usage:
   dispenser serve        --config FILE [--listen ADDR] [--admin-listen ADDR]
   dispenser token        --config FILE --subject NAME --org ORG [--ttl 1h (1s–24h)] [--job-id J] [--task-id T]
-  dispenser policy       --config FILE --org ORG --location s3://B/P/ --operation OP [--file F ...] [--principal P]
+  dispenser policy       --config FILE --org ORG --location s3://B/P/ --operation OP [--file F ...] [--principal P] [--job-id J] [--task-id T]
   dispenser keys         create|list|disable --config FILE [--name N --org O | --id AKID]
   dispenser check-config --config FILE
   dispenser credentials  --url URL (--token-file FILE | --sigv4 [--region R] [--service S]) [--ca-file FILE] [--timeout 20s]

@@ -14,6 +14,12 @@ import (
 	"github.com/vtk/dispenser/internal/revoke"
 )
 
+const revokeUsage = `Usage:
+  dispenser revoke add    --config FILE --kind org|principal|job|task|access_key_id --value V --reason R [--expires-in 24h | --expires-at RFC3339]
+  dispenser revoke list   --config FILE [--all]
+  dispenser revoke delete --config FILE --id ID
+`
+
 // revokeFlags are the flags of dispenser revoke.
 type revokeFlags struct {
 	path, kind, value, reason, expiresAt, id *string
@@ -26,10 +32,18 @@ type revokeFlags struct {
 // admin API does the same over HTTP.
 func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "revoke: add, list or delete")
+		fmt.Fprint(stderr, revokeUsage)
 		return 2
 	}
 	sub, args := args[0], args[1:]
+	switch {
+	case isHelp(sub):
+		fmt.Fprint(stdout, revokeUsage)
+		return 0
+	case sub != "add" && sub != "list" && sub != "delete":
+		fmt.Fprintf(stderr, "unknown revoke command %q\n\n%s", sub, revokeUsage)
+		return 2
+	}
 	fs := newFlags("revoke "+sub, stderr)
 	f := revokeFlags{
 		path:      fs.String("config", "", "configuration file"),
@@ -42,7 +56,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 		all:       fs.Bool("all", false, "list expired revocations too"),
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	c, err := loadConfig(*f.path)
 	if err != nil {

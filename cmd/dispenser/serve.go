@@ -92,7 +92,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "override server.listen")
 	adminListen := fs.String("admin-listen", "", "override server.admin_listen (/metrics, /healthz, /readyz)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "serve: --config is required")

@@ -19,7 +19,7 @@ func cmdAuditVerifierKey(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("audit verifier-key", stderr)
 	path := fs.String("config", "", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err, 2)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "audit verifier-key: unexpected argument %q\n", fs.Arg(0))
