@@ -489,7 +489,8 @@ func cmdAuditVerifyReceipt(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "verifier key (or a file holding it)")
 	path := fs.String("config", "", "derive the verifier key from this configuration's signing key instead")
 	var file string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	// The receipt file may come first (as documented); "-" is stdin, not a flag.
+	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
 		file, args = args[0], args[1:]
 	}
 	if err := fs.Parse(args); err != nil {

@@ -183,6 +183,23 @@ func TestAuditEndToEnd(t *testing.T) {
 	if code, out, stderr := runCLI(t, "audit", "verify-receipt", rcpt, "--config", path); code != 0 {
 		t.Fatalf("verify-receipt: %d %s %s", code, out, stderr)
 	}
+	// "-" reads the receipt from stdin, as the command's own hint says, in
+	// the documented position (FILE first) as well as after the flags.
+	for _, args := range [][]string{
+		{"audit", "verify-receipt", "-", "--config", path},
+		{"audit", "verify-receipt", "--config", path, "-"},
+	} {
+		f, err := os.Open(rcpt)
+		must(t, err)
+		old := os.Stdin
+		os.Stdin = f
+		code, out, stderr := runCLI(t, args...)
+		os.Stdin = old
+		f.Close()
+		if code != 0 || !strings.Contains(out, "receipt valid") {
+			t.Fatalf("%v: %d %s %s", args, code, out, stderr)
+		}
+	}
 	altered := bytes.Replace(body, []byte(`"task_id":"task-42"`), []byte(`"task_id":"task-43"`), 1)
 	_ = os.WriteFile(rcpt, altered, 0o600)
 	if code, _, _ := runCLI(t, "audit", "verify-receipt", rcpt, "--config", path); code != 1 {
