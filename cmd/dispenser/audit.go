@@ -377,9 +377,16 @@ func printVerifyReport(w io.Writer, rep audit.Report, configPath string) {
 				ad.Seq, ad.Time.Format(time.RFC3339), ad.Operator, ad.Size-1, ad.Reason)
 		}
 		if l.AnchorMissing {
+			// The hint names the log (a log other than the configuration's,
+			// such as revoke-cli, is adopted only with --log); a name that
+			// is not a valid log name is never printed into a command line.
+			logArg := "LOG"
+			if audit.ValidLogName(l.Log) {
+				logArg = l.Log
+			}
 			fmt.Fprintf(w, "  - no checkpoint of this log in: %s (anchors deleted or moved, or new); nothing proves these entries are what was signed. "+
-				"Investigate; to vouch for the log as it stands: dispenser audit adopt --config %s --reason \"...\"\n",
-				strings.Join(l.AnchorsWithout, ", "), configPath)
+				"Investigate; to vouch for the log as it stands: dispenser audit adopt --config %s --log %s --reason \"...\"\n",
+				strings.Join(l.AnchorsWithout, ", "), configPath, logArg)
 		}
 		for _, p := range l.Problems {
 			fmt.Fprintf(w, "  - %s\n", p)

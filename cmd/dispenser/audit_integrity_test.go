@@ -388,3 +388,41 @@ func TestAuditVerifyIndexFileEdited(t *testing.T) {
 		t.Fatalf("query with a trigger in the index file: exit %d\n%s%s", code, out, stderr)
 	}
 }
+
+// TestAnchorMissingHintAdoptsEachLog: with the anchors gone, audit verify
+// prints, for every log, the adopt command that vouches for it; run as
+// printed, each one adopts its log (the revoke CLI's log is not the
+// configuration's default, so the hint must name it), and verify passes.
+func TestAnchorMissingHintAdoptsEachLog(t *testing.T) {
+	dir := t.TempDir()
+	path := localConfig(t, dir)
+	issueSome(t, path, 2)
+	if code, out, stderr := runCLI(t, "revoke", "add", "--config", path, "--kind", "job", "--value", "J1", "--reason", "test"); code != 0 {
+		t.Fatalf("revoke add: exit %d %s %s", code, out, stderr)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "audit.db.anchors")); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "audit", "verify", "--config", path)
+	if code != 4 {
+		t.Fatalf("verify without anchors: exit %d, want 4\n%s%s", code, out, stderr)
+	}
+	const lead = "to vouch for the log as it stands: dispenser "
+	var hints []string
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, lead); i >= 0 {
+			hints = append(hints, strings.ReplaceAll(l[i+len(lead):], `"..."`, "INC-7"))
+		}
+	}
+	if len(hints) != 2 {
+		t.Fatalf("want one adopt hint for each of the 2 logs (main, revoke-cli):\n%s", out)
+	}
+	for _, h := range hints {
+		if code, out, stderr := runCLI(t, strings.Fields(h)...); code != 0 {
+			t.Errorf("the hint %q, run as printed: exit %d\n%s%s", h, code, out, stderr)
+		}
+	}
+	if code, out, stderr := runCLI(t, "audit", "verify", "--config", path); code != 0 {
+		t.Fatalf("verify after following the hints: exit %d\n%s%s", code, out, stderr)
+	}
+}
