@@ -227,7 +227,7 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	ctx := context.Background()
 	trail, err := openTrail(ctx, cfg, trailCLI, func(problem string) { fmt.Fprintln(stderr, "audit query: warning:", problem) })
@@ -434,7 +434,7 @@ func cmdAuditAdopt(args []string, stdout, stderr io.Writer) int {
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	if *logFlag != "" {
 		if !audit.ValidLogName(*logFlag) {

@@ -38,6 +38,18 @@ func parseExit(err error, badFlags int) int {
 	return badFlags
 }
 
+// errNoConfig is loadConfig's error when no --config was given.
+var errNoConfig = errors.New("--config is required")
+
+// configExit is the exit code for an error of loadConfig: bad usage (2)
+// when --config is missing, as for any other required flag, else failed.
+func configExit(err error, failed int) int {
+	if errors.Is(err, errNoConfig) {
+		return 2
+	}
+	return failed
+}
+
 // isHelp reports whether a subcommand word asks for the usage text.
 func isHelp(word string) bool {
 	return word == "help" || word == "-h" || word == "-help" || word == "--help"
@@ -65,7 +77,7 @@ func loadConfig(path string, edits ...func(*config.Config)) (*config.Config, err
 // together), or the error that stopped reading it (no file, bad YAML).
 func readConfig(path string, edits ...func(*config.Config)) (*config.Config, validate.Problems, error) {
 	if path == "" {
-		return nil, validate.Problems{}, errors.New("--config is required")
+		return nil, validate.Problems{}, errNoConfig
 	}
 	c, err := config.Load(path, edits...)
 	var ve *validate.Error
@@ -90,7 +102,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid\n", *path)
 	for _, w := range cfg.Audit.Warnings() {
@@ -123,7 +135,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	c, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	if *subject == "" || *org == "" {
 		fmt.Fprintln(stderr, "token: --subject and --org are required")
@@ -183,7 +195,7 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 	c, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	names := map[string]bool{}
 	for n := range c.Backends {

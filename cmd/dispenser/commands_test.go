@@ -65,7 +65,7 @@ tenants:
 		t.Logf("output:\n%s", errs)
 	}
 
-	if code, _, errs := runCmd("check-config"); code != 1 || !strings.Contains(errs, "--config is required") {
+	if code, _, errs := runCmd("check-config"); code != 2 || !strings.Contains(errs, "--config is required") {
 		t.Fatalf("no --config: %d %q", code, errs)
 	}
 	syntax := filepath.Join(t.TempDir(), "syntax.yaml")

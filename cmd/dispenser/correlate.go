@@ -63,7 +63,7 @@ func cmdAuditCorrelate(args []string, stdout, stderr io.Writer) int {
 	cfg, err := loadConfig(ca.path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return correlateCannot
+		return configExit(err, correlateCannot)
 	}
 	tolerance := cfg.Correlate.Skew()
 	if ca.skew != "" {

@@ -80,3 +80,31 @@ func TestUnknownSubcommandNeedsNoConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingConfigIsBadUsage: a command run without its required --config
+// exits with its bad-usage code (docs/troubleshooting.md#exit-codes: 2 for
+// most commands, 3 "could not run (bad flags ...)" for audit verify), as a
+// missing --subject or --reason does, not with the code of a failure.
+func TestMissingConfigIsBadUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"serve"}, 2},
+		{[]string{"check-config"}, 2},
+		{[]string{"token", "--subject", "w", "--org", "acme"}, 2},
+		{[]string{"policy", "--org", "acme", "--location", "s3://media/acme/", "--operation", "get"}, 2},
+		{[]string{"keys", "list"}, 2},
+		{[]string{"revoke", "list"}, 2},
+		{[]string{"audit", "query"}, 2},
+		{[]string{"audit", "adopt", "--reason", "x", "--operator", "me"}, 2},
+		{[]string{"audit", "verifier-key"}, 2},
+		{[]string{"audit", "correlate", "--cloudtrail", "ct.json"}, 2},
+		{[]string{"audit", "verify"}, 3},
+	} {
+		code, _, errs := runCmd(tc.args...)
+		if code != tc.want || !strings.Contains(errs, "--config is required") {
+			t.Errorf("%v: exit %d, stderr %q; want %d and --config named", tc.args, code, errs, tc.want)
+		}
+	}
+}

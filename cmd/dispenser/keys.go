@@ -45,7 +45,7 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 	c, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	if c.Auth.SigV4 == nil {
 		fmt.Fprintln(stderr, "keys: the configuration has no auth.sigv4 section")

@@ -116,7 +116,7 @@ func TestPolicyCommandDenies(t *testing.T) {
 			t.Errorf("%s: userinfo printed: %s", tt.name, stderr)
 		}
 	}
-	if code, _, stderr := runPolicy(t, "--org", "acme", "--operation", "get", "--location", "s3://media/acme/"); code != 1 || !strings.Contains(stderr, "--config is required") {
+	if code, _, stderr := runPolicy(t, "--org", "acme", "--operation", "get", "--location", "s3://media/acme/"); code != 2 || !strings.Contains(stderr, "--config is required") {
 		t.Errorf("missing config: exit %d %q", code, stderr)
 	}
 	if code, _, _ := runPolicy(t, "--no-such-flag"); code != 2 {

@@ -61,7 +61,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	c, err := loadConfig(*f.path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return configExit(err, 1)
 	}
 	log, _ := zap.NewProduction()
 	if log == nil {
