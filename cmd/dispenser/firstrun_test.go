@@ -69,3 +69,23 @@ func TestAuditQueryTextShowsNoEmptyLocation(t *testing.T) {
 		t.Errorf("LOCATION column %q, want -:\n%s", f, out)
 	}
 }
+
+// TestRevokeCLILogsOnlyWarnings: the revoke command talks to a person. Its
+// warnings (a generated checkpoint key, a checkpoint not anchored) go to
+// the command's stderr as plain lines; the JSON info lines of the server's
+// logger ("audit log resumed", "revocation changed") do not appear at all.
+func TestRevokeCLILogsOnlyWarnings(t *testing.T) {
+	// No checkpoint key configured: one is generated beside the
+	// database, with the warning an operator must see.
+	path := testConfig(t, true)
+	code, out, errs := runCmd("revoke", "add", "--config", path, "--kind", "job", "--value", "J1", "--reason", "test")
+	if code != 0 || !strings.Contains(out, "J1") {
+		t.Fatalf("revoke add: exit %d stdout %q stderr %q", code, out, errs)
+	}
+	if !strings.Contains(errs, "generated an audit checkpoint signing key") {
+		t.Errorf("the generated-key warning did not reach the command's stderr: %q", errs)
+	}
+	if strings.Contains(errs, `"level"`) || strings.Contains(errs, "revocation changed") || strings.Contains(errs, "audit log resumed") {
+		t.Errorf("info or JSON log lines on the command's stderr: %q", errs)
+	}
+}

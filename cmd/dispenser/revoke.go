@@ -63,11 +63,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return configExit(err, 1)
 	}
-	log, _ := zap.NewProduction()
-	if log == nil {
-		log = zap.NewNop()
-	}
-	defer func() { _ = log.Sync() }()
+	log := cliLogger(stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg, closeAll, err := cliRegistry(ctx, c, log, sub == "add" || sub == "delete")
