@@ -1,0 +1,71 @@
+package correlate_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vtk/dispenser/internal/cloudtrail/cloudtrailtest"
+	"github.com/vtk/dispenser/internal/correlate"
+	"github.com/vtk/dispenser/internal/scope"
+)
+
+// TestIdentityMismatch: an event whose access key id the trail holds, but
+// whose session is not the one the dispenser created (another role, another
+// account, another source identity), is never ok: the dispenser did not
+// issue that session, whatever the key id says.
+func TestIdentityMismatch(t *testing.T) {
+	const key = "ASIAIDENTITY00000001"
+	store, ids := trail(t, issued(t, key, "task-id", scope.OpGet, "acme/in/", t0))
+	ev := func(s cloudtrailtest.Session) map[string]any {
+		return cloudtrailtest.Event{Time: t0.Add(5 * time.Minute), Name: "GetObject", Bucket: "media", Key: "acme/in/a.mp4", Session: s}.Record()
+	}
+	same := sess(key)
+	otherRole := sess(key)
+	otherRole.RoleARN = "arn:aws:iam::222222222222:role/dispenser/someone-else"
+	otherAccount := sess(key)
+	otherAccount.RoleARN = "arn:aws:iam::333333333333:role/dispenser/vtk-target"
+	otherSource := sess(key)
+	otherSource.SourceIdentity = "intruder"
+	noPath := sess(key) // the same role: names are unique in an account, whatever the path
+	noPath.RoleARN = "arn:aws:iam::222222222222:role/vtk-target"
+	cases := []struct {
+		name     string
+		rec      map[string]any
+		verdict  correlate.Verdict
+		critical bool
+		reason   string
+	}{
+		{"the issued session", ev(same), correlate.OK, false, ""},
+		{"the key id under another role", ev(otherRole), correlate.UnknownKey, true, "someone-else"},
+		{"the key id under the role's name in another account", ev(otherAccount), correlate.UnknownKey, true, "333333333333"},
+		{"the key id under another source identity", ev(otherSource), correlate.UnknownKey, true, "intruder"},
+		{"the role named without its path", ev(noPath), correlate.OK, false, ""},
+	}
+	var recs []map[string]any
+	for _, c := range cases {
+		recs = append(recs, c.rec)
+	}
+	events, _ := run(t, store, correlate.Options{}, recs...)
+	for i, c := range cases {
+		e := events[i]
+		if e.Verdict != c.verdict || e.Critical != c.critical || !strings.Contains(e.Reason, c.reason) {
+			t.Errorf("%s: %s critical %v reason %q notes %v; want %s %v %q", c.name, e.Verdict, e.Critical, e.Reason, e.Notes, c.verdict, c.critical, c.reason)
+		}
+		if c.verdict == correlate.UnknownKey && !strings.Contains(e.Reason, ids[0]) {
+			t.Errorf("%s: the reason %q does not name the record %s", c.name, e.Reason, ids[0])
+		}
+	}
+}
+
+// TestUnknownKeyRolePath: a tenant role configured without the path the
+// role has in IAM still matches the sessions of that role (IAM role names
+// are unique in an account, whatever the path).
+func TestUnknownKeyRolePath(t *testing.T) {
+	store, _ := trail(t)
+	rec := cloudtrailtest.Event{Time: t0, Name: "GetObject", Bucket: "media", Key: "acme/in/a", Session: sess("ASIAOUTSIDE000000001")}.Record()
+	events, _ := run(t, store, correlate.Options{Roles: []correlate.Role{{ARN: "arn:aws:iam::222222222222:role/VTK-target", Org: "acme"}}}, rec)
+	if e := events[0]; e.Verdict != correlate.UnknownKey || !e.Critical {
+		t.Fatalf("%s %q", e.Verdict, e.Reason)
+	}
+}
