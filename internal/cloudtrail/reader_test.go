@@ -192,8 +192,10 @@ func TestScanProblems(t *testing.T) {
 
 // TestScanStdinAndEnvelope reads "-" and unwraps EventBridge envelopes.
 func TestScanStdinAndEnvelope(t *testing.T) {
+	// The envelope's own resources are ARN strings, the record's objects.
 	env, _ := json.Marshal(map[string]any{"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
-		"detail": ev("PutObject", "from-eventbridge", 0)})
+		"resources": []string{"arn:aws:s3:::media"},
+		"detail":    ev("PutObject", "from-eventbridge", 0)})
 	in := append(cloudtrailtest.NDJSON(ev("GetObject", "plain", 0)), env...)
 	got, problems := scan(t, &cloudtrail.Reader{Stdin: bytes.NewReader(cloudtrailtest.Gzip(in))}, "-")
 	if len(problems) != 0 || len(got) != 2 || got[0].key != "plain" || got[1].key != "from-eventbridge" || got[1].pos.Source != "-" || !got[1].pos.Line || got[1].pos.Index != 2 {

@@ -320,6 +320,9 @@ func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, 
 
 	succeeded := rec.ErrorCode == ""
 	what := strings.Join(e.Actions, "+") + " on " + e.Object
+	if call.via != "" {
+		what += " through " + call.via
+	}
 	switch {
 	case callErr != nil:
 		c.verdict(e, Unverifiable, succeeded, strings.TrimPrefix(callErr.Error(), errUnmapped.Error()+": "))

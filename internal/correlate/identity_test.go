@@ -69,3 +69,43 @@ func TestUnknownKeyRolePath(t *testing.T) {
 		t.Fatalf("%s %q", e.Verdict, e.Reason)
 	}
 }
+
+// TestAccessPoint: a request through an access point is authorised by IAM
+// on the access point's ARN (arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME/
+// object/KEY), which the dispenser's session policies never name: one
+// that succeeded was not restricted by the session policy, whatever bucket
+// key it reached.
+func TestAccessPoint(t *testing.T) {
+	const key = "ASIAACCESSPOINT00001"
+	store, _ := trail(t, issued(t, key, "task-ap", scope.OpGet, "acme/in/", t0))
+	const ap = "arn:aws:s3:us-east-1:222222222222:accesspoint/media-ap"
+	ev := func(name, k string, errorCode string) map[string]any {
+		e := cloudtrailtest.Event{Time: t0.Add(5 * time.Minute), Name: name, Bucket: "media", Key: k, Session: sess(key), AccessPoint: ap, ErrorCode: errorCode}
+		if name == "ListObjects" {
+			e.Prefix, e.ListV2 = cloudtrailtest.Ptr("acme/in/"), true
+		}
+		return e.Record()
+	}
+	cases := []struct {
+		name     string
+		rec      map[string]any
+		verdict  correlate.Verdict
+		critical bool
+		object   string
+	}{
+		{"GetObject in the prefix through an access point", ev("GetObject", "acme/in/a.mp4", ""), correlate.OutsideGrant, true, "s3://media/acme/in/a.mp4"},
+		{"ListObjectsV2 through an access point", ev("ListObjects", "", ""), correlate.OutsideGrant, true, "s3://media/acme/in/"},
+		{"refused", ev("GetObject", "acme/in/a.mp4", "AccessDenied"), correlate.DeniedAsExpected, false, "s3://media/acme/in/a.mp4"},
+	}
+	var recs []map[string]any
+	for _, c := range cases {
+		recs = append(recs, c.rec)
+	}
+	events, _ := run(t, store, correlate.Options{}, recs...)
+	for i, c := range cases {
+		e := events[i]
+		if e.Verdict != c.verdict || e.Critical != c.critical || e.Object != c.object || !strings.Contains(e.Reason, ap) {
+			t.Errorf("%s: %s critical %v object %s reason %q; want %s %v %s, naming the access point", c.name, e.Verdict, e.Critical, e.Object, e.Reason, c.verdict, c.critical, c.object)
+		}
+	}
+}

@@ -81,7 +81,9 @@ type s3Call struct {
 	actions  []string
 	object   string // s3://bucket/key, s3://bucket/prefix or s3://bucket
 	source   string // the copy source object, s3://bucket/key
-	access   access
+	// via is the access point the request went through ("" for none).
+	via    string
+	access access
 }
 
 // errUnmapped marks an event the correlator cannot map to IAM requests.
@@ -102,7 +104,16 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		actions = spec.versioned
 	}
 	c := s3Call{actions: actions, access: spec.access}
-	bucketARN := "arn:aws:s3:::" + p.BucketName
+	ap, err := accessPoint(rec)
+	if err != nil {
+		return s3Call{}, fmt.Errorf("%w: %s: %v", errUnmapped, rec.EventName, err)
+	}
+	// IAM authorises a request through an access point on the access
+	// point's ARN (…:accesspoint/NAME, …/object/KEY), not the bucket's.
+	bucketARN, objectARN := "arn:aws:s3:::"+p.BucketName, "arn:aws:s3:::"+p.BucketName+"/"
+	if ap != "" {
+		bucketARN, objectARN, c.via = ap, ap+"/object/", "access point "+ap
+	}
 	resource := bucketARN
 	switch {
 	case spec.bucketLevel:
@@ -114,7 +125,7 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		if p.Key == "" {
 			return s3Call{}, fmt.Errorf("%w: the %s event has no requestParameters.key", errUnmapped, rec.EventName)
 		}
-		resource = bucketARN + "/" + p.Key
+		resource = objectARN + p.Key
 		c.object = "s3://" + p.BucketName + "/" + p.Key
 	}
 	var ctx map[string]string
@@ -138,6 +149,32 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		c.source = "s3://" + bucket + "/" + key
 	}
 	return c, nil
+}
+
+// accessPoint returns the ARN of the access point a request went through
+// (CloudTrail names it in resources as AWS::S3::AccessPoint), "" for a
+// request to the bucket. A request sent to an access point endpoint
+// (Host *.s3-accesspoint.*, a Multi-Region Access Point's *.mrap.*) that
+// names no usable access point ARN cannot be judged.
+func accessPoint(rec *cloudtrail.Record) (string, error) {
+	for _, r := range rec.Resources {
+		if r.Type != "AWS::S3::AccessPoint" {
+			continue
+		}
+		parts := strings.SplitN(r.ARN, ":", 6)
+		if len(parts) != 6 || parts[0] != "arn" || parts[2] != "s3" || parts[3] == "" || parts[4] == "" ||
+			!strings.HasPrefix(parts[5], "accesspoint/") || strings.Count(parts[5], "/") != 1 {
+			return "", fmt.Errorf("the request went through access point %q, which is not an access point ARN the correlator can evaluate", r.ARN)
+		}
+		return r.ARN, nil
+	}
+	if p := rec.RequestParameters; p != nil {
+		host := strings.ToLower(p.Host)
+		if strings.Contains(host, ".s3-accesspoint.") || strings.Contains(host, ".mrap.") || strings.Contains(host, ".s3-object-lambda.") {
+			return "", fmt.Errorf("the request went through the access point endpoint %s, and the record names no access point ARN", p.Host)
+		}
+	}
+	return "", nil
 }
 
 // parseCopySource reads x-amz-copy-source: "bucket/key", optionally with a

@@ -56,6 +56,35 @@ func TestCallOf(t *testing.T) {
 			t.Errorf("%s: %v %v", name, c.requests, err)
 		}
 	}
+	// Through an access point: IAM authorises the access point's ARN; an
+	// access point endpoint without an access point ARN is not judged.
+	apTests := []struct {
+		name      string
+		host      string
+		resources []cloudtrail.Resource
+		want      string
+	}{
+		{"GetObject", "media-ap-2.s3-accesspoint.us-east-1.amazonaws.com", []cloudtrail.Resource{{Type: "AWS::S3::AccessPoint", ARN: "arn:aws:s3:us-east-1:2:accesspoint/media-ap"}},
+			"s3:GetObject arn:aws:s3:us-east-1:2:accesspoint/media-ap/object/k/x"},
+		{"ListObjects", "", []cloudtrail.Resource{{Type: "AWS::S3::AccessPoint", ARN: "arn:aws:s3:us-east-1:2:accesspoint/media-ap"}},
+			"s3:ListBucket arn:aws:s3:us-east-1:2:accesspoint/media-ap"},
+		{"GetObject", "media-ap-2.s3-accesspoint.us-east-1.amazonaws.com", nil, "error: GetObject: the request went through the access point endpoint"},
+		{"GetObject", "mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com", nil, "error: GetObject: the request went through the access point endpoint"},
+		{"GetObject", "", []cloudtrail.Resource{{Type: "AWS::S3::AccessPoint", ARN: "arn:aws:s3::2:accesspoint/mfzwi23gnjvgw.mrap"}}, "error: GetObject: the request went through access point"},
+	}
+	for _, tt := range apTests {
+		c, err := callOf(&cloudtrail.Record{EventName: tt.name, Resources: tt.resources,
+			RequestParameters: &cloudtrail.RequestParameters{BucketName: "b", Key: "k/x", Host: tt.host}})
+		got := ""
+		if err != nil {
+			got = "error: " + strings.TrimPrefix(err.Error(), "unmapped: ")
+		} else {
+			got = c.requests[0].String()
+		}
+		if !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%s via %s %v: %q, want %q", tt.name, tt.host, tt.resources, got, tt.want)
+		}
+	}
 	if fmt.Sprint(refused("AccessDenied"), refused("NoSuchKey"), refused("")) != "true false false" {
 		t.Error("refused")
 	}
