@@ -109,6 +109,18 @@ type RequestParameters struct {
 	// Host is the endpoint the request was sent to (an access point's
 	// ends in .s3-accesspoint.REGION.amazonaws.com).
 	Host string `json:"Host"`
+	// The headers of a write that also set the object's ACL or tags.
+	ACL              string `json:"x-amz-acl"`
+	GrantRead        string `json:"x-amz-grant-read"`
+	GrantReadACP     string `json:"x-amz-grant-read-acp"`
+	GrantWriteACP    string `json:"x-amz-grant-write-acp"`
+	GrantFullControl string `json:"x-amz-grant-full-control"`
+	Tagging          string `json:"x-amz-tagging"`
+}
+
+// SetsACL reports whether a write also set the object's ACL.
+func (p *RequestParameters) SetsACL() bool {
+	return p.ACL != "" || p.GrantRead != "" || p.GrantReadACP != "" || p.GrantWriteACP != "" || p.GrantFullControl != ""
 }
 
 // AdditionalEventData carries S3's transfer sizes.

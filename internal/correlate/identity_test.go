@@ -109,3 +109,46 @@ func TestAccessPoint(t *testing.T) {
 		}
 	}
 }
+
+// TestPutWithACLOrTags: a PutObject (or multipart upload, or copy) that
+// sets an ACL (x-amz-acl, x-amz-grant-*) also needs s3:PutObjectAcl, one
+// that sets tags (x-amz-tagging) s3:PutObjectTagging, and the dispenser's
+// put policy grants neither: a successful one was not restricted by it.
+func TestPutWithACLOrTags(t *testing.T) {
+	const key = "ASIAPUTACL0000000001"
+	store, _ := trail(t, issued(t, key, "task-put", scope.OpPut, "acme/out/", t0))
+	ev := func(name string, header, value string) map[string]any {
+		e := cloudtrailtest.Event{Time: t0.Add(5 * time.Minute), Name: name, Bucket: "media", Key: "acme/out/r.mp4", Session: sess(key)}
+		if name == "CopyObject" {
+			e.CopySource = "media/acme/out/q.mp4"
+		}
+		rec := e.Record()
+		if header != "" {
+			rec["requestParameters"].(map[string]any)[header] = value
+		}
+		return rec
+	}
+	cases := []struct {
+		name    string
+		rec     map[string]any
+		verdict correlate.Verdict
+		action  string
+	}{
+		{"PutObject", ev("PutObject", "", ""), correlate.OK, ""},
+		{"PutObject public-read", ev("PutObject", "x-amz-acl", "public-read"), correlate.OutsideGrant, "s3:PutObjectAcl"},
+		{"PutObject with a grant header", ev("PutObject", "x-amz-grant-read", "uri=\"http://acs.amazonaws.com/groups/global/AllUsers\""), correlate.OutsideGrant, "s3:PutObjectAcl"},
+		{"CreateMultipartUpload public-read", ev("CreateMultipartUpload", "x-amz-acl", "public-read"), correlate.OutsideGrant, "s3:PutObjectAcl"},
+		{"PutObject with tags", ev("PutObject", "x-amz-tagging", "state=done"), correlate.OutsideGrant, "s3:PutObjectTagging"},
+	}
+	var recs []map[string]any
+	for _, c := range cases {
+		recs = append(recs, c.rec)
+	}
+	events, _ := run(t, store, correlate.Options{}, recs...)
+	for i, c := range cases {
+		e := events[i]
+		if e.Verdict != c.verdict || !strings.Contains(strings.Join(e.Actions, " "), c.action) {
+			t.Errorf("%s: %s actions %v reason %q; want %s needing %s", c.name, e.Verdict, e.Actions, e.Reason, c.verdict, c.action)
+		}
+	}
+}

@@ -32,7 +32,11 @@ type actionSpec struct {
 	list bool
 	// copySource calls also read x-amz-copy-source (s3:GetObject on it).
 	copySource bool
-	access     access
+	// writesObject calls can set the new object's ACL (x-amz-acl,
+	// x-amz-grant-*: s3:PutObjectAcl too) and tags (x-amz-tagging:
+	// s3:PutObjectTagging too).
+	writesObject bool
+	access       access
 }
 
 // s3Actions maps CloudTrail eventNames of s3.amazonaws.com to the IAM
@@ -46,11 +50,11 @@ var s3Actions = map[string]actionSpec{
 	"HeadObject":               {actions: []string{"s3:GetObject"}, versioned: []string{"s3:GetObjectVersion"}},
 	"SelectObjectContent":      {actions: []string{"s3:GetObject"}, access: accessRead},
 	"GetObjectAttributes":      {actions: []string{"s3:GetObject", "s3:GetObjectAttributes"}, versioned: []string{"s3:GetObjectVersion", "s3:GetObjectVersionAttributes"}},
-	"PutObject":                {actions: []string{"s3:PutObject"}, access: accessWrite},
-	"CreateMultipartUpload":    {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"PutObject":                {actions: []string{"s3:PutObject"}, writesObject: true, access: accessWrite},
+	"CreateMultipartUpload":    {actions: []string{"s3:PutObject"}, writesObject: true, access: accessWrite},
 	"UploadPart":               {actions: []string{"s3:PutObject"}, access: accessWrite},
 	"CompleteMultipartUpload":  {actions: []string{"s3:PutObject"}, access: accessWrite},
-	"CopyObject":               {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
+	"CopyObject":               {actions: []string{"s3:PutObject"}, copySource: true, writesObject: true, access: accessWrite},
 	"UploadPartCopy":           {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
 	"AbortMultipartUpload":     {actions: []string{"s3:AbortMultipartUpload"}},
 	"ListParts":                {actions: []string{"s3:ListMultipartUploadParts"}},
@@ -102,6 +106,14 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 	actions := spec.actions
 	if p.VersionID != "" && spec.versioned != nil {
 		actions = spec.versioned
+	}
+	if spec.writesObject {
+		if p.SetsACL() {
+			actions = append(append([]string(nil), actions...), "s3:PutObjectAcl")
+		}
+		if p.Tagging != "" {
+			actions = append(append([]string(nil), actions...), "s3:PutObjectTagging")
+		}
 	}
 	c := s3Call{actions: actions, access: spec.access}
 	ap, err := accessPoint(rec)
