@@ -312,6 +312,9 @@ func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, 
 	live = same
 	chosen, allowed, policyErr := attribute(live, call, callErr)
 	e.Record = &chosen.Issuance
+	if chosen.PolicySHA256 != "" && chosen.PolicySHA256 != chosen.policy.sha256 {
+		e.Notes = append(e.Notes, fmt.Sprintf("the policy_sha256 of %s does not match its policy (sha256 %s), which it was judged by", chosen.RecordID, chosen.policy.sha256))
+	}
 	for _, is := range live {
 		if is != chosen && len(e.AlsoIssued) < 10 {
 			e.AlsoIssued = append(e.AlsoIssued, is.RecordID)

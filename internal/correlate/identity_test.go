@@ -152,3 +152,23 @@ func TestPutWithACLOrTags(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyJudgedByItsText: each record is judged by the policy text it
+// holds, whatever policy_sha256 it claims (two records claiming one hash
+// do not share a compiled policy).
+func TestPolicyJudgedByItsText(t *testing.T) {
+	a := issued(t, "ASIAPOLICYA000000001", "task-a", scope.OpGet, "acme/in/", t0)
+	b := issued(t, "ASIAPOLICYB000000001", "task-b", scope.OpGet, "acme/other/", t0)
+	b.PolicySHA256 = a.PolicySHA256
+	store, _ := trail(t, a, b)
+	mk := func(key, k string) map[string]any {
+		return cloudtrailtest.Event{Time: t0.Add(time.Minute), Name: "GetObject", Bucket: "media", Key: k, Session: sess(key)}.Record()
+	}
+	events, _ := run(t, store, correlate.Options{}, mk(a.AccessKeyID, "acme/in/x"), mk(b.AccessKeyID, "acme/in/x"))
+	if events[0].Verdict != correlate.OK || events[1].Verdict != correlate.OutsideGrant {
+		t.Fatalf("verdicts %s, %s; want ok, outside_grant", events[0].Verdict, events[1].Verdict)
+	}
+	if len(events[0].Notes) != 0 || len(events[1].Notes) != 1 || !strings.Contains(events[1].Notes[0], "does not match its policy") {
+		t.Fatalf("notes %v / %v", events[0].Notes, events[1].Notes)
+	}
+}
