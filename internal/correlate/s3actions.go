@@ -148,7 +148,7 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		c.requests = append(c.requests, iampolicy.Request{Action: a, Resource: resource, Context: ctx})
 	}
 	if spec.copySource {
-		bucket, key, version, err := parseCopySource(p.CopySource)
+		sources, version, err := parseCopySource(p.CopySource)
 		if err != nil {
 			return s3Call{}, fmt.Errorf("%w: %s: %v", errUnmapped, rec.EventName, err)
 		}
@@ -156,9 +156,11 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		if version != "" {
 			read = "s3:GetObjectVersion"
 		}
-		c.requests = append(c.requests, iampolicy.Request{Action: read, Resource: "arn:aws:s3:::" + bucket + "/" + key})
+		for _, src := range sources {
+			c.requests = append(c.requests, iampolicy.Request{Action: read, Resource: "arn:aws:s3:::" + src})
+		}
 		c.actions = append(append([]string(nil), c.actions...), read)
-		c.source = "s3://" + bucket + "/" + key
+		c.source = "s3://" + sources[0]
 	}
 	return c, nil
 }
@@ -190,26 +192,33 @@ func accessPoint(rec *cloudtrail.Record) (string, error) {
 }
 
 // parseCopySource reads x-amz-copy-source: "bucket/key", optionally with a
-// leading '/', URL-encoded, and "?versionId=V". Access point ARNs are not
-// resolved.
-func parseCopySource(s string) (bucket, key, version string, err error) {
+// leading '/', URL-encoded, and "?versionId=V". It returns the source as
+// "bucket/key", unescaped first and then as written when unescaping changes
+// it: whether CloudTrail logged the header escaped or not, a key with a
+// literal "%2F" must not pass for one with a '/', so both readings must be
+// allowed. Access point ARNs are not resolved.
+func parseCopySource(s string) (sources []string, version string, err error) {
 	if s == "" {
-		return "", "", "", errors.New("no x-amz-copy-source")
+		return nil, "", errors.New("no x-amz-copy-source")
 	}
 	if strings.HasPrefix(s, "arn:") {
-		return "", "", "", errors.New("copy sources named by access point ARN are not resolved")
+		return nil, "", errors.New("copy sources named by access point ARN are not resolved")
 	}
 	if i := strings.Index(s, "?versionId="); i >= 0 {
 		s, version = s[:i], s[i+len("?versionId="):]
 	}
-	if u, uerr := url.PathUnescape(s); uerr == nil {
-		s = u
+	readings := []string{s}
+	if u, uerr := url.PathUnescape(s); uerr == nil && u != s {
+		readings = []string{u, s}
 	}
-	bucket, key, ok := strings.Cut(strings.TrimPrefix(s, "/"), "/")
-	if !ok || bucket == "" || key == "" {
-		return "", "", "", errors.New("x-amz-copy-source is not bucket/key")
+	for _, r := range readings {
+		bucket, key, ok := strings.Cut(strings.TrimPrefix(r, "/"), "/")
+		if !ok || bucket == "" || key == "" {
+			return nil, "", errors.New("x-amz-copy-source is not bucket/key")
+		}
+		sources = append(sources, bucket+"/"+key)
 	}
-	return bucket, key, version, nil
+	return sources, version, nil
 }
 
 // refused reports whether an errorCode means S3 refused the call before

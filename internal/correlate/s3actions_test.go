@@ -25,7 +25,14 @@ func TestCallOf(t *testing.T) {
 		{"ListObjectsV2", &cloudtrail.RequestParameters{BucketName: "b", Prefix: p("")}, "s3:ListBucket arn:aws:s3:::b map[s3:prefix:]", "s3://b/"},
 		{"HeadBucket", &cloudtrail.RequestParameters{BucketName: "b"}, "s3:ListBucket arn:aws:s3:::b", "s3://b"},
 		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst", CopySource: "/src/a%20b.mp4?versionId=v2"},
-			"s3:PutObject arn:aws:s3:::b/dst; s3:GetObjectVersion arn:aws:s3:::src/a b.mp4", "s3://b/dst"},
+			"s3:PutObject arn:aws:s3:::b/dst; s3:GetObjectVersion arn:aws:s3:::src/a b.mp4; s3:GetObjectVersion arn:aws:s3:::src/a%20b.mp4", "s3://b/dst"},
+		// Whether the header was logged escaped or not, a literal "%2F" in a
+		// key must not read as a '/' that puts the source inside a prefix:
+		// both readings must be allowed.
+		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst", CopySource: "src/acme%2Fin/secret"},
+			"s3:PutObject arn:aws:s3:::b/dst; s3:GetObject arn:aws:s3:::src/acme/in/secret; s3:GetObject arn:aws:s3:::src/acme%2Fin/secret", "s3://b/dst"},
+		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst", CopySource: "src/100%.txt"},
+			"s3:PutObject arn:aws:s3:::b/dst; s3:GetObject arn:aws:s3:::src/100%.txt", "s3://b/dst"},
 		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst"}, "error: CopyObject: no x-amz-copy-source", ""},
 		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst", CopySource: "arn:aws:s3:us-east-1:1:accesspoint/ap/object/k"}, "error: CopyObject: copy sources named by access point ARN are not resolved", ""},
 		{"CopyObject", &cloudtrail.RequestParameters{BucketName: "b", Key: "dst", CopySource: "justabucket"}, "error: CopyObject: x-amz-copy-source is not bucket/key", ""},
