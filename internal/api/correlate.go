@@ -66,14 +66,19 @@ func correlateQuery(q map[string][]string) (opt correlate.RunOptions, since, unt
 	return opt, since, until, nil
 }
 
+// tooLarge is the refusal of a CloudTrail document over the limit.
+func tooLarge(limit int64) error {
+	return fault.New(fault.RequestTooLarge, "body_too_large",
+		"the CloudTrail document is larger than %d bytes (correlate.max_body_bytes, counted after decompression)", limit)
+}
+
 // correlateBody reads the CloudTrail document, gunzipping it when it is
 // gzip (by Content-Encoding or its magic bytes). Both the body and the
 // decompressed document are bounded by limit. A corrupt or truncated gzip
 // stream is not an HTTP error: what decompressed is correlated and the
 // damage is reported as a problem, as the CLI does for a file.
 func correlateBody(w http.ResponseWriter, r *http.Request, limit int64) (doc []byte, gzipErr error, err error) {
-	tooBig := fault.New(fault.RequestTooLarge, "body_too_large",
-		"the CloudTrail document is larger than %d bytes (correlate.max_body_bytes, counted after decompression)", limit)
+	tooBig := tooLarge(limit)
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -141,7 +146,9 @@ func (s *Server) auditCorrelate(w http.ResponseWriter, r *http.Request) {
 		c.Problem(cloudtrail.Problem{Position: cloudtrail.Position{Source: source, Index: -1}, Message: gzipErr.Error()})
 	}
 	var out bytes.Buffer
-	rd := &cloudtrail.Reader{}
+	// The document in the body may be gzipped again (a .json.gz sent with
+	// Content-Encoding: gzip): the limit holds for what that inflates to.
+	rd := &cloudtrail.Reader{MaxBytes: limit}
 	_, err = correlate.Correlate(r.Context(), c, rd, func(v cloudtrail.Visitor) error {
 		if len(bytes.TrimSpace(doc)) == 0 && gzipErr == nil {
 			c.Problem(cloudtrail.Problem{Position: cloudtrail.Position{Source: source, Index: -1}, Message: "empty body: send a CloudTrail log file"})
@@ -149,6 +156,10 @@ func (s *Server) auditCorrelate(w http.ResponseWriter, r *http.Request) {
 		}
 		return rd.ScanStream(r.Context(), source, bytes.NewReader(doc), v)
 	}, opt, correlate.NewJSONWriter(&out, opt.By))
+	if errors.Is(err, cloudtrail.ErrTooLarge) {
+		s.writeError(w, r, tooLarge(limit))
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, auditReadError(err))
 		return

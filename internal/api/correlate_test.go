@@ -186,6 +186,9 @@ func TestCorrelateAPIErrors(t *testing.T) {
 	big := strings.Repeat(" ", 5000) + doc
 	// A small gzip body that inflates past the limit.
 	bomb := string(cloudtrailtest.Gzip([]byte(strings.Repeat(" ", 50000) + doc)))
+	// A gzip stream inside a gzip stream: each layer is under the limit,
+	// the document is not (the body limit counts the decompressed document).
+	nested := string(cloudtrailtest.Gzip(cloudtrailtest.Gzip([]byte(strings.Repeat(" ", 50000) + doc))))
 	json1 := map[string]string{"Content-Type": "application/json"}
 	for _, c := range []struct {
 		name, method, target, body string
@@ -204,6 +207,7 @@ func TestCorrelateAPIErrors(t *testing.T) {
 		{name: "until before since", target: "/v1/audit/correlate?since=2026-03-02T00:00:00Z&until=2026-03-01T00:00:00Z", body: doc, hdr: json1, status: 400, code: fault.InvalidRequest},
 		{name: "body too large", target: "/v1/audit/correlate", body: big, hdr: json1, status: 413, code: fault.RequestTooLarge},
 		{name: "inflates too large", target: "/v1/audit/correlate", body: bomb, hdr: map[string]string{"Content-Type": "application/gzip"}, status: 413, code: fault.RequestTooLarge},
+		{name: "nested gzip inflates too large", target: "/v1/audit/correlate", body: nested, hdr: map[string]string{"Content-Type": "application/gzip"}, status: 413, code: fault.RequestTooLarge},
 		{name: "trail down", target: "/v1/audit/correlate", body: doc, hdr: json1, trail: down, status: 503, code: fault.AuditUnavailable},
 		{name: "GET", method: "GET", target: "/v1/audit/correlate", status: 405, code: fault.MethodNotAllowed},
 	} {

@@ -61,9 +61,74 @@ type Reader struct {
 	Stdin io.Reader
 	// Files counts the files (and streams) read.
 	Files int
-	// MaxLine bounds one line of a file of one record per line (default
-	// 1 MiB; CloudTrail events are at most 256 KB).
+	// MaxLine bounds one line of a file of one record per line, and one
+	// record (or any other value) of a {"Records": [...]} document
+	// (default 1 MiB; CloudTrail events are at most 256 KB).
 	MaxLine int
+	// MaxBytes, when positive, bounds the bytes of one stream after
+	// decompression: beyond it ScanStream returns ErrTooLarge.
+	MaxBytes int64
+}
+
+// ErrTooLarge is returned by ScanStream for a stream that decompresses to
+// more than Reader.MaxBytes.
+var ErrTooLarge = errors.New("cloudtrail: the decompressed input is larger than the limit")
+
+// maxReader fails reads past max bytes and remembers it did.
+type maxReader struct {
+	r        io.Reader
+	n, max   int64
+	exceeded bool
+}
+
+func (m *maxReader) Read(p []byte) (int, error) {
+	if m.n >= m.max {
+		// One byte more than allowed tells a stream of exactly max bytes
+		// from a larger one.
+		var one [1]byte
+		n, err := m.r.Read(one[:])
+		if n > 0 {
+			m.exceeded = true
+			return 0, ErrTooLarge
+		}
+		return 0, err
+	}
+	if rest := m.max - m.n; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := m.r.Read(p)
+	m.n += int64(n)
+	return n, err
+}
+
+func (rd *Reader) maxRecord() int {
+	if rd.MaxLine <= 0 {
+		return 1 << 20
+	}
+	return rd.MaxLine
+}
+
+// boundedReader fails a read past limit: the decoder of a document reads
+// one value at a time, and limit is set before each value to its start
+// plus the largest value allowed, so a huge record is a problem instead of
+// a buffer as large as the input.
+type boundedReader struct {
+	r     io.Reader
+	n     int64 // bytes read
+	limit int64
+	max   int
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n >= b.limit {
+		return 0, fmt.Errorf("a record is longer than %d bytes", b.max)
+	}
+	if rest := b.limit - b.n; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
 // ErrNoInput is returned by Scan for an empty list of inputs.
@@ -177,6 +242,7 @@ func (rd *Reader) scanFile(ctx context.Context, path string, visit Visitor) erro
 func (rd *Reader) ScanStream(ctx context.Context, name string, r io.Reader, visit Visitor) error {
 	rd.Files++
 	br := bufio.NewReaderSize(r, 64<<10)
+	var src io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -184,8 +250,21 @@ func (rd *Reader) ScanStream(ctx context.Context, name string, r io.Reader, visi
 			return nil
 		}
 		defer zr.Close()
-		br = bufio.NewReaderSize(zr, 64<<10)
+		src = zr
 	}
+	var lim *maxReader
+	if rd.MaxBytes > 0 {
+		lim = &maxReader{r: src, max: rd.MaxBytes}
+		src = lim
+	}
+	err := rd.scanDecompressed(ctx, name, bufio.NewReaderSize(src, 64<<10), visit)
+	if err == nil && lim != nil && lim.exceeded {
+		return ErrTooLarge
+	}
+	return err
+}
+
+func (rd *Reader) scanDecompressed(ctx context.Context, name string, br *bufio.Reader, visit Visitor) error {
 	doc, err := isDocument(br)
 	if err != nil {
 		rd.problem(Problem{Position{name, -1, false}, readError(err)})
@@ -231,7 +310,11 @@ func readError(err error) string {
 // a time is in memory. A record of the wrong shape is reported and
 // skipped; a syntax error or a truncated stream ends the file.
 func (rd *Reader) scanDocument(ctx context.Context, name string, r io.Reader, visit Visitor) error {
-	dec := json.NewDecoder(r)
+	br := &boundedReader{r: r, max: rd.maxRecord()}
+	dec := json.NewDecoder(br)
+	// bound lets the next value (a token or a record) be at most max bytes.
+	bound := func() { br.limit = dec.InputOffset() + int64(br.max) }
+	more := func() bool { bound(); return dec.More() }
 	fail := func(i int, err error) {
 		msg := readError(err)
 		if i >= 0 {
@@ -239,17 +322,19 @@ func (rd *Reader) scanDocument(ctx context.Context, name string, r io.Reader, vi
 		}
 		rd.problem(Problem{Position{name, i, false}, msg})
 	}
+	bound()
 	if _, err := dec.Token(); err != nil { // '{'
 		fail(-1, err)
 		return nil
 	}
 	var rec Record
-	for dec.More() {
+	for more() {
 		key, err := dec.Token()
 		if err != nil {
 			fail(-1, err)
 			return nil
 		}
+		bound()
 		if key != "Records" {
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
@@ -270,10 +355,11 @@ func (rd *Reader) scanDocument(ctx context.Context, name string, r io.Reader, vi
 			rd.problem(Problem{Position{name, -1, false}, "Records is not an array"})
 			return nil
 		}
-		for i := 0; dec.More(); i++ {
+		for i := 0; more(); i++ {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			bound()
 			rec = Record{}
 			err := dec.Decode(&rec)
 			var te *json.UnmarshalTypeError
@@ -290,11 +376,13 @@ func (rd *Reader) scanDocument(ctx context.Context, name string, r io.Reader, vi
 				return err
 			}
 		}
+		bound()
 		if _, err := dec.Token(); err != nil { // ']'
 			fail(-1, err)
 			return nil
 		}
 	}
+	bound()
 	if _, err := dec.Token(); err != nil { // '}'
 		fail(-1, err)
 	}
@@ -312,10 +400,7 @@ func typeErrorField(te *json.UnmarshalTypeError) string {
 // exports). A malformed line is reported and the next line is read.
 func (rd *Reader) scanLines(ctx context.Context, name string, r io.Reader, visit Visitor) error {
 	sc := bufio.NewScanner(r)
-	max := rd.MaxLine
-	if max <= 0 {
-		max = 1 << 20
-	}
+	max := rd.maxRecord()
 	sc.Buffer(make([]byte, 0, 64<<10), max)
 	var rec Record
 	line := 0

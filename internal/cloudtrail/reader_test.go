@@ -192,8 +192,10 @@ func TestScanProblems(t *testing.T) {
 
 // TestScanStdinAndEnvelope reads "-" and unwraps EventBridge envelopes.
 func TestScanStdinAndEnvelope(t *testing.T) {
+	// The envelope's own resources are ARN strings, the record's objects.
 	env, _ := json.Marshal(map[string]any{"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.s3",
-		"detail": ev("PutObject", "from-eventbridge", 0)})
+		"resources": []string{"arn:aws:s3:::media"},
+		"detail":    ev("PutObject", "from-eventbridge", 0)})
 	in := append(cloudtrailtest.NDJSON(ev("GetObject", "plain", 0)), env...)
 	got, problems := scan(t, &cloudtrail.Reader{Stdin: bytes.NewReader(cloudtrailtest.Gzip(in))}, "-")
 	if len(problems) != 0 || len(got) != 2 || got[0].key != "plain" || got[1].key != "from-eventbridge" || got[1].pos.Source != "-" || !got[1].pos.Line || got[1].pos.Index != 2 {
@@ -306,5 +308,105 @@ func TestScanAthenaExport(t *testing.T) {
 	if r.RequestParameters.Key != "acme/in/athena.mp4" || r.RequestParameters.BucketName != "media" || r.AdditionalEventData.BytesTransferredOut != 42 ||
 		r.UserIdentity.AccessKeyID != session.AccessKeyID || r.UserIdentity.SessionContext.SessionIssuer.ARN != session.RoleARN {
 		t.Fatalf("%+v %+v", r, r.UserIdentity)
+	}
+}
+
+// hugeRecord streams a {"Records": [...]} document whose second record
+// holds a string of n bytes, without ever holding it.
+func hugeRecord(n int) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		first, _ := json.Marshal(ev("GetObject", "before", 0))
+		big := ev("GetObject", "huge", 0)
+		big["userAgent"] = "@@"
+		b, _ := json.Marshal(big)
+		head, tail, _ := bytes.Cut(b, []byte("@@"))
+		last, _ := json.Marshal(ev("GetObject", "after", 0))
+		chunk := bytes.Repeat([]byte("a"), 64<<10)
+		parts := [][]byte{[]byte(`{"Records":[`), first, []byte(","), head}
+		for _, p := range parts {
+			if _, err := pw.Write(p); err != nil {
+				return
+			}
+		}
+		for written := 0; written < n; written += len(chunk) {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		_ = pw.CloseWithError(func() error {
+			_, err := pw.Write(append(append(append(tail, ','), last...), []byte(`]}`)...))
+			return err
+		}())
+	}()
+	return pr
+}
+
+// TestScanHugeRecord: one record of a document is bounded like one line of
+// a file of one record per line (CloudTrail events are at most 256 KB): a
+// larger one is a problem, not a buffer as large as the input.
+func TestScanHugeRecord(t *testing.T) {
+	var problems []cloudtrail.Problem
+	var keys []string
+	rd := &cloudtrail.Reader{MaxLine: 1 << 20, OnProblem: func(p cloudtrail.Problem) { problems = append(problems, p) }}
+	err := rd.ScanStream(context.Background(), "huge", hugeRecord(8<<20), func(_ cloudtrail.Position, r *cloudtrail.Record) error {
+		keys = append(keys, r.RequestParameters.Key)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(keys, ",") != "before" || len(problems) != 1 || !strings.HasPrefix(problems[0].String(), "huge: record 1: a record is longer than 1048576 bytes") {
+		t.Fatalf("records %v, problems %v", keys, problems)
+	}
+	// Whitespace between records is bounded too (the decoder buffers it
+	// while looking for the next value).
+	problems, keys = nil, nil
+	first, _ := json.Marshal(ev("GetObject", "before", 0))
+	spaces := io.MultiReader(strings.NewReader(`{"Records":[`+string(first)+","), io.LimitReader(zeros{' '}, 8<<20), strings.NewReader("]}"))
+	if err := rd.ScanStream(context.Background(), "spaces", spaces, func(_ cloudtrail.Position, r *cloudtrail.Record) error {
+		keys = append(keys, r.RequestParameters.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(keys, ",") != "before" || len(problems) != 1 || !strings.Contains(problems[0].Message, "a record is longer than 1048576 bytes") {
+		t.Fatalf("records %v, problems %v", keys, problems)
+	}
+}
+
+// zeros repeats one byte forever.
+type zeros struct{ b byte }
+
+func (z zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = z.b
+	}
+	return len(p), nil
+}
+
+// TestScanMaxBytes: MaxBytes bounds a stream after decompression, a
+// gzipped one included; a stream of exactly MaxBytes is read whole.
+func TestScanMaxBytes(t *testing.T) {
+	doc := cloudtrailtest.Document(ev("GetObject", "a", 0), ev("GetObject", "b", 0))
+	for _, c := range []struct {
+		name string
+		in   []byte
+		max  int64
+		want error
+	}{
+		{"exactly the limit", doc, int64(len(doc)), nil},
+		{"one byte over", doc, int64(len(doc)) - 1, cloudtrail.ErrTooLarge},
+		{"gzipped, exactly the limit", cloudtrailtest.Gzip(doc), int64(len(doc)), nil},
+		{"gzipped, over", cloudtrailtest.Gzip(doc), int64(len(doc)) - 1, cloudtrail.ErrTooLarge},
+	} {
+		n := 0
+		err := (&cloudtrail.Reader{MaxBytes: c.max}).ScanStream(context.Background(), c.name, bytes.NewReader(c.in), func(cloudtrail.Position, *cloudtrail.Record) error {
+			n++
+			return nil
+		})
+		if !errors.Is(err, c.want) || (c.want == nil && n != 2) {
+			t.Errorf("%s: %v after %d records, want %v", c.name, err, n, c.want)
+		}
 	}
 }

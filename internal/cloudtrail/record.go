@@ -30,6 +30,7 @@ type Record struct {
 	RequestID           string               `json:"requestID"`
 	EventID             string               `json:"eventID"`
 	RecipientAccountID  string               `json:"recipientAccountId"`
+	Resources           Resources            `json:"resources"`
 
 	// Detail holds the record when it arrived wrapped in an EventBridge
 	// envelope ("detail-type": "AWS API Call via CloudTrail").
@@ -68,6 +69,35 @@ type SessionIssuer struct {
 	UserName    string `json:"userName"`
 }
 
+// Resource is one entry of a record's resources: for S3 data events the
+// object (or its ARNPrefix for a listing), the bucket and, for a request
+// through an access point, the access point (type AWS::S3::AccessPoint).
+type Resource struct {
+	Type      string `json:"type"`
+	ARN       string `json:"ARN"`
+	AccountID string `json:"accountId"`
+}
+
+// Resources are a record's resources.
+type Resources []Resource
+
+// UnmarshalJSON reads the array of objects CloudTrail writes (or, as
+// Athena may store it, a JSON string of it). An array of ARN strings, as
+// an EventBridge envelope around the record has, is no record's
+// resources: it is dropped.
+func (rs *Resources) UnmarshalJSON(b []byte) error {
+	type plain Resources
+	err := unmarshalMaybeString(b, (*plain)(rs), "resources")
+	if err != nil {
+		var arns []string
+		if json.Unmarshal(b, &arns) == nil {
+			*rs = nil
+			return nil
+		}
+	}
+	return err
+}
+
 // RequestParameters are the S3 request parameters the correlator reads.
 type RequestParameters struct {
 	BucketName string `json:"bucketName"`
@@ -76,6 +106,21 @@ type RequestParameters struct {
 	Prefix     *string `json:"prefix"`
 	VersionID  string  `json:"versionId"`
 	CopySource string  `json:"x-amz-copy-source"`
+	// Host is the endpoint the request was sent to (an access point's
+	// ends in .s3-accesspoint.REGION.amazonaws.com).
+	Host string `json:"Host"`
+	// The headers of a write that also set the object's ACL or tags.
+	ACL              string `json:"x-amz-acl"`
+	GrantRead        string `json:"x-amz-grant-read"`
+	GrantReadACP     string `json:"x-amz-grant-read-acp"`
+	GrantWriteACP    string `json:"x-amz-grant-write-acp"`
+	GrantFullControl string `json:"x-amz-grant-full-control"`
+	Tagging          string `json:"x-amz-tagging"`
+}
+
+// SetsACL reports whether a write also set the object's ACL.
+func (p *RequestParameters) SetsACL() bool {
+	return p.ACL != "" || p.GrantRead != "" || p.GrantReadACP != "" || p.GrantWriteACP != "" || p.GrantFullControl != ""
 }
 
 // AdditionalEventData carries S3's transfer sizes.

@@ -294,22 +294,38 @@ func (c *Correlator) Judge(ctx context.Context, pos cloudtrail.Position, rec *cl
 func (c *Correlator) judgeIssued(e *Event, rec *cloudtrail.Record, call s3Call, callErr error, issued []*issuance) {
 	t := e.Time
 	live, lifetime := c.liveAt(t, issued)
+	// The session must be the one the dispenser created: the key id alone
+	// does not prove it (a forged or corrupted record, in either log).
+	var same []*issuance
+	mismatch := ""
+	for _, is := range live {
+		if m := sessionMismatch(rec.UserIdentity, e, is); m == "" {
+			same = append(same, is)
+		} else if mismatch == "" {
+			mismatch = m
+		}
+	}
+	if len(same) == 0 {
+		c.verdict(e, UnknownKey, true, fmt.Sprintf("the access key id is the one %s issued, but %s: the dispenser did not issue this session", live[0].RecordID, mismatch))
+		return
+	}
+	live = same
 	chosen, allowed, policyErr := attribute(live, call, callErr)
 	e.Record = &chosen.Issuance
+	if chosen.PolicySHA256 != "" && chosen.PolicySHA256 != chosen.policy.sha256 {
+		e.Notes = append(e.Notes, fmt.Sprintf("the policy_sha256 of %s does not match its policy (sha256 %s), which it was judged by", chosen.RecordID, chosen.policy.sha256))
+	}
 	for _, is := range live {
 		if is != chosen && len(e.AlsoIssued) < 10 {
 			e.AlsoIssued = append(e.AlsoIssued, is.RecordID)
 		}
 	}
-	if e.SourceIdentity != "" && chosen.SourceIdentity != "" && e.SourceIdentity != chosen.SourceIdentity {
-		e.Notes = append(e.Notes, fmt.Sprintf("the session's source identity %q differs from the record's %q", e.SourceIdentity, chosen.SourceIdentity))
-	}
-	if e.RoleARN != "" && chosen.RoleARN != "" && !strings.EqualFold(e.RoleARN, chosen.RoleARN) {
-		e.Notes = append(e.Notes, fmt.Sprintf("the session's role %s differs from the record's %s", e.RoleARN, chosen.RoleARN))
-	}
 
 	succeeded := rec.ErrorCode == ""
 	what := strings.Join(e.Actions, "+") + " on " + e.Object
+	if call.via != "" {
+		what += " through " + call.via
+	}
 	switch {
 	case callErr != nil:
 		c.verdict(e, Unverifiable, succeeded, strings.TrimPrefix(callErr.Error(), errUnmapped.Error()+": "))
@@ -407,43 +423,82 @@ func (c *Correlator) verdict(e *Event, v Verdict, critical bool, reason string) 
 	}
 }
 
-// roleSet matches sessions to tenant roles: by sessionIssuer.arn (path
-// included), or, when a record lacks it, by the account and role name of
-// the assumed-role ARN (arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION,
-// which carries no path). IAM role names are case-insensitive.
-type roleSet struct {
-	byARN  map[string][]string
-	byName map[string][]string
+// sessionMismatch says how the event's session differs from the one is
+// describes, or "" when it does not: another role (by account and name,
+// IAM role names being unique in an account whatever the path) or another
+// source identity (set by AssumeRole and kept by the session).
+func sessionMismatch(ui *cloudtrail.UserIdentity, e *Event, is *issuance) string {
+	if is.RoleARN != "" {
+		if got, ok := sessionRole(ui); ok {
+			if want, ok := roleKey(is.RoleARN); ok && got != want {
+				return fmt.Sprintf("the session is of role %s, not %s", sessionRoleName(ui, e), is.RoleARN)
+			}
+		}
+	}
+	if e.SourceIdentity != "" && is.SourceIdentity != "" && e.SourceIdentity != is.SourceIdentity {
+		return fmt.Sprintf("the session's source identity is %q, not %q", e.SourceIdentity, is.SourceIdentity)
+	}
+	return ""
 }
 
+// sessionRoleName names the session's role for messages.
+func sessionRoleName(ui *cloudtrail.UserIdentity, e *Event) string {
+	if e.RoleARN != "" {
+		return e.RoleARN
+	}
+	return ui.ARN
+}
+
+// roleKey is "ACCOUNT/name" (lower-case name) of an IAM role ARN
+// (arn:aws:iam::ACCOUNT:role/PATH/NAME) or an assumed-role ARN
+// (arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION, which has no path).
+func roleKey(arn string) (string, bool) {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[4] == "" {
+		return "", false
+	}
+	var name string
+	switch res := parts[5]; {
+	case parts[2] == "iam" && strings.HasPrefix(res, "role/"):
+		name = res[strings.LastIndexByte(res, '/')+1:]
+	case parts[2] == "sts" && strings.HasPrefix(res, "assumed-role/"):
+		name, _, _ = strings.Cut(strings.TrimPrefix(res, "assumed-role/"), "/")
+	}
+	if name == "" {
+		return "", false
+	}
+	return parts[4] + "/" + strings.ToLower(name), true
+}
+
+// sessionRole is the roleKey of the role whose session made a call: its
+// sessionIssuer.arn, or, when a record lacks it, its assumed-role ARN.
+func sessionRole(ui *cloudtrail.UserIdentity) (string, bool) {
+	if sc := ui.SessionContext; sc != nil && sc.SessionIssuer != nil && sc.SessionIssuer.ARN != "" {
+		return roleKey(sc.SessionIssuer.ARN)
+	}
+	return roleKey(ui.ARN)
+}
+
+// roleSet matches sessions to tenant roles by account and role name (IAM
+// role names are unique in an account and case-insensitive, so a role
+// configured with or without its path matches).
+type roleSet map[string][]string
+
 func newRoleSet(roles []Role) roleSet {
-	rs := roleSet{byARN: map[string][]string{}, byName: map[string][]string{}}
+	rs := roleSet{}
 	for _, r := range roles {
-		if r.ARN == "" {
-			continue
-		}
-		rs.byARN[strings.ToLower(r.ARN)] = append(rs.byARN[strings.ToLower(r.ARN)], r.Org)
-		parts := strings.SplitN(r.ARN, ":", 6)
-		if len(parts) == 6 {
-			name := parts[5][strings.LastIndexByte(parts[5], '/')+1:]
-			k := parts[4] + "/" + strings.ToLower(name)
-			rs.byName[k] = append(rs.byName[k], r.Org)
+		if k, ok := roleKey(r.ARN); ok {
+			rs[k] = append(rs[k], r.Org)
 		}
 	}
 	return rs
 }
 
 func (rs roleSet) match(ui *cloudtrail.UserIdentity) (string, bool) {
-	if sc := ui.SessionContext; sc != nil && sc.SessionIssuer != nil && sc.SessionIssuer.ARN != "" {
-		orgs, ok := rs.byARN[strings.ToLower(sc.SessionIssuer.ARN)]
-		return strings.Join(orgs, ", "), ok
-	}
-	// arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION
-	parts := strings.SplitN(ui.ARN, ":", 6)
-	if len(parts) != 6 || !strings.HasPrefix(parts[5], "assumed-role/") {
+	k, ok := sessionRole(ui)
+	if !ok {
 		return "", false
 	}
-	name, _, _ := strings.Cut(strings.TrimPrefix(parts[5], "assumed-role/"), "/")
-	orgs, ok := rs.byName[parts[4]+"/"+strings.ToLower(name)]
+	orgs, ok := rs[k]
 	return strings.Join(orgs, ", "), ok
 }

@@ -82,7 +82,9 @@ func (c *countingTrail) Query(ctx context.Context, f audit.Filter) (audit.Page, 
 func run(t *testing.T, q audit.Querier, opt correlate.Options, recs ...map[string]any) ([]correlate.Event, correlate.Summary) {
 	t.Helper()
 	opt.Trail = q
-	opt.Roles = []correlate.Role{{ARN: roleARN, Org: "acme"}}
+	if opt.Roles == nil {
+		opt.Roles = []correlate.Role{{ARN: roleARN, Org: "acme"}}
+	}
 	c, err := correlate.New(opt)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ type issuance struct {
 
 // policyRef is one distinct session policy, compiled on first use.
 type policyRef struct {
+	sha256   string // of text
 	text     string
 	compiled *iampolicy.Policy
 	err      error
@@ -139,19 +140,18 @@ func (l *lookups) convert(recs []audit.Record) ([]*issuance, time.Time) {
 	return issued, revokedAt
 }
 
+// intern keys policies by the hash of their text, not the record's
+// policy_sha256: a record is judged by the policy it holds.
 func (l *lookups) intern(r *audit.Record) *policyRef {
-	sum := r.PolicySHA256
-	if sum == "" {
-		h := sha256.Sum256([]byte(r.Policy))
-		sum = hex.EncodeToString(h[:])
-	}
+	h := sha256.Sum256([]byte(r.Policy))
+	sum := hex.EncodeToString(h[:])
 	if p, ok := l.policies[sum]; ok {
 		return p
 	}
 	if len(l.policies) >= maxPolicies {
 		clear(l.policies)
 	}
-	p := &policyRef{text: r.Policy}
+	p := &policyRef{sha256: sum, text: r.Policy}
 	if r.Policy == "" {
 		p.err, p.done = fmt.Errorf("record %s has no session policy", r.ID), true
 	}

@@ -32,7 +32,11 @@ type actionSpec struct {
 	list bool
 	// copySource calls also read x-amz-copy-source (s3:GetObject on it).
 	copySource bool
-	access     access
+	// writesObject calls can set the new object's ACL (x-amz-acl,
+	// x-amz-grant-*: s3:PutObjectAcl too) and tags (x-amz-tagging:
+	// s3:PutObjectTagging too).
+	writesObject bool
+	access       access
 }
 
 // s3Actions maps CloudTrail eventNames of s3.amazonaws.com to the IAM
@@ -46,11 +50,11 @@ var s3Actions = map[string]actionSpec{
 	"HeadObject":               {actions: []string{"s3:GetObject"}, versioned: []string{"s3:GetObjectVersion"}},
 	"SelectObjectContent":      {actions: []string{"s3:GetObject"}, access: accessRead},
 	"GetObjectAttributes":      {actions: []string{"s3:GetObject", "s3:GetObjectAttributes"}, versioned: []string{"s3:GetObjectVersion", "s3:GetObjectVersionAttributes"}},
-	"PutObject":                {actions: []string{"s3:PutObject"}, access: accessWrite},
-	"CreateMultipartUpload":    {actions: []string{"s3:PutObject"}, access: accessWrite},
+	"PutObject":                {actions: []string{"s3:PutObject"}, writesObject: true, access: accessWrite},
+	"CreateMultipartUpload":    {actions: []string{"s3:PutObject"}, writesObject: true, access: accessWrite},
 	"UploadPart":               {actions: []string{"s3:PutObject"}, access: accessWrite},
 	"CompleteMultipartUpload":  {actions: []string{"s3:PutObject"}, access: accessWrite},
-	"CopyObject":               {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
+	"CopyObject":               {actions: []string{"s3:PutObject"}, copySource: true, writesObject: true, access: accessWrite},
 	"UploadPartCopy":           {actions: []string{"s3:PutObject"}, copySource: true, access: accessWrite},
 	"AbortMultipartUpload":     {actions: []string{"s3:AbortMultipartUpload"}},
 	"ListParts":                {actions: []string{"s3:ListMultipartUploadParts"}},
@@ -81,7 +85,9 @@ type s3Call struct {
 	actions  []string
 	object   string // s3://bucket/key, s3://bucket/prefix or s3://bucket
 	source   string // the copy source object, s3://bucket/key
-	access   access
+	// via is the access point the request went through ("" for none).
+	via    string
+	access access
 }
 
 // errUnmapped marks an event the correlator cannot map to IAM requests.
@@ -101,8 +107,25 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 	if p.VersionID != "" && spec.versioned != nil {
 		actions = spec.versioned
 	}
+	if spec.writesObject {
+		if p.SetsACL() {
+			actions = append(append([]string(nil), actions...), "s3:PutObjectAcl")
+		}
+		if p.Tagging != "" {
+			actions = append(append([]string(nil), actions...), "s3:PutObjectTagging")
+		}
+	}
 	c := s3Call{actions: actions, access: spec.access}
-	bucketARN := "arn:aws:s3:::" + p.BucketName
+	ap, err := accessPoint(rec)
+	if err != nil {
+		return s3Call{}, fmt.Errorf("%w: %s: %v", errUnmapped, rec.EventName, err)
+	}
+	// IAM authorises a request through an access point on the access
+	// point's ARN (…:accesspoint/NAME, …/object/KEY), not the bucket's.
+	bucketARN, objectARN := "arn:aws:s3:::"+p.BucketName, "arn:aws:s3:::"+p.BucketName+"/"
+	if ap != "" {
+		bucketARN, objectARN, c.via = ap, ap+"/object/", "access point "+ap
+	}
 	resource := bucketARN
 	switch {
 	case spec.bucketLevel:
@@ -114,7 +137,7 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		if p.Key == "" {
 			return s3Call{}, fmt.Errorf("%w: the %s event has no requestParameters.key", errUnmapped, rec.EventName)
 		}
-		resource = bucketARN + "/" + p.Key
+		resource = objectARN + p.Key
 		c.object = "s3://" + p.BucketName + "/" + p.Key
 	}
 	var ctx map[string]string
@@ -125,7 +148,7 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		c.requests = append(c.requests, iampolicy.Request{Action: a, Resource: resource, Context: ctx})
 	}
 	if spec.copySource {
-		bucket, key, version, err := parseCopySource(p.CopySource)
+		sources, version, err := parseCopySource(p.CopySource)
 		if err != nil {
 			return s3Call{}, fmt.Errorf("%w: %s: %v", errUnmapped, rec.EventName, err)
 		}
@@ -133,34 +156,69 @@ func callOf(rec *cloudtrail.Record) (s3Call, error) {
 		if version != "" {
 			read = "s3:GetObjectVersion"
 		}
-		c.requests = append(c.requests, iampolicy.Request{Action: read, Resource: "arn:aws:s3:::" + bucket + "/" + key})
+		for _, src := range sources {
+			c.requests = append(c.requests, iampolicy.Request{Action: read, Resource: "arn:aws:s3:::" + src})
+		}
 		c.actions = append(append([]string(nil), c.actions...), read)
-		c.source = "s3://" + bucket + "/" + key
+		c.source = "s3://" + sources[0]
 	}
 	return c, nil
 }
 
+// accessPoint returns the ARN of the access point a request went through
+// (CloudTrail names it in resources as AWS::S3::AccessPoint), "" for a
+// request to the bucket. A request sent to an access point endpoint
+// (Host *.s3-accesspoint.*, a Multi-Region Access Point's *.mrap.*) that
+// names no usable access point ARN cannot be judged.
+func accessPoint(rec *cloudtrail.Record) (string, error) {
+	for _, r := range rec.Resources {
+		if r.Type != "AWS::S3::AccessPoint" {
+			continue
+		}
+		parts := strings.SplitN(r.ARN, ":", 6)
+		if len(parts) != 6 || parts[0] != "arn" || parts[2] != "s3" || parts[3] == "" || parts[4] == "" ||
+			!strings.HasPrefix(parts[5], "accesspoint/") || strings.Count(parts[5], "/") != 1 {
+			return "", fmt.Errorf("the request went through access point %q, which is not an access point ARN the correlator can evaluate", r.ARN)
+		}
+		return r.ARN, nil
+	}
+	if p := rec.RequestParameters; p != nil {
+		host := strings.ToLower(p.Host)
+		if strings.Contains(host, ".s3-accesspoint.") || strings.Contains(host, ".mrap.") || strings.Contains(host, ".s3-object-lambda.") {
+			return "", fmt.Errorf("the request went through the access point endpoint %s, and the record names no access point ARN", p.Host)
+		}
+	}
+	return "", nil
+}
+
 // parseCopySource reads x-amz-copy-source: "bucket/key", optionally with a
-// leading '/', URL-encoded, and "?versionId=V". Access point ARNs are not
-// resolved.
-func parseCopySource(s string) (bucket, key, version string, err error) {
+// leading '/', URL-encoded, and "?versionId=V". It returns the source as
+// "bucket/key", unescaped first and then as written when unescaping changes
+// it: whether CloudTrail logged the header escaped or not, a key with a
+// literal "%2F" must not pass for one with a '/', so both readings must be
+// allowed. Access point ARNs are not resolved.
+func parseCopySource(s string) (sources []string, version string, err error) {
 	if s == "" {
-		return "", "", "", errors.New("no x-amz-copy-source")
+		return nil, "", errors.New("no x-amz-copy-source")
 	}
 	if strings.HasPrefix(s, "arn:") {
-		return "", "", "", errors.New("copy sources named by access point ARN are not resolved")
+		return nil, "", errors.New("copy sources named by access point ARN are not resolved")
 	}
 	if i := strings.Index(s, "?versionId="); i >= 0 {
 		s, version = s[:i], s[i+len("?versionId="):]
 	}
-	if u, uerr := url.PathUnescape(s); uerr == nil {
-		s = u
+	readings := []string{s}
+	if u, uerr := url.PathUnescape(s); uerr == nil && u != s {
+		readings = []string{u, s}
 	}
-	bucket, key, ok := strings.Cut(strings.TrimPrefix(s, "/"), "/")
-	if !ok || bucket == "" || key == "" {
-		return "", "", "", errors.New("x-amz-copy-source is not bucket/key")
+	for _, r := range readings {
+		bucket, key, ok := strings.Cut(strings.TrimPrefix(r, "/"), "/")
+		if !ok || bucket == "" || key == "" {
+			return nil, "", errors.New("x-amz-copy-source is not bucket/key")
+		}
+		sources = append(sources, bucket+"/"+key)
 	}
-	return bucket, key, version, nil
+	return sources, version, nil
 }
 
 // refused reports whether an errorCode means S3 refused the call before

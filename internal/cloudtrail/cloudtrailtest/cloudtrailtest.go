@@ -54,6 +54,10 @@ type Event struct {
 	Identity map[string]any
 	// NoIdentity leaves userIdentity out (a malformed record).
 	NoIdentity bool
+	// AccessPoint is the ARN of the access point the request went through
+	// (arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME); CloudTrail names it in
+	// resources and the request's Host is the access point's.
+	AccessPoint string
 }
 
 // Ptr returns a pointer to s (for Event.Prefix).
@@ -137,9 +141,15 @@ func (e Event) Record() map[string]any {
 		account = "111122223333"
 	}
 	host := e.Bucket + ".s3." + region + ".amazonaws.com"
+	if e.AccessPoint != "" {
+		host = e.AccessPoint[strings.LastIndexByte(e.AccessPoint, '/')+1:] + "-" + accountOf(e.AccessPoint) + ".s3-accesspoint." + region + ".amazonaws.com"
+	}
 	bucketARN := "arn:aws:s3:::" + e.Bucket
 	params, resources := e.requestParameters(host, bucketARN)
 	resources = append(resources, map[string]any{"accountId": account, "type": "AWS::S3::Bucket", "ARN": bucketARN})
+	if e.AccessPoint != "" {
+		resources = append(resources, map[string]any{"accountId": accountOf(e.AccessPoint), "type": "AWS::S3::AccessPoint", "ARN": e.AccessPoint})
+	}
 	rec := map[string]any{
 		"eventVersion":      "1.10",
 		"eventTime":         e.Time.UTC().Format(time.RFC3339),
