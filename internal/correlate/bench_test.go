@@ -205,6 +205,8 @@ func BenchmarkCorrelate(b *testing.B) {
 	dir := os.Getenv("CORRELATE_BENCH_DIR")
 	if dir == "" {
 		dir = b.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
 	}
 	store := benchTrail(b, dir, records)
 	for _, repeat := range []int{10, 1} {
