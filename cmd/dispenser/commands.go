@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,24 @@ func configExit(err error, failed int) int {
 // isHelp reports whether a subcommand word asks for the usage text.
 func isHelp(word string) bool {
 	return word == "help" || word == "-h" || word == "-help" || word == "--help"
+}
+
+// subcommand picks the subcommand of a command that has several (keys,
+// revoke). done says the command has nothing more to do, with exit code:
+// help printed (0), or a missing or unknown subcommand (2, bad usage).
+func subcommand(cmd, usage string, subs []string, args []string, stdout, stderr io.Writer) (sub string, rest []string, code int, done bool) {
+	switch {
+	case len(args) == 0:
+		fmt.Fprint(stderr, usage)
+		return "", nil, 2, true
+	case isHelp(args[0]):
+		fmt.Fprint(stdout, usage)
+		return "", nil, 0, true
+	case !slices.Contains(subs, args[0]):
+		fmt.Fprintf(stderr, "unknown %s command %q\n\n%s", cmd, args[0], usage)
+		return "", nil, 2, true
+	}
+	return args[0], args[1:], 0, false
 }
 
 // loadConfig loads and fully checks a configuration for a command that

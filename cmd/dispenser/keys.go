@@ -21,18 +21,9 @@ const keysUsage = `Usage:
 
 // cmdKeys manages the SigV4 access keys of auth.sigv4.keys.
 func cmdKeys(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return 2
-	}
-	sub, rest := args[0], args[1:]
-	switch {
-	case isHelp(sub):
-		fmt.Fprint(stdout, keysUsage)
-		return 0
-	case sub != "create" && sub != "list" && sub != "disable":
-		fmt.Fprintf(stderr, "unknown keys command %q\n\n%s", sub, keysUsage)
-		return 2
+	sub, rest, code, done := subcommand("keys", keysUsage, []string{"create", "list", "disable"}, args, stdout, stderr)
+	if done {
+		return code
 	}
 	fs := newFlags("keys "+sub, stderr)
 	path := fs.String("config", "", "configuration file")

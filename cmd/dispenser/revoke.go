@@ -31,18 +31,9 @@ type revokeFlags struct {
 // same store the servers poll), for operators with database access; the
 // admin API does the same over HTTP.
 func cmdRevoke(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, revokeUsage)
-		return 2
-	}
-	sub, args := args[0], args[1:]
-	switch {
-	case isHelp(sub):
-		fmt.Fprint(stdout, revokeUsage)
-		return 0
-	case sub != "add" && sub != "list" && sub != "delete":
-		fmt.Fprintf(stderr, "unknown revoke command %q\n\n%s", sub, revokeUsage)
-		return 2
+	sub, args, code, done := subcommand("revoke", revokeUsage, []string{"add", "list", "delete"}, args, stdout, stderr)
+	if done {
+		return code
 	}
 	fs := newFlags("revoke "+sub, stderr)
 	f := revokeFlags{
