@@ -207,6 +207,16 @@ func (s *Store) openIndex(ctx context.Context) error {
 	if s.ixFile, err = os.Stat(IndexPath(s.path)); err != nil {
 		return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
 	}
+	// Every step (and so every query, through CatchUp) runs these two:
+	// parsed once, not per step.
+	s.ixStmts = map[string]*sql.Stmt{}
+	for _, q := range []string{selectCursors, selectSchema("main")} {
+		st, err := ix.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("the query index %s: %w", IndexPath(s.path), err)
+		}
+		s.ixStmts[q] = st
+	}
 	logs, err := s.prunedLogs(ctx)
 	if err != nil {
 		return err
@@ -235,9 +245,13 @@ var indexSchema = sync.OnceValues(func() (map[string]string, error) {
 	return schemaObjects(context.Background(), db, "main")
 })
 
+func selectSchema(schema string) string {
+	return `SELECT type, name, tbl_name, COALESCE(sql, '') FROM ` + schema + `.sqlite_schema`
+}
+
 // schemaObjects reads the sqlite_schema of schema as indexSchema holds it.
 func schemaObjects(ctx context.Context, q queryer, schema string) (map[string]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT type, name, tbl_name, COALESCE(sql, '') FROM `+schema+`.sqlite_schema`)
+	rows, err := q.QueryContext(ctx, selectSchema(schema))
 	if err != nil {
 		return nil, err
 	}
@@ -562,14 +576,15 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	defer func() { _ = tx.Rollback() }()
 	// Checked in the transaction, which holds the file's write lock: the
 	// schema stays as checked while the rows go in.
-	missing, err := s.checkIndexSchema(ctx, tx)
+	q := ixQueryer{tx: tx, stmts: s.ixStmts}
+	missing, err := s.checkIndexSchema(ctx, q)
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: %w", err)
 	}
 	if err := s.checkIndexFile(); err != nil {
 		return false, false, fmt.Errorf("audit sqlite: %w", err)
 	}
-	cursors, err := readCursors(ctx, tx)
+	cursors, err := readCursors(ctx, q)
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: index: %w", err)
 	}
@@ -663,8 +678,8 @@ func notThisTrail(cursors []*cursor) string {
 	return ""
 }
 
-func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
-	rows, err := tx.QueryContext(ctx, selectCursors)
+func readCursors(ctx context.Context, q queryer) ([]*cursor, error) {
+	rows, err := q.QueryContext(ctx, selectCursors)
 	if err != nil {
 		return nil, err
 	}
@@ -678,4 +693,25 @@ func readCursors(ctx context.Context, tx *sql.Tx) ([]*cursor, error) {
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// ixQueryer runs queries in an indexer transaction, through the statements
+// prepared on the indexer's connection when there is one for the query.
+type ixQueryer struct {
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func (q ixQueryer) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st, ok := q.stmts[query]; ok {
+		return q.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return q.tx.QueryContext(ctx, query, args...)
+}
+
+func (q ixQueryer) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st, ok := q.stmts[query]; ok {
+		return q.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return q.tx.QueryRowContext(ctx, query, args...)
 }

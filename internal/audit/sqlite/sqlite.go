@@ -44,10 +44,11 @@ var schema = migrate.Set{Files: migrations, Dir: "migrations", Table: "audit_sch
 // Store is a SQLite audit trail holding one log.
 type Store struct {
 	path     string
-	w        *sql.DB     // the one writer connection (BEGIN IMMEDIATE); nil when read-only
-	ix       *sql.DB     // the indexer's connection: the index file, the trail attached read-only; nil when read-only
-	ixFile   os.FileInfo // the index file ix opened (see checkIndexFile)
-	r        *sql.DB     // readers: the trail, the index file attached as "idx"
+	w        *sql.DB              // the one writer connection (BEGIN IMMEDIATE); nil when read-only
+	ix       *sql.DB              // the indexer's connection: the index file, the trail attached read-only; nil when read-only
+	ixFile   os.FileInfo          // the index file ix opened (see checkIndexFile)
+	ixStmts  map[string]*sql.Stmt // prepared once on ix (see ixQueryer)
+	r        *sql.DB              // readers: the trail, the index file attached as "idx"
 	log      string
 	now      func() time.Time
 	problems func(string)
@@ -258,6 +259,9 @@ func (s *Store) close() error {
 		_ = st.Close()
 	}
 	s.stmtMu.Unlock()
+	for _, st := range s.ixStmts {
+		_ = st.Close()
+	}
 	// The writer closes last: the last connection to close a WAL database
 	// checkpoints it and removes its -wal file, and the others hold the
 	// trail read-only (the indexer) or may hold no connection at all.
