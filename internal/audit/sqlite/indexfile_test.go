@@ -109,6 +109,33 @@ func appendSamples(t *testing.T, s *Store, from, n int) {
 	}
 }
 
+// writeTrail appends samples from..from+n-1 to the trail at path, brings
+// its index up to date and closes it.
+func writeTrail(t *testing.T, path string, from, n int) {
+	t.Helper()
+	s, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendSamples(t, s, from, n)
+	if err := s.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// besideAnotherTrails leaves at path a trail of 30 samples with, beside it,
+// the index file of another trail of otherLen entries.
+func besideAnotherTrails(t *testing.T, path string, otherLen int) []int {
+	other := filepath.Join(t.TempDir(), "other.db")
+	writeTrail(t, other, 100, otherLen)
+	writeTrail(t, path, 0, 30)
+	copyFile(t, IndexPath(other), IndexPath(path))
+	return seq(0, 30)
+}
+
 // TestIndexFileOfAnotherTrail: the index file is derived, and nothing but
 // its cursor says which trail it indexes. Put beside a trail it does not
 // belong to (the index file of another trail, or the trail restored from
@@ -126,52 +153,10 @@ func TestIndexFileOfAnotherTrail(t *testing.T) {
 		setup func(t *testing.T, path string) (want []int)
 	}{
 		{"another trail's, shorter", func(t *testing.T, path string) []int {
-			other := filepath.Join(t.TempDir(), "other.db")
-			o, err := Open(ctx, Options{Path: other})
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendSamples(t, o, 100, 10)
-			if err := o.CatchUp(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := o.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s, err := Open(ctx, Options{Path: path})
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendSamples(t, s, 0, 30)
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			copyFile(t, IndexPath(other), IndexPath(path))
-			return seq(0, 30)
+			return besideAnotherTrails(t, path, 10)
 		}},
 		{"another trail's, longer", func(t *testing.T, path string) []int {
-			other := filepath.Join(t.TempDir(), "other.db")
-			o, err := Open(ctx, Options{Path: other})
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendSamples(t, o, 100, 40)
-			if err := o.CatchUp(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := o.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s, err := Open(ctx, Options{Path: path})
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendSamples(t, s, 0, 30)
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			copyFile(t, IndexPath(other), IndexPath(path))
-			return seq(0, 30)
+			return besideAnotherTrails(t, path, 40)
 		}},
 		{"trail restored from an older copy, then grown past the index", func(t *testing.T, path string) []int {
 			s, err := Open(ctx, Options{Path: path})
