@@ -351,33 +351,15 @@ func TestIncrementalVerifyChecksTheTailsIndexRows(t *testing.T) {
 func TestOlderCopyOfItsOwnIndexFile(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "audit.db")
-	s, err := Open(ctx, Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendSamples(t, s, 0, 10)
-	if err := s.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeTrail(t, path, 0, 10)
 	old := filepath.Join(t.TempDir(), "index")
 	copyFile(t, IndexPath(path), old)
-	if s, err = Open(ctx, Options{Path: path}); err != nil {
-		t.Fatal(err)
-	}
-	appendSamples(t, s, 10, 20)
-	if err := s.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeTrail(t, path, 10, 20)
 	copyFile(t, old, IndexPath(path))
 	var reported []string
 	var mu sync.Mutex
-	if s, err = Open(ctx, Options{Path: path, Problems: func(p string) { mu.Lock(); reported = append(reported, p); mu.Unlock() }}); err != nil {
+	s, err := Open(ctx, Options{Path: path, Problems: func(p string) { mu.Lock(); reported = append(reported, p); mu.Unlock() }})
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
