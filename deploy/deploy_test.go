@@ -155,7 +155,7 @@ func TestManifests(t *testing.T) {
 			alerts[at(r, "alert").(string)] = true
 		}
 	}
-	for _, a := range []string{"DispenserHighDenialRate", "DispenserBackendErrors", "DispenserAuditWriteFailures", "DispenserCertificateExpiring", "DispenserNoIssuances"} {
+	for _, a := range []string{"DispenserHighDenialRate", "DispenserBackendErrors", "DispenserAuditWriteFailures", "DispenserCertificateExpiring", "DispenserNoIssuances", "DispenserConnectionsAtCap"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing", a)
 		}
