@@ -576,7 +576,7 @@ func (s *Store) step(ctx context.Context, chunk int64, mayBulk bool) (done, bulk
 	defer func() { _ = tx.Rollback() }()
 	// Checked in the transaction, which holds the file's write lock: the
 	// schema stays as checked while the rows go in.
-	q := ixQueryer{tx: tx, stmts: s.ixStmts}
+	q := txQueryer{tx: tx, prepared: func(q string) (*sql.Stmt, bool) { st, ok := s.ixStmts[q]; return st, ok }}
 	missing, err := s.checkIndexSchema(ctx, q)
 	if err != nil {
 		return false, false, fmt.Errorf("audit sqlite: %w", err)
@@ -693,25 +693,4 @@ func readCursors(ctx context.Context, q queryer) ([]*cursor, error) {
 		out = append(out, c)
 	}
 	return out, rows.Err()
-}
-
-// ixQueryer runs queries in an indexer transaction, through the statements
-// prepared on the indexer's connection when there is one for the query.
-type ixQueryer struct {
-	tx    *sql.Tx
-	stmts map[string]*sql.Stmt
-}
-
-func (q ixQueryer) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st, ok := q.stmts[query]; ok {
-		return q.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-	}
-	return q.tx.QueryContext(ctx, query, args...)
-}
-
-func (q ixQueryer) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if st, ok := q.stmts[query]; ok {
-		return q.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
-	}
-	return q.tx.QueryRowContext(ctx, query, args...)
 }

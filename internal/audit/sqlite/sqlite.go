@@ -47,7 +47,7 @@ type Store struct {
 	w        *sql.DB              // the one writer connection (BEGIN IMMEDIATE); nil when read-only
 	ix       *sql.DB              // the indexer's connection: the index file, the trail attached read-only; nil when read-only
 	ixFile   os.FileInfo          // the index file ix opened (see checkIndexFile)
-	ixStmts  map[string]*sql.Stmt // prepared once on ix (see ixQueryer)
+	ixStmts  map[string]*sql.Stmt // prepared once on ix (see txQueryer)
 	r        *sql.DB              // readers: the trail, the index file attached as "idx"
 	log      string
 	now      func() time.Time
@@ -280,13 +280,19 @@ func (s *Store) close() error {
 // connection is busy inside a transaction); one that is not is prepared
 // on the transaction.
 func (s *Store) stmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
-	s.stmtMu.Lock()
-	st, ok := s.stmts[q]
-	s.stmtMu.Unlock()
+	st, ok := s.prepared(q)
 	if !ok {
 		return tx.PrepareContext(ctx, q)
 	}
 	return tx.StmtContext(ctx, st), nil
+}
+
+// prepared returns q as Open prepared it on the writer connection.
+func (s *Store) prepared(q string) (*sql.Stmt, bool) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	st, ok := s.stmts[q]
+	return st, ok
 }
 
 // prepare prepares the writer's statements while its connection is free.
@@ -322,29 +328,27 @@ const (
 		ON CONFLICT (log) DO UPDATE SET size = excluded.size, hash = excluded.hash`
 )
 
-// stmtQueryer runs the store's fixed queries through prepared statements.
-type stmtQueryer struct {
-	ctx context.Context
-	s   *Store
-	tx  *sql.Tx
+// txQueryer runs a transaction's queries through the statements prepared
+// once on its connection (prepared reports them), and any other query as
+// it is: the writer's and the indexer's fixed queries are parsed once, not
+// per transaction.
+type txQueryer struct {
+	tx       *sql.Tx
+	prepared func(query string) (*sql.Stmt, bool)
 }
 
-func (q stmtQueryer) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	st, err := q.s.stmt(ctx, q.tx, query)
-	if err != nil {
-		return nil, err
+func (q txQueryer) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st, ok := q.prepared(query); ok {
+		return q.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	}
-	return st.QueryContext(ctx, args...)
+	return q.tx.QueryContext(ctx, query, args...)
 }
 
-func (q stmtQueryer) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	st, err := q.s.stmt(ctx, q.tx, query)
-	if err != nil {
-		// database/sql offers no *sql.Row carrying an error; the unprepared
-		// query reports the same failure.
-		return q.tx.QueryRowContext(ctx, query, args...)
+func (q txQueryer) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st, ok := q.prepared(query); ok {
+		return q.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
-	return st.QueryRowContext(ctx, args...)
+	return q.tx.QueryRowContext(ctx, query, args...)
 }
 
 func readHashes(ctx context.Context, q queryer, log string, idx []int64) ([]tlog.Hash, error) {
@@ -394,7 +398,7 @@ func (s *Store) Append(ctx context.Context, recs []audit.Record) ([]audit.Entry,
 		return nil, fmt.Errorf("audit sqlite: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	q := stmtQueryer{ctx: ctx, s: s, tx: tx}
+	q := txQueryer{tx: tx, prepared: s.prepared}
 	head, err := readHead(ctx, q, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("audit sqlite: read head: %w", err)
