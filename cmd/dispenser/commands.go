@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/vtk/dispenser/internal/auth"
 	"github.com/vtk/dispenser/internal/config"
@@ -54,6 +56,17 @@ func configExit(err error, failed int) int {
 // isHelp reports whether a subcommand word asks for the usage text.
 func isHelp(word string) bool {
 	return word == "help" || word == "-h" || word == "-help" || word == "--help"
+}
+
+// cliLogger is the logger of a command a person runs: warnings and errors
+// only, as plain lines on the command's stderr (no time, no caller, no
+// JSON). The server's info lines would bury the one line that matters.
+func cliLogger(stderr io.Writer) *zap.Logger {
+	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
+		LevelKey: "level", MessageKey: "msg",
+		EncodeLevel: zapcore.CapitalLevelEncoder, ConsoleSeparator: " ",
+	})
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel))
 }
 
 // subcommand picks the subcommand of a command that has several (keys,

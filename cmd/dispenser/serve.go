@@ -48,17 +48,6 @@ func newLogger(c config.LogConfig, opts ...zap.Option) (*zap.Logger, error) {
 	return zc.Build(opts...)
 }
 
-// cliLogger is the logger of a command a person runs: warnings and errors
-// only, as plain lines on the command's stderr (no time, no caller, no
-// JSON). The server's info lines would bury the one line that matters.
-func cliLogger(stderr io.Writer) *zap.Logger {
-	enc := zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
-		LevelKey: "level", MessageKey: "msg",
-		EncodeLevel: zapcore.CapitalLevelEncoder, ConsoleSeparator: " ",
-	})
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), zapcore.WarnLevel))
-}
-
 // serverTLSConfig is the listener's TLS configuration: the server
 // certificate and, when auth.mtls is configured, the client CA bundle and
 // whether a client certificate is optional or required. Those are taken
